@@ -1,0 +1,94 @@
+/* Configuration: one table of settings feeds the config file, environment, flags and --help. */
+#ifndef CREDPROXY_CONF_CONFIG_H
+#define CREDPROXY_CONF_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+/* How a client proves who it is to credproxy (never to the upstream). */
+enum client_auth_mode {
+    CLIENT_AUTH_TRUST,    /* anyone who can reach the listener; loopback / unix socket only */
+    CLIENT_AUTH_PEER,     /* unix socket peer uid/gid checked against allow-lists */
+    CLIENT_AUTH_PASSWORD, /* local users file, independent of the upstream secret */
+};
+
+/* TLS towards the upstream server, named as the MySQL clients name them. */
+enum upstream_tls_mode {
+    UPSTREAM_TLS_AUTO, /* verify-identity, or preferred when the host is loopback */
+    UPSTREAM_TLS_DISABLED,
+    UPSTREAM_TLS_PREFERRED,
+    UPSTREAM_TLS_REQUIRED,
+    UPSTREAM_TLS_VERIFY_CA,
+    UPSTREAM_TLS_VERIFY_IDENTITY,
+};
+
+enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
+
+/* One database fronted by credproxy: its listeners, its secret, its upstream. */
+struct route_config {
+    char *name;              /* "default" for the route built from top-level settings */
+    char **listen;           /* "HOST:PORT" strings; may be empty when socket is set */
+    size_t n_listen;
+    char *socket_path;       /* unix socket to listen on, or NULL */
+    char *secret_file;       /* RDS-format JSON secret on disk, or NULL */
+    char *secret_id;         /* AWS Secrets Manager secret id or ARN, or NULL */
+    char *upstream_host;     /* overrides the secret's host when set */
+    int upstream_port;       /* overrides the secret's port when > 0 */
+    enum upstream_tls_mode upstream_tls;
+    char *upstream_ca;       /* CA bundle for verify-ca / verify-identity */
+    enum client_auth_mode client_auth;
+    unsigned *peer_uids;     /* allow-list for peer mode */
+    size_t n_peer_uids;
+    unsigned *peer_gids;
+    size_t n_peer_gids;
+    char *users_file;        /* "name:*HEX" lines for password mode */
+    char *tls_cert;          /* frontend TLS certificate (PEM); TLS offered when set */
+    char *tls_key;           /* frontend TLS private key (PEM) */
+    char *server_version;    /* greeting version until the upstream's is learned */
+    int connect_timeout_ms;  /* upstream connect + login */
+    int handshake_timeout_ms; /* client must finish its login within this */
+    int secret_poll_ms;      /* how often the secret file is checked for changes */
+};
+
+/* The whole validated configuration. */
+struct config {
+    char *config_file;       /* path given with --config, or NULL */
+    enum log_level log_level;
+    int workers;             /* event-loop threads; 0 means one per CPU */
+    struct route_config *routes;
+    size_t n_routes;
+    bool check_only;         /* --check-config: validate and exit */
+    bool show_help;          /* --help */
+    bool show_version;       /* --version */
+};
+
+/* Errors collected while loading: every problem, each naming where it came from. */
+struct config_errors {
+    char **lines;            /* "FILE:LINE: key 'K': message", "--flag: message", "CREDPROXY_X: ..." */
+    size_t n;
+};
+
+/*
+ * Builds *out from the built-in defaults, then the config file (--config or
+ * CREDPROXY_CONFIG), then CREDPROXY_<KEY> environment variables, then flags,
+ * and validates the result. Returns true when the configuration is usable;
+ * otherwise false with every problem appended to errs. envp may be NULL
+ * (then the process environment is used). The caller frees with
+ * config_free() and config_errors_free() in both cases.
+ */
+bool config_load(struct config *out, int argc, char **argv, char **envp,
+                 struct config_errors *errs) __attribute__((warn_unused_result));
+
+void config_free(struct config *cfg);
+void config_errors_free(struct config_errors *errs);
+
+/* Prints --help, generated from the settings table. */
+void config_print_help(FILE *f, const char *argv0);
+
+/* True when host is a loopback address or name ("localhost", 127.0.0.0/8, ::1). */
+bool config_host_is_loopback(const char *host);
+
+const char *config_upstream_tls_name(enum upstream_tls_mode mode);
+
+#endif

@@ -1,0 +1,28 @@
+/* The file source: an RDS-format JSON secret on disk, re-read when it changes. */
+#ifndef CREDPROXY_SECRETS_SECRET_FILE_H
+#define CREDPROXY_SECRETS_SECRET_FILE_H
+
+#include <stddef.h>
+
+#include "secrets/secret_store.h"
+
+struct event_base;
+struct secret_file;
+
+/*
+ * Reads and parses path once, publishing it to store; on failure returns NULL
+ * with a message naming the file and the bad key in err. Then checks the
+ * file every poll_ms on base (inode, size, mtime, so atomic renames and
+ * Kubernetes' symlink swaps are seen) and publishes each new valid version.
+ * A bad version after start-up is logged once and the last good one stays.
+ */
+struct secret_file *secret_file_open(struct event_base *base, const char *path,
+                                     struct secret_store *store, int poll_ms, char *err,
+                                     size_t errlen);
+
+/* Checks the file now rather than at the next poll (e.g. after an access-denied login). */
+void secret_file_check_now(struct secret_file *sf);
+
+void secret_file_free(struct secret_file *sf);
+
+#endif

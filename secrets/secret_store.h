@@ -1,0 +1,18 @@
+/* The current credentials of one route: sources publish, workers take a reference. */
+#ifndef CREDPROXY_SECRETS_SECRET_STORE_H
+#define CREDPROXY_SECRETS_SECRET_STORE_H
+
+#include "secrets/creds.h"
+
+struct secret_store;
+
+struct secret_store *secret_store_new(void);
+void secret_store_free(struct secret_store *s);
+
+/* A new reference to the current snapshot (caller unrefs), or NULL before the first. */
+struct creds *secret_store_get(struct secret_store *s);
+
+/* Publishes c as current (takes the caller's reference) and sets its generation. */
+void secret_store_publish(struct secret_store *s, struct creds *c);
+
+#endif
