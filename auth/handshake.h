@@ -14,10 +14,10 @@ struct greeting {
     const char *server_version; /* e.g. "5.5.5-10.11.6-MariaDB-credproxy" */
     uint32_t connection_id;
     uint8_t scramble[PROTO_SCRAMBLE_LEN]; /* 20 bytes, none of them NUL */
-    uint64_t capabilities;      /* bits 32..63 go in MariaDB's extended field */
-    uint8_t charset;            /* server default collation id */
+    uint64_t capabilities;                /* bits 32..63 go in MariaDB's extended field */
+    uint8_t charset;                      /* server default collation id */
     uint16_t status;
-    const char *auth_plugin;    /* "mysql_native_password" or "caching_sha2_password" */
+    const char *auth_plugin; /* "mysql_native_password" or "caching_sha2_password" */
 };
 
 /* Appends the greeting as packet seq 0. */
@@ -28,18 +28,18 @@ void greeting_write(struct wire_writer *w, const struct greeting *g);
  * point into the payload that was parsed and are not NUL-terminated.
  */
 struct handshake_response {
-    uint64_t capabilities;      /* low 32 bits from the packet; MariaDB ext bits when sent */
+    uint64_t capabilities; /* low 32 bits from the packet; MariaDB ext bits when sent */
     uint32_t max_packet;
     uint8_t charset;
     const char *user;
     size_t user_len;
-    const uint8_t *auth;        /* auth response for auth_plugin */
+    const uint8_t *auth; /* auth response for auth_plugin */
     size_t auth_len;
-    const char *database;       /* NULL when CONNECT_WITH_DB is not set */
+    const char *database; /* NULL when CONNECT_WITH_DB is not set */
     size_t database_len;
-    const char *auth_plugin;    /* NULL when PLUGIN_AUTH is not set */
+    const char *auth_plugin; /* NULL when PLUGIN_AUTH is not set */
     size_t auth_plugin_len;
-    const uint8_t *attrs;       /* raw connect attributes block, NULL if none */
+    const uint8_t *attrs; /* raw connect attributes block, NULL if none */
     size_t attrs_len;
 };
 
@@ -70,9 +70,11 @@ struct change_user_request {
     size_t auth_len;
     const char *database; /* may be empty (len 0) */
     size_t database_len;
-    uint16_t charset;     /* 0 when absent */
+    uint16_t charset;        /* 0 when absent */
     const char *auth_plugin; /* NULL when absent */
     size_t auth_plugin_len;
+    const uint8_t *attrs; /* raw connect attributes block, NULL when absent */
+    size_t attrs_len;
 };
 
 /* Parses a COM_CHANGE_USER payload (starting with the 0x11 byte). */

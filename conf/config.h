@@ -76,6 +76,9 @@ struct config_errors {
  * otherwise false with every problem appended to errs. envp may be NULL
  * (then the process environment is used). The caller frees with
  * config_free() and config_errors_free() in both cases.
+ *
+ * With --help or --version nothing but the flags is read: the result is true with
+ * show_help / show_version set and no routes, so check those first.
  */
 bool config_load(struct config *out, int argc, char **argv, char **envp,
                  struct config_errors *errs) __attribute__((warn_unused_result));
@@ -90,5 +93,13 @@ void config_print_help(FILE *f, const char *argv0);
 bool config_host_is_loopback(const char *host);
 
 const char *config_upstream_tls_name(enum upstream_tls_mode mode);
+const char *config_client_auth_name(enum client_auth_mode mode);
+
+/*
+ * Splits a listen address, "HOST:PORT" or "[IPV6]:PORT", into host (without brackets, at
+ * most hostlen - 1 bytes) and port (1..65535). False when malformed; an IPv6 address without
+ * brackets is malformed, since its last group could not be told from the port.
+ */
+bool config_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
 
 #endif

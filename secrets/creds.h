@@ -12,7 +12,7 @@
  * OPENSSL_cleanse before freeing it.
  */
 struct creds {
-    int refs;            /* atomic; starts at 1 */
+    int refs; /* atomic; starts at 1 */
     char *username;
     char *password;
     char *host;          /* may be NULL when the route overrides it */
@@ -26,7 +26,10 @@ struct creds {
 
 /*
  * Parses an RDS-format secret ({"username","password","host","port",...}).
- * port may be a number or a numeric string; unknown keys are ignored. On
+ * username and password are required and non-empty; host, dbname, engine and
+ * dbClusterIdentifier are optional (absent, null or "" all give NULL); port
+ * may be a whole number or a numeric string, 3306 when absent or null;
+ * unknown keys are ignored. cJSON's copies of the values are wiped. On
  * error returns NULL and writes a message naming the missing or bad key into
  * err; the message never contains a value from the secret.
  */

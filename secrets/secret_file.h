@@ -15,12 +15,18 @@ struct secret_file;
  * file every poll_ms on base (inode, size, mtime, so atomic renames and
  * Kubernetes' symlink swaps are seen) and publishes each new valid version.
  * A bad version after start-up is logged once and the last good one stays.
+ * poll_ms <= 0 means the default, 1000 ms.
  */
 struct secret_file *secret_file_open(struct event_base *base, const char *path,
                                      struct secret_store *store, int poll_ms, char *err,
                                      size_t errlen);
 
-/* Checks the file now rather than at the next poll (e.g. after an access-denied login). */
+/*
+ * Checks the file now rather than at the next poll (e.g. after an access-denied
+ * login), re-reading it even if stat() shows no change. The check runs on the
+ * base given to secret_file_open at its next loop iteration; calling this from
+ * another thread is safe once libevent's pthreads support is enabled.
+ */
 void secret_file_check_now(struct secret_file *sf);
 
 void secret_file_free(struct secret_file *sf);

@@ -12,6 +12,12 @@ void secret_store_free(struct secret_store *s);
 /* A new reference to the current snapshot (caller unrefs), or NULL before the first. */
 struct creds *secret_store_get(struct secret_store *s);
 
+/*
+ * The generation of the current snapshot (0 before the first), without taking
+ * a reference: a cheap way to tell whether a connection's snapshot is stale.
+ */
+uint64_t secret_store_generation(struct secret_store *s);
+
 /* Publishes c as current (takes the caller's reference) and sets its generation. */
 void secret_store_publish(struct secret_store *s, struct creds *c);
 

@@ -1,0 +1,253 @@
+/* credproxy: start-up, signals and shutdown. */
+#include <errno.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <openssl/crypto.h>
+
+#include "auth/users.h"
+#include "conf/config.h"
+#include "conf/log.h"
+#include "proxy/listener.h"
+#include "proxy/route.h"
+#include "proxy/upstream.h"
+#include "proxy/worker.h"
+
+/* Everything the main thread owns. */
+struct daemon {
+    struct config cfg;
+    struct event_base *base;  /* signals, secret sources, the start-up probe */
+    struct evdns_base *dns;
+    struct route *routes;
+    size_t n_routes;
+    struct worker *workers;
+    int n_workers;
+};
+
+/* cJSON copies secret values into its own heap blocks: wipe every block it frees. */
+static void wiping_free(void *p)
+{
+    if (p)
+        OPENSSL_cleanse(p, malloc_usable_size(p));
+    free(p);
+}
+
+/* Reads a password from standard input (never argv) and prints its users-file hash. */
+static int hash_password(void)
+{
+    char line[1024];
+    if (!fgets(line, sizeof(line), stdin)) {
+        fprintf(stderr, "credproxy: --hash-password reads the password from standard input\n");
+        return 2;
+    }
+    line[strcspn(line, "\r\n")] = 0;
+    char out[42];
+    local_users_format_hash(line, strlen(line), out);
+    OPENSSL_cleanse(line, sizeof(line));
+    printf("%s\n", out);
+    return 0;
+}
+
+static void probe_done(void *arg, struct bufferevent *bev, const struct upstream_info *info,
+                       const struct upstream_error *err)
+{
+    struct route *r = arg;
+    if (err) {
+        log_warn("route %s: upstream not reachable at start-up (%s); greeting clients as '%s' "
+                 "until it is",
+                 r->cfg->name, err->message, r->cfg->server_version);
+        return;
+    }
+    route_learn(r, info);
+    bufferevent_free(bev);
+}
+
+/*
+ * One login at start-up teaches the route the server's version and
+ * capabilities, so the first clients already see the real server. It runs
+ * on the main loop and never delays listening.
+ */
+static void probe_upstream(struct daemon *d, struct route *r)
+{
+    struct creds *c = secret_store_get(r->store);
+    const char *host = c ? route_upstream_host(r, c) : NULL;
+    if (!host) {
+        if (c)
+            creds_unref(c);
+        return;
+    }
+    struct upstream_params p = {
+        .host = host,
+        .port = route_upstream_port(r, c),
+        .tls_mode = route_tls_mode(r, host),
+        .tls_ctx = r->upstream_tls,
+        .user = c->username,
+        .password = c->password,
+        .database = c->dbname,
+        .database_len = c->dbname ? strlen(c->dbname) : 0,
+        .client_caps = UPSTREAM_RELAYABLE_CAPS,
+        .charset = 45,
+        .timeout_ms = r->cfg->connect_timeout_ms,
+    };
+    upstream_login_start(d->base, d->dns, &p, probe_done, r);
+    creds_unref(c);
+}
+
+static int open_listeners(struct daemon *d)
+{
+    char err[512];
+    for (size_t i = 0; i < d->n_routes; i++) {
+        const struct route_config *rc = d->routes[i].cfg;
+        for (size_t j = 0; j < rc->n_listen; j++) {
+            for (int k = 0; k < d->n_workers; k++) {
+                int fd = listener_open_tcp(rc->listen[j], err, sizeof(err));
+                if (fd < 0 || worker_listen(&d->workers[k], fd, &d->routes[i]) < 0) {
+                    log_error("route %s: %s", rc->name, fd < 0 ? err : "cannot add listener");
+                    return -1;
+                }
+            }
+            log_info("route %s: listening on %s (%d workers)", rc->name, rc->listen[j],
+                     d->n_workers);
+        }
+        if (rc->socket_path) {
+            int fd = listener_open_unix(rc->socket_path, err, sizeof(err));
+            if (fd < 0 || worker_listen(&d->workers[0], fd, &d->routes[i]) < 0) {
+                log_error("route %s: %s", rc->name, fd < 0 ? err : "cannot add listener");
+                return -1;
+            }
+            log_info("route %s: listening on %s", rc->name, rc->socket_path);
+        }
+    }
+    return 0;
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct daemon *d = arg;
+    log_info("received signal %d, shutting down", (int)sig);
+    event_base_loopexit(d->base, NULL);
+}
+
+static int start(struct daemon *d)
+{
+    char err[1024];
+    d->base = event_base_new();
+    d->dns = d->base ? evdns_base_new(d->base, EVDNS_BASE_INITIALIZE_NAMESERVERS) : NULL;
+    if (d->base && !d->dns)
+        d->dns = evdns_base_new(d->base, 0);
+    d->n_routes = d->cfg.n_routes;
+    d->routes = calloc(d->n_routes, sizeof(*d->routes));
+    d->n_workers = d->cfg.workers > 0 ? d->cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (d->n_workers < 1)
+        d->n_workers = 1;
+    d->workers = calloc((size_t)d->n_workers, sizeof(*d->workers));
+    if (!d->base || !d->dns || !d->routes || !d->workers) {
+        log_error("out of memory at start-up");
+        return -1;
+    }
+    for (size_t i = 0; i < d->n_routes; i++) {
+        if (!route_init(&d->routes[i], &d->cfg.routes[i], d->base, err, sizeof(err))) {
+            log_error("%s", err);
+            d->n_routes = i + 1; /* destroy what was set up, including this one */
+            return -1;
+        }
+    }
+    for (int k = 0; k < d->n_workers; k++) {
+        if (worker_init(&d->workers[k], k) < 0) {
+            log_error("cannot create worker %d", k);
+            return -1;
+        }
+    }
+    if (open_listeners(d) < 0)
+        return -1;
+    for (int k = 0; k < d->n_workers; k++) {
+        if (worker_start(&d->workers[k]) != 0) {
+            log_error("cannot start worker thread %d", k);
+            d->n_workers = k;
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < d->n_routes; i++)
+        probe_upstream(d, &d->routes[i]);
+    return 0;
+}
+
+static void stop(struct daemon *d)
+{
+    for (int k = 0; k < d->n_workers; k++)
+        if (d->workers[k].thread)
+            worker_stop(&d->workers[k]);
+    for (int k = 0; d->workers && k < d->n_workers; k++)
+        worker_destroy(&d->workers[k]);
+    free(d->workers);
+    for (size_t i = 0; d->routes && i < d->n_routes; i++) {
+        if (d->routes[i].cfg && d->routes[i].cfg->socket_path)
+            unlink(d->routes[i].cfg->socket_path);
+        if (d->routes[i].cfg)
+            route_destroy(&d->routes[i]);
+    }
+    free(d->routes);
+    if (d->dns)
+        evdns_base_free(d->dns, 0);
+    if (d->base)
+        event_base_free(d->base);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 2 && strcmp(argv[1], "--hash-password") == 0)
+        return hash_password();
+    cJSON_Hooks hooks = {.malloc_fn = malloc, .free_fn = wiping_free};
+    cJSON_InitHooks(&hooks);
+    struct daemon d = {0};
+    struct config_errors errs = {0};
+    bool ok = config_load(&d.cfg, argc, argv, NULL, &errs);
+    for (size_t i = 0; i < errs.n; i++)
+        fprintf(stderr, "credproxy: %s\n", errs.lines[i]);
+    config_errors_free(&errs);
+    if (!ok) {
+        config_free(&d.cfg);
+        return 2;
+    }
+    if (d.cfg.show_help || d.cfg.show_version || d.cfg.check_only) {
+        if (d.cfg.show_help)
+            config_print_help(stdout, argv[0]);
+        else if (d.cfg.show_version)
+            printf("credproxy %s\n", CREDPROXY_VERSION);
+        else
+            printf("credproxy: configuration OK (%zu route%s)\n", d.cfg.n_routes,
+                   d.cfg.n_routes == 1 ? "" : "s");
+        config_free(&d.cfg);
+        return 0;
+    }
+    log_set_level(d.cfg.log_level);
+    signal(SIGPIPE, SIG_IGN);
+    evthread_use_pthreads();
+    int rc = 1;
+    if (start(&d) == 0) {
+        struct event *sigterm = evsignal_new(d.base, SIGTERM, signal_cb, &d);
+        struct event *sigint = evsignal_new(d.base, SIGINT, signal_cb, &d);
+        evsignal_add(sigterm, NULL);
+        evsignal_add(sigint, NULL);
+        log_info("credproxy %s ready", CREDPROXY_VERSION);
+        event_base_loop(d.base, EVLOOP_NO_EXIT_ON_EMPTY);
+        event_free(sigterm);
+        event_free(sigint);
+        rc = 0;
+    }
+    stop(&d);
+    config_free(&d.cfg);
+    log_info("credproxy stopped");
+    return rc;
+}

@@ -1,0 +1,124 @@
+/* Route set-up and the shared server profile. */
+#include "proxy/route.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "auth/proto.h"
+#include "auth/tls.h"
+#include "auth/users.h"
+#include "conf/log.h"
+#include "proxy/upstream.h"
+#include "secrets/secret_file.h"
+
+/* Until an upstream login shows the real ones: what any 5.7+ server offers. */
+#define DEFAULT_PROFILE_CAPS                                                                       \
+    (PROTO_CAP_LONG_PASSWORD | PROTO_CAP_FOUND_ROWS | PROTO_CAP_LONG_FLAG |                        \
+     PROTO_CAP_CONNECT_WITH_DB | PROTO_CAP_NO_SCHEMA | PROTO_CAP_ODBC | PROTO_CAP_LOCAL_FILES |    \
+     PROTO_CAP_IGNORE_SPACE | PROTO_CAP_PROTOCOL_41 | PROTO_CAP_INTERACTIVE |                      \
+     PROTO_CAP_IGNORE_SIGPIPE | PROTO_CAP_TRANSACTIONS | PROTO_CAP_RESERVED |                      \
+     PROTO_CAP_SECURE_CONNECTION | PROTO_CAP_MULTI_STATEMENTS | PROTO_CAP_MULTI_RESULTS |          \
+     PROTO_CAP_PS_MULTI_RESULTS | PROTO_CAP_PLUGIN_AUTH | PROTO_CAP_CONNECT_ATTRS |                \
+     PROTO_CAP_PLUGIN_AUTH_LENENC | PROTO_CAP_SESSION_TRACK)
+
+bool route_init(struct route *r, const struct route_config *cfg, struct event_base *base,
+                char *err, size_t errlen)
+{
+    memset(r, 0, sizeof(*r));
+    r->cfg = cfg;
+    pthread_mutex_init(&r->lock, NULL);
+    snprintf(r->profile.version, sizeof(r->profile.version), "%s", cfg->server_version);
+    r->profile.caps = DEFAULT_PROFILE_CAPS;
+    r->profile.charset = 45; /* utf8mb4_general_ci */
+    r->store = secret_store_new();
+    if (!r->store) {
+        snprintf(err, errlen, "route %s: out of memory", cfg->name);
+        return false;
+    }
+    char why[512];
+    if (cfg->secret_file) {
+        r->file_source = secret_file_open(base, cfg->secret_file, r->store, cfg->secret_poll_ms,
+                                          why, sizeof(why));
+        if (!r->file_source) {
+            snprintf(err, errlen, "route %s: %s", cfg->name, why);
+            return false;
+        }
+    } else {
+        snprintf(err, errlen, "route %s: secret_id (AWS Secrets Manager) is not supported yet; use secret_file",
+                 cfg->name);
+        return false;
+    }
+    if (cfg->client_auth == CLIENT_AUTH_PASSWORD) {
+        r->users = local_users_load(cfg->users_file, why, sizeof(why));
+        if (!r->users) {
+            snprintf(err, errlen, "route %s: %s", cfg->name, why);
+            return false;
+        }
+    }
+    if (cfg->tls_cert) {
+        r->frontend_tls = tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, why, sizeof(why));
+        if (!r->frontend_tls) {
+            snprintf(err, errlen, "route %s: %s", cfg->name, why);
+            return false;
+        }
+    }
+    if (cfg->upstream_tls != UPSTREAM_TLS_DISABLED) {
+        r->upstream_tls = upstream_tls_ctx_new(cfg->upstream_ca, why, sizeof(why));
+        if (!r->upstream_tls) {
+            snprintf(err, errlen, "route %s: upstream TLS: %s", cfg->name, why);
+            return false;
+        }
+    }
+    return true;
+}
+
+void route_destroy(struct route *r)
+{
+    if (r->file_source)
+        secret_file_free(r->file_source);
+    if (r->store)
+        secret_store_free(r->store);
+    if (r->users)
+        local_users_free(r->users);
+    SSL_CTX_free(r->frontend_tls);
+    SSL_CTX_free(r->upstream_tls);
+    pthread_mutex_destroy(&r->lock);
+}
+
+void route_profile(struct route *r, struct server_profile *out)
+{
+    pthread_mutex_lock(&r->lock);
+    *out = r->profile;
+    pthread_mutex_unlock(&r->lock);
+}
+
+void route_learn(struct route *r, const struct upstream_info *info)
+{
+    pthread_mutex_lock(&r->lock);
+    bool changed = !r->profile.learned || strcmp(r->profile.version, info->server_version) != 0 ||
+                   r->profile.caps != info->server_caps;
+    snprintf(r->profile.version, sizeof(r->profile.version), "%s", info->server_version);
+    r->profile.caps = info->server_caps;
+    r->profile.charset = info->server_charset;
+    r->profile.learned = true;
+    pthread_mutex_unlock(&r->lock);
+    if (changed)
+        log_info("route %s: upstream server is %s", r->cfg->name, info->server_version);
+}
+
+const char *route_upstream_host(const struct route *r, const struct creds *c)
+{
+    return r->cfg->upstream_host ? r->cfg->upstream_host : c->host;
+}
+
+int route_upstream_port(const struct route *r, const struct creds *c)
+{
+    return r->cfg->upstream_port > 0 ? r->cfg->upstream_port : c->port;
+}
+
+enum upstream_tls_mode route_tls_mode(const struct route *r, const char *host)
+{
+    if (r->cfg->upstream_tls != UPSTREAM_TLS_AUTO)
+        return r->cfg->upstream_tls;
+    return config_host_is_loopback(host) ? UPSTREAM_TLS_PREFERRED : UPSTREAM_TLS_VERIFY_IDENTITY;
+}

@@ -1,0 +1,57 @@
+/* A route at run time: its configuration, its secret, its TLS contexts, what it knows of its server. */
+#ifndef CREDPROXY_PROXY_ROUTE_H
+#define CREDPROXY_PROXY_ROUTE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#include "conf/config.h"
+#include "secrets/secret_store.h"
+
+struct event_base;
+struct secret_file;
+struct local_users;
+struct upstream_info;
+
+/* What the greeting tells clients: the upstream's own, once a login has shown it. */
+struct server_profile {
+    char version[64];
+    uint64_t caps;
+    uint8_t charset;
+    bool learned; /* false while only the configured defaults are known */
+};
+
+struct route {
+    const struct route_config *cfg;
+    struct secret_store *store;
+    struct secret_file *file_source;
+    struct local_users *users;   /* password mode only */
+    SSL_CTX *frontend_tls;       /* NULL when the route has no tls_cert */
+    SSL_CTX *upstream_tls;       /* NULL when upstream_tls is disabled */
+    pthread_mutex_t lock;        /* guards profile */
+    struct server_profile profile;
+};
+
+/*
+ * Loads everything a route needs before it can serve: the secret (read once
+ * now; start-up fails if it cannot be), users, TLS contexts. The file source
+ * then polls on base. Returns false with a message in err.
+ */
+bool route_init(struct route *r, const struct route_config *cfg, struct event_base *base,
+                char *err, size_t errlen) __attribute__((warn_unused_result));
+void route_destroy(struct route *r);
+
+void route_profile(struct route *r, struct server_profile *out);
+void route_learn(struct route *r, const struct upstream_info *info);
+
+/* The upstream host/port for creds: the route's override, else the secret's. */
+const char *route_upstream_host(const struct route *r, const struct creds *c);
+int route_upstream_port(const struct route *r, const struct creds *c);
+
+/* AUTO resolved: verify-identity, or preferred for a loopback host. */
+enum upstream_tls_mode route_tls_mode(const struct route *r, const char *host);
+
+#endif

@@ -1,0 +1,728 @@
+/* Client sessions: the server side of the MySQL login, then the packet relay. */
+#include "proxy/session.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/crypto.h>
+
+#include "auth/handshake.h"
+#include "auth/proto.h"
+#include "auth/reply.h"
+#include "auth/scramble.h"
+#include "auth/users.h"
+#include "conf/log.h"
+#include "proxy/route.h"
+#include "proxy/upstream.h"
+#include "proxy/worker.h"
+#include "secrets/secret_file.h"
+
+/* Login packets (with connect attributes) stay far below this; bigger is garbage. */
+#define LOGIN_MAX_PACKET (64 * 1024)
+/* Past this much unsent data toward one side, stop reading from the other (backpressure). */
+#define RELAY_HIGH_WATER (256 * 1024)
+
+enum session_state {
+    SESSION_HANDSHAKE,   /* greeting sent; waiting for the login request (or SSLRequest) */
+    SESSION_AUTH_SWITCH, /* asked the client to answer with mysql_native_password */
+    SESSION_CONNECTING,  /* logging in upstream for this client */
+    SESSION_RELAY,       /* moving packets both ways */
+    SESSION_CHANGE_USER, /* credproxy's own reset commands are in flight upstream */
+    SESSION_CLOSING,     /* a last packet is being flushed to the client */
+};
+
+struct session {
+    struct session *prev, *next; /* the worker's list of live sessions */
+    struct worker *worker;
+    struct route *route;
+    struct bufferevent *client;
+    struct bufferevent *server;
+    struct upstream_login *login;
+    struct event *timer;       /* handshake timeout */
+    enum session_state state;
+    uint64_t id;
+    char peer[80];             /* "ADDR:PORT" or "unix:uid=N" for logs */
+    char user[64];             /* the name the client gave, for logs and password mode */
+    uint8_t scramble[PROTO_SCRAMBLE_LEN];
+    uint64_t offered_caps;     /* what the greeting offered */
+    uint64_t caps;             /* what the client asked for */
+    uint8_t charset;
+    uint8_t seq;               /* next sequence id toward the client during login */
+    char *database;            /* schema asked for at login, or NULL */
+    uint8_t *attrs;            /* connect attributes, forwarded upstream */
+    size_t attrs_len;
+    struct creds *creds;       /* the snapshot this session logged in with */
+    /* relay state */
+    size_t to_server_left;     /* bytes of the current client packet still to forward */
+    unsigned internal_replies; /* replies to credproxy's own commands still to swallow */
+    uint8_t *internal_error;   /* first ERR payload among them, sent to the client */
+    size_t internal_error_len;
+    unsigned client_continues : 1; /* last client packet was 16 MiB - 1: next continues it */
+    unsigned client_throttled : 1; /* client reads paused until the server side drains */
+    unsigned server_throttled : 1; /* server reads paused until the client side drains */
+    unsigned tls : 1;
+    unsigned is_unix : 1;
+};
+
+/*
+ * A polite COM_QUIT straight onto the socket when nothing else is queued, so
+ * the server logs a clean disconnect; a tiny write to an idle socket does not
+ * block. Without it the server just sees the close.
+ */
+static void upstream_quit(struct bufferevent *server)
+{
+    static const uint8_t quit[5] = {1, 0, 0, 0, PROTO_COM_QUIT};
+    if (evbuffer_get_length(bufferevent_get_output(server)) != 0)
+        return;
+    SSL *ssl = bufferevent_openssl_get_ssl(server);
+    if (ssl) {
+        (void)SSL_write(ssl, quit, sizeof(quit));
+        return;
+    }
+    ssize_t n = send(bufferevent_getfd(server), quit, sizeof(quit), MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)n;
+}
+
+static void client_read_cb(struct bufferevent *bev, void *arg);
+static void client_write_cb(struct bufferevent *bev, void *arg);
+static void client_event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* The one way a session ends: logs why and frees everything it holds. */
+static void session_close(struct session *s, const char *why)
+{
+    if (s->state == SESSION_RELAY || s->state == SESSION_CHANGE_USER)
+        log_debug("C-%llu %s: closed: %s", (unsigned long long)s->id, s->peer, why);
+    else
+        log_info("C-%llu %s: closed during login: %s", (unsigned long long)s->id, s->peer, why);
+    if (s->login)
+        upstream_login_cancel(s->login);
+    if (s->server) {
+        /* A polite COM_QUIT when it can go out at once; the server copes either way. */
+        upstream_quit(s->server);
+        bufferevent_free(s->server);
+    }
+    if (s->client)
+        bufferevent_free(s->client);
+    if (s->timer)
+        event_free(s->timer);
+    if (s->creds)
+        creds_unref(s->creds);
+    free(s->database);
+    free(s->attrs);
+    free(s->internal_error);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        s->worker->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->worker->n_sessions--;
+    free(s);
+}
+
+void session_close_all(struct worker *w)
+{
+    while (w->sessions)
+        session_close(w->sessions, "credproxy is shutting down");
+}
+
+/* Sends a last packet to the client, then closes once it has left. */
+static void session_fail(struct session *s, uint16_t code, const char *sqlstate, const char *msg)
+{
+    log_info("C-%llu %s: error %u: %s", (unsigned long long)s->id, s->peer, code, msg);
+    struct wire_writer w;
+    wire_writer_init(&w);
+    err_packet_write(&w, s->seq, code, sqlstate, msg);
+    if (!w.failed)
+        bufferevent_write(s->client, w.buf, w.len);
+    wire_writer_free(&w);
+    if (s->login) {
+        upstream_login_cancel(s->login);
+        s->login = NULL;
+    }
+    if (s->server) {
+        bufferevent_free(s->server);
+        s->server = NULL;
+    }
+    s->state = SESSION_CLOSING;
+    bufferevent_disable(s->client, EV_READ);
+    bufferevent_setwatermark(s->client, EV_WRITE, 0, 0);
+    bufferevent_enable(s->client, EV_WRITE);
+}
+
+static void send_to_client(struct session *s, const struct wire_writer *w)
+{
+    if (!w->failed)
+        bufferevent_write(s->client, w->buf, w->len);
+}
+
+/* --- login --------------------------------------------------------------------------------- */
+
+static void send_greeting(struct session *s)
+{
+    struct server_profile prof;
+    route_profile(s->route, &prof);
+    s->offered_caps = (prof.caps & UPSTREAM_RELAYABLE_CAPS) | PROTO_CAP_PROTOCOL_41 |
+                      PROTO_CAP_SECURE_CONNECTION | PROTO_CAP_PLUGIN_AUTH |
+                      PROTO_CAP_PLUGIN_AUTH_LENENC | PROTO_CAP_CONNECT_WITH_DB;
+    if (s->route->frontend_tls)
+        s->offered_caps |= PROTO_CAP_SSL;
+    scramble_generate(s->scramble);
+    struct greeting g = {
+        .server_version = prof.version,
+        .connection_id = (uint32_t)s->id,
+        .capabilities = s->offered_caps,
+        .charset = prof.charset,
+        .status = PROTO_STATUS_AUTOCOMMIT,
+        .auth_plugin = "mysql_native_password",
+    };
+    memcpy(g.scramble, s->scramble, sizeof(g.scramble));
+    struct wire_writer w;
+    wire_writer_init(&w);
+    greeting_write(&w, &g);
+    send_to_client(s, &w);
+    wire_writer_free(&w);
+}
+
+static void upstream_done(void *arg, struct bufferevent *bev, const struct upstream_info *info,
+                          const struct upstream_error *err);
+
+/* The client is who it says (or trusted): log in upstream with the secret's credentials. */
+static void begin_upstream(struct session *s)
+{
+    struct route *r = s->route;
+    s->creds = secret_store_get(r->store);
+    if (!s->creds) {
+        session_fail(s, PROTO_ER_CONN_HOST_ERROR, "HY000",
+                     "credproxy has no credentials for this route yet");
+        return;
+    }
+    const char *host = route_upstream_host(r, s->creds);
+    if (!host) {
+        session_fail(s, PROTO_ER_CONN_HOST_ERROR, "HY000",
+                     "credproxy: the secret has no host and upstream_host is not set");
+        return;
+    }
+    const char *db = s->database ? s->database : s->creds->dbname;
+    struct upstream_params p = {
+        .host = host,
+        .port = route_upstream_port(r, s->creds),
+        .tls_mode = route_tls_mode(r, host),
+        .tls_ctx = r->upstream_tls,
+        .user = s->creds->username,
+        .password = s->creds->password,
+        .database = db,
+        .database_len = db ? strlen(db) : 0,
+        .client_caps = s->caps,
+        .charset = s->charset,
+        .attrs = s->attrs,
+        .attrs_len = s->attrs_len,
+        .timeout_ms = r->cfg->connect_timeout_ms,
+    };
+    s->state = SESSION_CONNECTING;
+    bufferevent_disable(s->client, EV_READ);
+    s->login = upstream_login_start(s->worker->base, s->worker->dns, &p, upstream_done, s);
+    if (!s->login)
+        session_fail(s, PROTO_ER_CONN_HOST_ERROR, "HY000", "credproxy: out of memory");
+}
+
+static void server_read_cb(struct bufferevent *bev, void *arg);
+static void server_write_cb(struct bufferevent *bev, void *arg);
+static void server_event_cb(struct bufferevent *bev, short what, void *arg);
+
+static void upstream_done(void *arg, struct bufferevent *bev, const struct upstream_info *info,
+                          const struct upstream_error *err)
+{
+    struct session *s = arg;
+    s->login = NULL;
+    if (err) {
+        if (err->code == PROTO_ER_ACCESS_DENIED && s->route->file_source)
+            secret_file_check_now(s->route->file_source); /* perhaps the secret was rotated */
+        session_fail(s, err->code, err->sqlstate, err->message);
+        return;
+    }
+    route_learn(s->route, info);
+    s->server = bev;
+    bufferevent_setcb(bev, server_read_cb, server_write_cb, server_event_cb, s);
+    bufferevent_setwatermark(bev, EV_READ, 0, RELAY_HIGH_WATER);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    struct wire_writer w;
+    wire_writer_init(&w);
+    ok_packet_write(&w, s->seq, 0, 0, info->status, 0);
+    send_to_client(s, &w);
+    wire_writer_free(&w);
+    s->state = SESSION_RELAY;
+    event_del(s->timer);
+    bufferevent_setwatermark(s->client, EV_READ, 0, RELAY_HIGH_WATER);
+    bufferevent_enable(s->client, EV_READ);
+    log_debug("C-%llu %s: logged in upstream as '%s' (thread %u%s)", (unsigned long long)s->id,
+              s->peer, s->creds->username, info->thread_id, info->tls ? ", TLS" : "");
+    if (evbuffer_get_length(bufferevent_get_input(s->client)) > 0)
+        client_read_cb(s->client, s);
+}
+
+/* Switches the client connection to TLS after its SSLRequest. */
+static bool start_client_tls(struct session *s)
+{
+    SSL *ssl = SSL_new(s->route->frontend_tls);
+    if (!ssl)
+        return false;
+    struct bufferevent *tls = bufferevent_openssl_filter_new(
+        s->worker->base, s->client, ssl, BUFFEREVENT_SSL_ACCEPTING,
+        BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (!tls) {
+        SSL_free(ssl);
+        return false;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
+    s->client = tls;
+    s->tls = 1;
+    bufferevent_setcb(tls, client_read_cb, client_write_cb, client_event_cb, s);
+    bufferevent_enable(tls, EV_READ | EV_WRITE);
+    return true;
+}
+
+static bool verify_local_password(struct session *s, const uint8_t *reply, size_t len)
+{
+    const uint8_t *stage2 = local_users_find(s->route->users, s->user, strlen(s->user));
+    return stage2 && native_password_verify(stage2, s->scramble, reply, len);
+}
+
+static void deny_local_login(struct session *s)
+{
+    char msg[160];
+    snprintf(msg, sizeof(msg), "Access denied for user '%s' (credproxy local user)", s->user);
+    session_fail(s, PROTO_ER_ACCESS_DENIED, "28000", msg);
+}
+
+static void handle_login_request(struct session *s, const uint8_t *p, size_t len)
+{
+    struct handshake_response hr;
+    switch (handshake_response_parse(p, len, s->offered_caps, &hr)) {
+    case HANDSHAKE_MALFORMED:
+        session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "Bad handshake");
+        return;
+    case HANDSHAKE_SSL_REQUEST:
+        if (s->tls || !s->route->frontend_tls || !start_client_tls(s))
+            session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "Bad handshake: TLS is not available");
+        return;
+    case HANDSHAKE_PARSED:
+        break;
+    }
+    s->caps = hr.capabilities;
+    s->charset = hr.charset;
+    snprintf(s->user, sizeof(s->user), "%.*s", (int)hr.user_len, hr.user);
+    if (hr.database && hr.database_len)
+        s->database = strndup(hr.database, hr.database_len);
+    if (hr.attrs_len && (s->attrs = malloc(hr.attrs_len))) {
+        memcpy(s->attrs, hr.attrs, hr.attrs_len);
+        s->attrs_len = hr.attrs_len;
+    }
+    if (s->route->cfg->client_auth != CLIENT_AUTH_PASSWORD) {
+        begin_upstream(s);
+        return;
+    }
+    bool native = !hr.auth_plugin ||
+                  (hr.auth_plugin_len == 21 && !memcmp(hr.auth_plugin, "mysql_native_password", 21));
+    if (native && hr.auth_len == 20) {
+        if (verify_local_password(s, hr.auth, hr.auth_len))
+            begin_upstream(s);
+        else
+            deny_local_login(s);
+        return;
+    }
+    /* The client used another plugin (caching_sha2 from MySQL 8 clients): ask for native. */
+    struct wire_writer w;
+    wire_writer_init(&w);
+    auth_switch_request_write(&w, s->seq++, "mysql_native_password", s->scramble,
+                              sizeof(s->scramble));
+    send_to_client(s, &w);
+    wire_writer_free(&w);
+    s->state = SESSION_AUTH_SWITCH;
+}
+
+/* Reads whole login packets; anything oversized or out of sequence ends the session. */
+static void login_read(struct session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->client);
+    while (s->state == SESSION_HANDSHAKE || s->state == SESSION_AUTH_SWITCH) {
+        uint8_t hdr[4];
+        if (evbuffer_copyout(in, hdr, 4) < 4)
+            return;
+        uint32_t len = wire_header_len(hdr);
+        if (len > LOGIN_MAX_PACKET || wire_header_seq(hdr) != s->seq) {
+            session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "Bad handshake");
+            return;
+        }
+        if (evbuffer_get_length(in) < 4 + (size_t)len)
+            return;
+        uint8_t *p = malloc(len ? len : 1);
+        if (!p) {
+            session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "out of memory");
+            return;
+        }
+        evbuffer_drain(in, 4);
+        evbuffer_remove(in, p, len);
+        s->seq++;
+        struct bufferevent *before = s->client;
+        if (s->state == SESSION_HANDSHAKE) {
+            handle_login_request(s, p, len);
+        } else if (verify_local_password(s, p, len)) {
+            begin_upstream(s);
+        } else {
+            deny_local_login(s);
+        }
+        OPENSSL_cleanse(p, len);
+        free(p);
+        if (s->client != before)
+            return; /* switched to TLS: the new bufferevent delivers what follows */
+    }
+}
+
+/* --- relay ----------------------------------------------------------------------------------- */
+
+/* Pauses reading from src while dst has too much unsent; dst's write callback resumes it. */
+static void throttle(struct session *s, struct bufferevent *src, struct bufferevent *dst)
+{
+    if (evbuffer_get_length(bufferevent_get_output(dst)) < RELAY_HIGH_WATER)
+        return;
+    bufferevent_disable(src, EV_READ);
+    bufferevent_setwatermark(dst, EV_WRITE, RELAY_HIGH_WATER / 2, 0);
+    if (src == s->client)
+        s->client_throttled = 1;
+    else
+        s->server_throttled = 1;
+}
+
+/*
+ * COM_CHANGE_USER is answered by credproxy: the upstream identity stays the
+ * secret's, the session is reset (COM_RESET_CONNECTION) and the schema the
+ * client names is selected (COM_INIT_DB). Their replies are swallowed; the
+ * client gets one OK, or the first error.
+ */
+static void handle_change_user(struct session *s, const uint8_t *p, size_t len)
+{
+    struct change_user_request cu;
+    if (!change_user_parse(p, len, s->caps, &cu)) {
+        s->seq = 1;
+        session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "Malformed COM_CHANGE_USER");
+        return;
+    }
+    snprintf(s->user, sizeof(s->user), "%.*s", (int)cu.user_len, cu.user);
+    s->seq = 1;
+    if (s->route->cfg->client_auth == CLIENT_AUTH_PASSWORD &&
+        !verify_local_password(s, cu.auth, cu.auth_len)) {
+        deny_local_login(s);
+        return;
+    }
+    static const uint8_t reset[5] = {1, 0, 0, 0, PROTO_COM_RESET_CONNECTION};
+    bufferevent_write(s->server, reset, sizeof(reset));
+    s->internal_replies = 1;
+    if (cu.database_len) {
+        size_t n = cu.database_len + 1;
+        uint8_t hdr[5] = {(uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16), 0, PROTO_COM_INIT_DB};
+        bufferevent_write(s->server, hdr, sizeof(hdr));
+        bufferevent_write(s->server, cu.database, cu.database_len);
+        s->internal_replies++;
+    }
+    s->state = SESSION_CHANGE_USER;
+    log_debug("C-%llu %s: COM_CHANGE_USER to '%s': session reset", (unsigned long long)s->id,
+              s->peer, s->user);
+}
+
+/* Swallows the replies to credproxy's own commands, then answers the client. */
+static void read_internal_replies(struct session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->server);
+    while (s->internal_replies) {
+        uint8_t hdr[4];
+        if (evbuffer_copyout(in, hdr, 4) < 4)
+            return;
+        uint32_t len = wire_header_len(hdr);
+        if (evbuffer_get_length(in) < 4 + (size_t)len)
+            return;
+        evbuffer_drain(in, 4);
+        uint8_t first = 0;
+        evbuffer_copyout(in, &first, 1);
+        if (len && first == 0xff && !s->internal_error && (s->internal_error = malloc(len))) {
+            evbuffer_remove(in, s->internal_error, len);
+            s->internal_error_len = len;
+        } else {
+            evbuffer_drain(in, len);
+        }
+        s->internal_replies--;
+    }
+    struct wire_writer w;
+    wire_writer_init(&w);
+    if (s->internal_error) {
+        wire_begin_packet(&w, s->seq);
+        wire_put_bytes(&w, s->internal_error, s->internal_error_len);
+        wire_end_packet(&w);
+        free(s->internal_error);
+        s->internal_error = NULL;
+    } else {
+        ok_packet_write(&w, s->seq, 0, 0, PROTO_STATUS_AUTOCOMMIT, 0);
+    }
+    send_to_client(s, &w);
+    wire_writer_free(&w);
+    s->state = SESSION_RELAY;
+    bufferevent_enable(s->client, EV_READ);
+}
+
+/*
+ * Moves client packets to the server without copying payloads. Only the
+ * header and, at a command boundary (sequence id 0, not a continuation), the
+ * command byte are looked at: COM_QUIT and COM_CHANGE_USER are handled here.
+ */
+static void relay_client_to_server(struct session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->client);
+    struct evbuffer *out = bufferevent_get_output(s->server);
+    while (s->state == SESSION_RELAY) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail == 0)
+            break;
+        if (s->to_server_left) {
+            size_t n = avail < s->to_server_left ? avail : s->to_server_left;
+            evbuffer_remove_buffer(in, out, n);
+            s->to_server_left -= n;
+            continue;
+        }
+        uint8_t h[5];
+        if (avail < 4 || evbuffer_copyout(in, h, avail < 5 ? 4 : 5) < 4)
+            break;
+        uint32_t len = wire_header_len(h);
+        bool command = !s->client_continues && wire_header_seq(h) == 0 && len > 0;
+        if (command && avail < 5)
+            break;
+        if (command && h[4] == PROTO_COM_QUIT) {
+            session_close(s, "client quit");
+            return;
+        }
+        if (command && h[4] == PROTO_COM_CHANGE_USER) {
+            if (len > LOGIN_MAX_PACKET) {
+                s->seq = 1;
+                session_fail(s, PROTO_ER_NET_PACKET_TOO_LARGE, "08S01",
+                             "COM_CHANGE_USER packet too large");
+                return;
+            }
+            if (avail < 4 + (size_t)len)
+                break;
+            uint8_t *p = malloc(len);
+            if (!p)
+                break;
+            evbuffer_drain(in, 4);
+            evbuffer_remove(in, p, len);
+            handle_change_user(s, p, len);
+            OPENSSL_cleanse(p, len);
+            free(p);
+            return;
+        }
+        s->client_continues = len == PROTO_MAX_PAYLOAD;
+        s->to_server_left = 4 + (size_t)len;
+    }
+    if (s->server)
+        throttle(s, s->client, s->server);
+}
+
+static void client_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    struct session *s = arg;
+    switch (s->state) {
+    case SESSION_HANDSHAKE:
+    case SESSION_AUTH_SWITCH:
+        login_read(s);
+        break;
+    case SESSION_RELAY:
+        relay_client_to_server(s);
+        break;
+    case SESSION_CONNECTING:
+    case SESSION_CHANGE_USER:
+    case SESSION_CLOSING:
+        break; /* reading is paused; data waits in the buffer */
+    }
+}
+
+static void client_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct session *s = arg;
+    if (s->state == SESSION_CLOSING) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            session_close(s, "error sent");
+        return;
+    }
+    if (s->server_throttled && s->server) {
+        s->server_throttled = 0;
+        bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+        bufferevent_enable(s->server, EV_READ);
+        if (evbuffer_get_length(bufferevent_get_input(s->server)))
+            server_read_cb(s->server, s);
+    }
+}
+
+static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    struct session *s = arg;
+    if (what & BEV_EVENT_EOF)
+        session_close(s, "client disconnected");
+    else if (what & BEV_EVENT_ERROR)
+        session_close(s, "client connection error");
+}
+
+static void server_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct session *s = arg;
+    if (s->state == SESSION_CHANGE_USER) {
+        read_internal_replies(s);
+        return;
+    }
+    if (s->state != SESSION_RELAY)
+        return;
+    /* Server to client is a straight move of buffer chains: no parsing, no copy. */
+    bufferevent_write_buffer(s->client, bufferevent_get_input(bev));
+    throttle(s, bev, s->client);
+}
+
+static void server_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct session *s = arg;
+    if (s->client_throttled) {
+        s->client_throttled = 0;
+        bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+        bufferevent_enable(s->client, EV_READ);
+        if (evbuffer_get_length(bufferevent_get_input(s->client)))
+            client_read_cb(s->client, s);
+    }
+}
+
+static void server_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    struct session *s = arg;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        /* Hand over whatever the server said last (often an ERR) before closing. */
+        if (s->client && evbuffer_get_length(bufferevent_get_input(bev)))
+            bufferevent_write_buffer(s->client, bufferevent_get_input(bev));
+        bufferevent_free(s->server);
+        s->server = NULL;
+        s->state = SESSION_CLOSING;
+        bufferevent_disable(s->client, EV_READ);
+        bufferevent_setwatermark(s->client, EV_WRITE, 0, 0);
+        if (evbuffer_get_length(bufferevent_get_output(s->client)) == 0)
+            session_close(s, "upstream connection lost");
+    }
+}
+
+static void handshake_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct session *s = arg;
+    if (s->state == SESSION_HANDSHAKE || s->state == SESSION_AUTH_SWITCH)
+        session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "Bad handshake: timed out");
+}
+
+/* --- start ----------------------------------------------------------------------------------- */
+
+static bool peer_allowed(const struct route_config *cfg, uid_t uid, gid_t gid)
+{
+    for (size_t i = 0; i < cfg->n_peer_uids; i++)
+        if (cfg->peer_uids[i] == uid)
+            return true;
+    for (size_t i = 0; i < cfg->n_peer_gids; i++)
+        if (cfg->peer_gids[i] == gid)
+            return true;
+    return false;
+}
+
+static void describe_peer(struct session *s, int fd, const struct sockaddr *addr, bool is_unix,
+                          struct ucred *cred, bool *have_cred)
+{
+    socklen_t len = sizeof(*cred);
+    *have_cred = is_unix && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, &len) == 0;
+    if (is_unix) {
+        if (*have_cred)
+            snprintf(s->peer, sizeof(s->peer), "unix:uid=%u,pid=%d", (unsigned)cred->uid,
+                     (int)cred->pid);
+        else
+            snprintf(s->peer, sizeof(s->peer), "unix");
+        return;
+    }
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (addr->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+    } else if (addr->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)addr;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+    }
+    snprintf(s->peer, sizeof(s->peer), "%s:%d", host, port);
+}
+
+void session_start(struct worker *w, struct route *r, int fd, const struct sockaddr *addr,
+                   socklen_t addrlen, bool is_unix)
+{
+    (void)addrlen;
+    struct session *s = calloc(1, sizeof(*s));
+    if (!s) {
+        close(fd);
+        return;
+    }
+    s->worker = w;
+    s->route = r;
+    s->id = ++w->next_session_id * 256 + (uint64_t)w->index;
+    s->is_unix = is_unix;
+    w->n_sessions++;
+    s->next = w->sessions;
+    if (s->next)
+        s->next->prev = s;
+    w->sessions = s;
+    struct ucred cred;
+    bool have_cred;
+    describe_peer(s, fd, addr, is_unix, &cred, &have_cred);
+    if (!is_unix) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    s->client = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    s->timer = evtimer_new(w->base, handshake_timeout_cb, s);
+    if (!s->client || !s->timer) {
+        if (!s->client)
+            close(fd);
+        session_close(s, "out of memory");
+        return;
+    }
+    bufferevent_setcb(s->client, client_read_cb, client_write_cb, client_event_cb, s);
+    bufferevent_setwatermark(s->client, EV_READ, 0, LOGIN_MAX_PACKET + 4);
+    bufferevent_enable(s->client, EV_READ | EV_WRITE);
+    log_debug("C-%llu %s: accepted on route %s", (unsigned long long)s->id, s->peer, r->cfg->name);
+    if (r->cfg->client_auth == CLIENT_AUTH_PEER &&
+        !(have_cred && peer_allowed(r->cfg, cred.uid, cred.gid))) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "credproxy: peer %s is not allowed on route %s", s->peer,
+                 r->cfg->name);
+        session_fail(s, PROTO_ER_ACCESS_DENIED, "28000", msg);
+        return;
+    }
+    int ms = r->cfg->handshake_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(s->timer, &tv);
+    s->seq = 0;
+    send_greeting(s);
+    s->seq = 1;
+}

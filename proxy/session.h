@@ -1,0 +1,22 @@
+/* One client connection: its login to credproxy, its upstream connection, the relay between them. */
+#ifndef CREDPROXY_PROXY_SESSION_H
+#define CREDPROXY_PROXY_SESSION_H
+
+#include <stdbool.h>
+#include <sys/socket.h>
+
+struct worker;
+struct route;
+
+/*
+ * Takes ownership of fd (a connected client socket) and starts the MySQL
+ * handshake. peer_uid/peer_gid are the unix-socket peer's credentials, or -1
+ * on TCP. Everything after this is driven by the worker's event loop.
+ */
+void session_start(struct worker *w, struct route *r, int fd, const struct sockaddr *addr,
+                   socklen_t addrlen, bool is_unix);
+
+/* Closes every session of the worker (at shutdown). */
+void session_close_all(struct worker *w);
+
+#endif

@@ -1,0 +1,602 @@
+/* Upstream login: credproxy plays the MySQL client, on the worker's event loop. */
+#include "proxy/upstream.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/util.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "auth/client_auth.h"
+#include "auth/proto.h"
+#include "auth/reply.h"
+#include "auth/wire.h"
+
+/* Login packets are small; anything bigger is not a MySQL server talking. */
+#define LOGIN_MAX_PACKET (64 * 1024)
+
+enum login_state {
+    LOGIN_CONNECTING, /* DNS + TCP */
+    LOGIN_GREETING,   /* waiting for the server's handshake */
+    LOGIN_TLS,        /* TLS handshake after SSLRequest */
+    LOGIN_AUTH,       /* HandshakeResponse sent, answering plugin requests */
+};
+
+struct upstream_login {
+    struct event_base *base;
+    struct bufferevent *bev;
+    struct event *timer;
+    enum login_state state;
+    upstream_done_fn done;
+    void *arg;
+    /* copies of the parameters */
+    char *host;
+    int port;
+    enum upstream_tls_mode tls_mode;
+    SSL_CTX *tls_ctx;
+    char *user;
+    char *password; /* wiped on free */
+    char *database;
+    uint64_t client_caps;
+    uint8_t charset;
+    uint8_t *attrs;
+    size_t attrs_len;
+    /* protocol state */
+    uint8_t seq;
+    uint8_t nonce[32];
+    size_t nonce_len;
+    enum client_auth_plugin plugin;
+    bool awaiting_pubkey;
+    struct upstream_info info;
+};
+
+static void login_free(struct upstream_login *l)
+{
+    if (l->timer)
+        event_free(l->timer);
+    if (l->bev)
+        bufferevent_free(l->bev);
+    if (l->password) {
+        OPENSSL_cleanse(l->password, strlen(l->password));
+        free(l->password);
+    }
+    OPENSSL_cleanse(l->nonce, sizeof(l->nonce));
+    free(l->host);
+    free(l->user);
+    free(l->database);
+    free(l->attrs);
+    free(l);
+}
+
+static void login_fail(struct upstream_login *l, uint16_t code, const char *sqlstate,
+                       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Reports failure once and frees the login. */
+static void login_fail(struct upstream_login *l, uint16_t code, const char *sqlstate,
+                       const char *fmt, ...)
+{
+    struct upstream_error err = {.code = code};
+    snprintf(err.sqlstate, sizeof(err.sqlstate), "%s", sqlstate);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err.message, sizeof(err.message), fmt, ap);
+    va_end(ap);
+    upstream_done_fn done = l->done;
+    void *arg = l->arg;
+    login_free(l);
+    done(arg, NULL, NULL, &err);
+}
+
+static void login_succeed(struct upstream_login *l)
+{
+    struct bufferevent *bev = l->bev;
+    struct upstream_info info = l->info;
+    upstream_done_fn done = l->done;
+    void *arg = l->arg;
+    bufferevent_disable(bev, EV_READ);
+    bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+    l->bev = NULL;
+    login_free(l);
+    done(arg, bev, &info, NULL);
+}
+
+static void send_packet(struct upstream_login *l, const uint8_t *payload, size_t len)
+{
+    uint8_t hdr[4] = {(uint8_t)len, (uint8_t)(len >> 8), (uint8_t)(len >> 16), l->seq++};
+    struct evbuffer *out = bufferevent_get_output(l->bev);
+    evbuffer_add(out, hdr, 4);
+    evbuffer_add(out, payload, len);
+}
+
+/* Parses the server's Initial Handshake Packet into l->info and l->nonce. */
+static bool parse_greeting(struct upstream_login *l, const uint8_t *p, size_t len, char *why,
+                           size_t whylen)
+{
+    struct wire_reader r;
+    wire_reader_init(&r, p, len);
+    uint8_t proto = wire_get_u8(&r);
+    if (proto != 10) {
+        snprintf(why, whylen, "unsupported protocol version %u", proto);
+        return false;
+    }
+    size_t vlen;
+    const char *version = wire_get_cstr(&r, &vlen);
+    l->info.thread_id = wire_get_u32(&r);
+    const uint8_t *s1 = wire_get_bytes(&r, 8);
+    wire_get_u8(&r);
+    uint64_t caps = wire_get_u16(&r);
+    l->info.server_charset = wire_get_u8(&r);
+    l->info.status = wire_get_u16(&r);
+    caps |= (uint64_t)wire_get_u16(&r) << 16;
+    uint8_t auth_len = wire_get_u8(&r);
+    wire_get_bytes(&r, 6);
+    uint32_t ext = wire_get_u32(&r);
+    if (r.failed || !(caps & PROTO_CAP_PROTOCOL_41) || !(caps & PROTO_CAP_SECURE_CONNECTION)) {
+        snprintf(why, whylen, "the server's greeting is malformed or pre-4.1");
+        return false;
+    }
+    if (!(caps & PROTO_CAP_LONG_PASSWORD))
+        caps |= (uint64_t)ext << 32;
+    size_t s2len = auth_len > 8 ? (size_t)auth_len - 8 : 13;
+    if (s2len > 13)
+        s2len = 13;
+    const uint8_t *s2 = wire_get_bytes(&r, s2len);
+    if (!s1 || !s2) {
+        snprintf(why, whylen, "the server's greeting has no scramble");
+        return false;
+    }
+    memcpy(l->nonce, s1, 8);
+    memcpy(l->nonce + 8, s2, s2len);
+    l->nonce_len = 8 + s2len;
+    if (l->nonce_len > 20 && l->nonce[l->nonce_len - 1] == 0)
+        l->nonce_len--; /* the trailing NUL is not part of the scramble */
+    l->plugin = CLIENT_AUTH_NATIVE;
+    if (caps & PROTO_CAP_PLUGIN_AUTH) {
+        size_t plen;
+        const char *pname = wire_get_cstr(&r, &plen);
+        if (pname && client_auth_plugin_by_name(pname, plen) == CLIENT_AUTH_CACHING_SHA2)
+            l->plugin = CLIENT_AUTH_CACHING_SHA2;
+    }
+    snprintf(l->info.server_version, sizeof(l->info.server_version), "%.*s", (int)vlen, version);
+    l->info.server_caps = caps;
+    return true;
+}
+
+/* The flags of this connection: exactly the client's, where the server has them too. */
+static uint64_t negotiated_caps(const struct upstream_login *l, bool tls)
+{
+    uint64_t caps = l->client_caps & l->info.server_caps & UPSTREAM_RELAYABLE_CAPS;
+    caps |= PROTO_CAP_PROTOCOL_41 | PROTO_CAP_SECURE_CONNECTION | PROTO_CAP_PLUGIN_AUTH;
+    caps |= l->info.server_caps & PROTO_CAP_PLUGIN_AUTH_LENENC;
+    caps &= ~PROTO_CAP_CONNECT_WITH_DB;
+    if (l->database)
+        caps |= PROTO_CAP_CONNECT_WITH_DB;
+    if (l->attrs_len)
+        caps |= l->info.server_caps & PROTO_CAP_CONNECT_ATTRS;
+    else
+        caps &= ~PROTO_CAP_CONNECT_ATTRS;
+    if (tls)
+        caps |= PROTO_CAP_SSL;
+    if (l->info.server_caps & PROTO_CAP_LONG_PASSWORD)
+        caps &= 0xffffffffull; /* a MySQL server: no MariaDB extended flags */
+    else
+        caps &= ~PROTO_CAP_LONG_PASSWORD;
+    return caps;
+}
+
+/* The fixed 32-byte head shared by SSLRequest and HandshakeResponse41. */
+static void put_response_head(struct wire_writer *w, uint64_t caps, uint8_t charset)
+{
+    wire_put_u32(w, (uint32_t)caps);
+    wire_put_u32(w, PROTO_MAX_PAYLOAD + 1);
+    wire_put_u8(w, charset);
+    wire_put_zeros(w, 19);
+    wire_put_u32(w, (uint32_t)(caps >> 32));
+}
+
+static void send_handshake_response(struct upstream_login *l)
+{
+    char err[160];
+    uint8_t reply[CLIENT_AUTH_MAX_REPLY];
+    int n = client_auth_first_reply(l->plugin, l->password, l->nonce, l->nonce_len,
+                                    l->info.tls, reply, err, sizeof(err));
+    if (n < 0) {
+        login_fail(l, 2059, "HY000", "credproxy: login to %s:%d as '%s': %s", l->host, l->port,
+                   l->user, err);
+        return;
+    }
+    struct wire_writer w;
+    wire_writer_init(&w);
+    put_response_head(&w, l->info.caps, l->charset);
+    wire_put_cstr(&w, l->user);
+    if (l->info.caps & PROTO_CAP_PLUGIN_AUTH_LENENC) {
+        wire_put_lenenc_bytes(&w, reply, (size_t)n);
+    } else {
+        wire_put_u8(&w, (uint8_t)n);
+        wire_put_bytes(&w, reply, (size_t)n);
+    }
+    if (l->info.caps & PROTO_CAP_CONNECT_WITH_DB)
+        wire_put_cstr(&w, l->database);
+    wire_put_cstr(&w, l->plugin == CLIENT_AUTH_CACHING_SHA2 ? "caching_sha2_password"
+                                                          : "mysql_native_password");
+    if (l->info.caps & PROTO_CAP_CONNECT_ATTRS)
+        wire_put_lenenc_bytes(&w, l->attrs, l->attrs_len);
+    OPENSSL_cleanse(reply, sizeof(reply));
+    if (!w.failed)
+        send_packet(l, w.buf, w.len);
+    OPENSSL_cleanse(w.buf, w.len);
+    wire_writer_free(&w);
+    l->state = LOGIN_AUTH;
+}
+
+static bool host_is_ip(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+static void login_event_cb(struct bufferevent *bev, short what, void *arg);
+static void login_read_cb(struct bufferevent *bev, void *arg);
+
+/* Sends SSLRequest in the clear, then hands the socket to a TLS bufferevent. */
+static void start_tls(struct upstream_login *l)
+{
+    struct wire_writer w;
+    wire_writer_init(&w);
+    wire_begin_packet(&w, l->seq++);
+    put_response_head(&w, l->info.caps, l->charset);
+    wire_end_packet(&w);
+    evutil_socket_t fd = bufferevent_getfd(l->bev);
+    /* The socket is fresh and idle, so 36 bytes go out at once or something is wrong. */
+    ssize_t sent = w.failed ? -1 : send(fd, w.buf, w.len, MSG_NOSIGNAL);
+    bool ok = sent == (ssize_t)w.len;
+    wire_writer_free(&w);
+    if (!ok) {
+        login_fail(l, 2026, "HY000", "credproxy: could not start TLS with %s:%d: %s", l->host,
+                   l->port, strerror(errno));
+        return;
+    }
+    SSL *ssl = SSL_new(l->tls_ctx);
+    if (!ssl) {
+        login_fail(l, 2026, "HY000", "credproxy: could not create a TLS session");
+        return;
+    }
+    bool verify = l->tls_mode == UPSTREAM_TLS_VERIFY_CA || l->tls_mode == UPSTREAM_TLS_VERIFY_IDENTITY;
+    SSL_set_verify(ssl, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+    bool is_ip = host_is_ip(l->host);
+    if (l->tls_mode == UPSTREAM_TLS_VERIFY_IDENTITY) {
+        X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
+        X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        if (is_ip)
+            X509_VERIFY_PARAM_set1_ip_asc(vp, l->host);
+        else
+            SSL_set1_host(ssl, l->host);
+    }
+    if (!is_ip)
+        SSL_set_tlsext_host_name(ssl, l->host);
+    bufferevent_setcb(l->bev, NULL, NULL, NULL, NULL);
+    bufferevent_free(l->bev); /* created without CLOSE_ON_FREE: the socket stays open */
+    l->bev = bufferevent_openssl_socket_new(l->base, fd, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                            BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (!l->bev) {
+        evutil_closesocket(fd);
+        login_fail(l, 2026, "HY000", "credproxy: could not start TLS");
+        return;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(l->bev, 1);
+    bufferevent_setcb(l->bev, login_read_cb, NULL, login_event_cb, l);
+    bufferevent_enable(l->bev, EV_READ | EV_WRITE);
+    l->state = LOGIN_TLS;
+}
+
+static void handle_greeting(struct upstream_login *l, const uint8_t *p, size_t len)
+{
+    char why[160];
+    if (len > 0 && p[0] == 0xff) {
+        struct server_reply rep;
+        if (server_reply_parse(p, len, &rep))
+            login_fail(l, rep.error_code, rep.sqlstate, "credproxy: %s:%d refused the connection: %.*s",
+                       l->host, l->port, (int)rep.message_len, rep.message);
+        else
+            login_fail(l, 2013, "HY000", "credproxy: %s:%d refused the connection", l->host, l->port);
+        return;
+    }
+    if (!parse_greeting(l, p, len, why, sizeof(why))) {
+        login_fail(l, 2027, "HY000", "credproxy: %s:%d: %s", l->host, l->port, why);
+        return;
+    }
+    bool server_tls = l->info.server_caps & PROTO_CAP_SSL;
+    bool want_tls = l->tls_mode != UPSTREAM_TLS_DISABLED && server_tls;
+    if (l->tls_mode >= UPSTREAM_TLS_REQUIRED && !server_tls) {
+        login_fail(l, 2026, "HY000",
+                   "credproxy: %s:%d does not offer TLS, and upstream_tls is %s", l->host,
+                   l->port, config_upstream_tls_name(l->tls_mode));
+        return;
+    }
+    l->info.caps = negotiated_caps(l, want_tls);
+    if (want_tls)
+        start_tls(l);
+    else
+        send_handshake_response(l);
+}
+
+/* Answers an AuthSwitchRequest: a new plugin and a new nonce. */
+static bool handle_auth_switch(struct upstream_login *l, const uint8_t *p, size_t len)
+{
+    struct wire_reader r;
+    wire_reader_init(&r, p + 1, len - 1);
+    size_t nlen, dlen;
+    const char *name = wire_get_cstr(&r, &nlen);
+    const uint8_t *data = wire_get_rest(&r, &dlen);
+    if (!name) {
+        login_fail(l, 2027, "HY000", "credproxy: malformed auth switch from %s:%d", l->host, l->port);
+        return false;
+    }
+    if (dlen > 0 && data[dlen - 1] == 0)
+        dlen--;
+    l->plugin = client_auth_plugin_by_name(name, nlen);
+    if (l->plugin == CLIENT_AUTH_UNKNOWN) {
+        login_fail(l, 2059, "HY000", "credproxy: %s:%d asks for auth plugin '%.*s', which credproxy does not support",
+                   l->host, l->port, (int)nlen, name);
+        return false;
+    }
+    if (l->plugin == CLIENT_AUTH_CLEAR && !l->info.tls) {
+        login_fail(l, 2059, "HY000",
+                   "credproxy: %s:%d asks for the cleartext password without TLS; refusing", l->host,
+                   l->port);
+        return true;
+    }
+    if (dlen > sizeof(l->nonce))
+        dlen = sizeof(l->nonce);
+    memcpy(l->nonce, data, dlen);
+    l->nonce_len = dlen;
+    char err[160];
+    uint8_t reply[CLIENT_AUTH_MAX_REPLY];
+    int n = client_auth_first_reply(l->plugin, l->password, l->nonce, l->nonce_len, l->info.tls,
+                                    reply, err, sizeof(err));
+    if (n < 0) {
+        login_fail(l, 2059, "HY000", "credproxy: login to %s:%d as '%s': %s", l->host, l->port,
+                   l->user, err);
+        return false;
+    }
+    l->awaiting_pubkey = l->plugin == CLIENT_AUTH_SHA256 && !l->info.tls;
+    send_packet(l, reply, (size_t)n);
+    OPENSSL_cleanse(reply, sizeof(reply));
+    return true;
+}
+
+/* AuthMoreData (0x01): caching_sha2's fast/full auth marker, or an RSA public key. */
+static bool handle_more_data(struct upstream_login *l, const uint8_t *p, size_t len)
+{
+    uint8_t reply[CLIENT_AUTH_MAX_REPLY];
+    char err[160];
+    if (l->awaiting_pubkey) {
+        int n = client_auth_rsa_reply(l->password, l->nonce, l->nonce_len, p + 1, len - 1, reply,
+                                      err, sizeof(err));
+        l->awaiting_pubkey = false;
+        if (n < 0) {
+            login_fail(l, 2059, "HY000", "credproxy: login to %s:%d: %s", l->host, l->port, err);
+            return false;
+        }
+        send_packet(l, reply, (size_t)n);
+        OPENSSL_cleanse(reply, sizeof(reply));
+        return true;
+    }
+    if (l->plugin != CLIENT_AUTH_CACHING_SHA2 || len != 2)
+        return true; /* nothing to answer; the OK or ERR follows */
+    if (p[1] == 3)
+        return true; /* fast auth succeeded; OK follows */
+    if (p[1] != 4) {
+        login_fail(l, 2027, "HY000", "credproxy: unexpected caching_sha2 state from %s:%d", l->host, l->port);
+        return false;
+    }
+    /* Full authentication: the password itself, protected by TLS or by the server's RSA key. */
+    if (l->info.tls) {
+        size_t n = strlen(l->password) + 1;
+        send_packet(l, (const uint8_t *)l->password, n);
+    } else {
+        uint8_t req = 2;
+        l->awaiting_pubkey = true;
+        send_packet(l, &req, 1);
+    }
+    return true;
+}
+
+/* Returns false once the login has ended (and l is freed). */
+static bool handle_auth_reply(struct upstream_login *l, const uint8_t *p, size_t len)
+{
+    struct server_reply rep;
+    if (len == 0) {
+        login_fail(l, 2027, "HY000", "credproxy: empty packet from %s:%d", l->host, l->port);
+        return false;
+    }
+    switch (p[0]) {
+    case 0x00:
+        if (server_reply_parse(p, len, &rep) && rep.kind == REPLY_OK)
+            l->info.status = rep.status;
+        login_succeed(l);
+        return false;
+    case 0xff:
+        if (!server_reply_parse(p, len, &rep)) {
+            login_fail(l, 2027, "HY000", "credproxy: malformed error from %s:%d", l->host, l->port);
+            return false;
+        }
+        login_fail(l, rep.error_code, rep.sqlstate, "credproxy: upstream %s:%d refused login as '%s': %.*s",
+                   l->host, l->port, l->user, (int)rep.message_len, rep.message);
+        return false;
+    case 0xfe:
+        return handle_auth_switch(l, p, len);
+    case 0x01:
+        return handle_more_data(l, p, len);
+    default:
+        login_fail(l, 2027, "HY000", "credproxy: unexpected packet 0x%02x from %s:%d", p[0], l->host,
+                   l->port);
+        return false;
+    }
+}
+
+/* Feeds every complete packet to the state machine; stops once the login is handed over. */
+static void login_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct upstream_login *l = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    for (;;) {
+        uint8_t hdr[4];
+        if (evbuffer_copyout(in, hdr, 4) < 4)
+            return;
+        uint32_t len = wire_header_len(hdr);
+        if (len > LOGIN_MAX_PACKET) {
+            login_fail(l, 2027, "HY000", "credproxy: %s:%d sent an oversized login packet", l->host,
+                       l->port);
+            return;
+        }
+        if (evbuffer_get_length(in) < 4 + (size_t)len)
+            return;
+        uint8_t *p = malloc(len ? len : 1);
+        if (!p) {
+            login_fail(l, 2008, "HY000", "credproxy: out of memory");
+            return;
+        }
+        evbuffer_drain(in, 4);
+        evbuffer_remove(in, p, len);
+        l->seq = (uint8_t)(wire_header_seq(hdr) + 1);
+        /* After the greeting the login may be gone, or its bufferevent replaced for TLS. */
+        bool more = false;
+        if (l->state == LOGIN_GREETING)
+            handle_greeting(l, p, len);
+        else if (l->state == LOGIN_AUTH)
+            more = handle_auth_reply(l, p, len);
+        OPENSSL_cleanse(p, len);
+        free(p);
+        if (!more)
+            return;
+    }
+}
+
+static void login_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct upstream_login *l = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        if (l->state == LOGIN_CONNECTING) {
+            evutil_socket_t fd = bufferevent_getfd(bev);
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            l->state = LOGIN_GREETING;
+        } else if (l->state == LOGIN_TLS) {
+            l->info.tls = true;
+            send_handshake_response(l);
+        }
+        return;
+    }
+    if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) {
+        char reason[256];
+        int dns_err = bufferevent_socket_get_dns_error(bev);
+        unsigned long ssl_err = 0;
+        while (l->state == LOGIN_TLS && (ssl_err = bufferevent_get_openssl_error(bev)) == 0)
+            break;
+        if (dns_err)
+            snprintf(reason, sizeof(reason), "cannot resolve host: %s", evutil_gai_strerror(dns_err));
+        else if (ssl_err)
+            snprintf(reason, sizeof(reason), "TLS handshake failed: %s",
+                     ERR_reason_error_string(ssl_err) ? ERR_reason_error_string(ssl_err) : "unknown");
+        else if (what & BEV_EVENT_EOF)
+            snprintf(reason, sizeof(reason), "the server closed the connection");
+        else
+            snprintf(reason, sizeof(reason), "%s",
+                     evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        uint16_t code = l->state == LOGIN_CONNECTING ? 2003 : 2013;
+        login_fail(l, code, "HY000", "credproxy could not %s %s:%d: %s",
+                   l->state == LOGIN_CONNECTING ? "reach" : "log in to", l->host, l->port, reason);
+    }
+}
+
+static void login_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct upstream_login *l = arg;
+    login_fail(l, l->state == LOGIN_CONNECTING ? 2003 : 2013, "HY000",
+               "credproxy could not %s %s:%d: timed out", l->state == LOGIN_CONNECTING ? "reach" : "log in to",
+               l->host, l->port);
+}
+
+struct upstream_login *upstream_login_start(struct event_base *base, struct evdns_base *dns,
+                                            const struct upstream_params *p,
+                                            upstream_done_fn done, void *arg)
+{
+    struct upstream_login *l = calloc(1, sizeof(*l));
+    if (!l)
+        return NULL;
+    l->base = base;
+    l->done = done;
+    l->arg = arg;
+    l->host = strdup(p->host);
+    l->port = p->port;
+    l->tls_mode = p->tls_mode;
+    l->tls_ctx = p->tls_ctx;
+    l->user = strdup(p->user);
+    l->password = strdup(p->password);
+    l->database = p->database ? strndup(p->database, p->database_len) : NULL;
+    l->client_caps = p->client_caps;
+    l->charset = p->charset;
+    if (p->attrs_len) {
+        l->attrs = malloc(p->attrs_len);
+        if (l->attrs) {
+            memcpy(l->attrs, p->attrs, p->attrs_len);
+            l->attrs_len = p->attrs_len;
+        }
+    }
+    l->bev = bufferevent_socket_new(base, -1, BEV_OPT_DEFER_CALLBACKS);
+    l->timer = evtimer_new(base, login_timeout_cb, l);
+    if (!l->host || !l->user || !l->password || !l->bev || !l->timer ||
+        (p->database && !l->database) || (l->tls_mode != UPSTREAM_TLS_DISABLED && !l->tls_ctx)) {
+        login_free(l);
+        return NULL;
+    }
+    struct timeval tv = {p->timeout_ms / 1000, (p->timeout_ms % 1000) * 1000};
+    evtimer_add(l->timer, &tv);
+    bufferevent_setcb(l->bev, login_read_cb, NULL, login_event_cb, l);
+    bufferevent_enable(l->bev, EV_READ | EV_WRITE);
+    if (bufferevent_socket_connect_hostname(l->bev, dns, AF_UNSPEC, l->host, l->port) < 0) {
+        /* The error event has been (or will be) reported through login_event_cb. */
+    }
+    return l;
+}
+
+void upstream_login_cancel(struct upstream_login *login)
+{
+    login_free(login);
+}
+
+SSL_CTX *upstream_tls_ctx_new(const char *ca_file, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        snprintf(err, errlen, "cannot create a TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    /* Verification is chosen per connection (SSL_set_verify), as the mode may depend on the host. */
+    int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+                     : SSL_CTX_set_default_verify_paths(ctx);
+    if (!ok) {
+        snprintf(err, errlen, "cannot load CA bundle %s: %s", ca_file ? ca_file : "(system)",
+                 ERR_reason_error_string(ERR_get_error()));
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}

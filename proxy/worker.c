@@ -1,0 +1,120 @@
+/* Worker threads: each runs its own event loop with its own listening sockets. */
+#include "proxy/worker.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "conf/log.h"
+#include "proxy/route.h"
+#include "proxy/session.h"
+
+int worker_init(struct worker *w, int index)
+{
+    memset(w, 0, sizeof(*w));
+    w->index = index;
+    w->base = event_base_new();
+    if (!w->base)
+        return -1;
+    w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (!w->dns) /* no resolv.conf: numeric hosts and /etc/hosts still work */
+        w->dns = evdns_base_new(w->base, 0);
+    return w->dns ? 0 : -1;
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *addr,
+                      int addrlen, void *arg)
+{
+    struct worker *w = arg;
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        if (w->listeners[i] == l) {
+            session_start(w, w->listener_routes[i], fd, addr, (socklen_t)addrlen,
+                          addr->sa_family == AF_UNIX);
+            return;
+        }
+    }
+    close(fd);
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    (void)l;
+    struct worker *w = arg;
+    /* EMFILE and friends: log and keep listening; the next accept may succeed. */
+    log_error("worker %d: accept failed: %s", w->index,
+              evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+int worker_listen(struct worker *w, int fd, struct route *r)
+{
+    struct evconnlistener *l = evconnlistener_new(w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    if (!l)
+        return -1;
+    evconnlistener_set_error_cb(l, accept_error_cb);
+    struct evconnlistener **ls = realloc(w->listeners, (w->n_listeners + 1) * sizeof(*ls));
+    struct route **rs = realloc(w->listener_routes, (w->n_listeners + 1) * sizeof(*rs));
+    if (ls)
+        w->listeners = ls;
+    if (rs)
+        w->listener_routes = rs;
+    if (!ls || !rs) {
+        evconnlistener_free(l);
+        return -1;
+    }
+    w->listeners[w->n_listeners] = l;
+    w->listener_routes[w->n_listeners] = r;
+    w->n_listeners++;
+    return 0;
+}
+
+/* Runs on the worker's own thread: close everything it owns, then leave the loop. */
+static void stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    for (size_t i = 0; i < w->n_listeners; i++)
+        evconnlistener_disable(w->listeners[i]);
+    session_close_all(w);
+    event_base_loopbreak(w->base);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+    w->stop_event = event_new(w->base, -1, 0, stop_cb, w);
+    if (!w->stop_event)
+        return -1;
+    return pthread_create(&w->thread, NULL, worker_main, w);
+}
+
+void worker_stop(struct worker *w)
+{
+    event_active(w->stop_event, 0, 0);
+    pthread_join(w->thread, NULL);
+}
+
+void worker_destroy(struct worker *w)
+{
+    for (size_t i = 0; i < w->n_listeners; i++)
+        evconnlistener_free(w->listeners[i]);
+    free(w->listeners);
+    if (w->stop_event)
+        event_free(w->stop_event);
+    free(w->listener_routes);
+    if (w->dns)
+        evdns_base_free(w->dns, 0);
+    if (w->base)
+        event_base_free(w->base);
+}

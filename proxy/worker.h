@@ -1,0 +1,40 @@
+/* A worker thread: one event loop, its own listeners, the sessions it accepted. */
+#ifndef CREDPROXY_PROXY_WORKER_H
+#define CREDPROXY_PROXY_WORKER_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct evdns_base;
+struct evconnlistener;
+struct route;
+struct session;
+
+struct worker {
+    int index;
+    pthread_t thread;
+    struct event_base *base;
+    struct evdns_base *dns;      /* asynchronous resolver for upstream hosts */
+    struct evconnlistener **listeners;
+    struct route **listener_routes; /* the route each listener serves */
+    size_t n_listeners;
+    uint64_t next_session_id;
+    size_t n_sessions;           /* live sessions, for logs and shutdown */
+    struct session *sessions;    /* every live session, so shutdown can close them */
+    struct event *stop_event;    /* activated from the main thread to stop this loop */
+};
+
+/* Creates the worker's loop and resolver; listeners are added with worker_listen(). */
+int worker_init(struct worker *w, int index);
+
+/* Adds a listening socket (already bound and listening) serving route r. */
+int worker_listen(struct worker *w, int fd, struct route *r);
+
+int worker_start(struct worker *w);
+/* Asks the loop to stop (from any thread) and joins it. */
+void worker_stop(struct worker *w);
+void worker_destroy(struct worker *w);
+
+#endif
