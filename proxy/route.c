@@ -37,12 +37,13 @@ bool route_init(struct route *r, const struct route_config *cfg, struct event_ba
     }
     char why[512];
     if (cfg->secret_file) {
-        r->file_source = secret_file_open(base, cfg->secret_file, r->store, cfg->secret_poll_ms,
-                                          why, sizeof(why));
-        if (!r->file_source) {
+        struct secret_file *sf = secret_file_open(base, cfg->secret_file, r->store,
+                                                  cfg->secret_poll_ms, why, sizeof(why));
+        if (!sf) {
             snprintf(err, errlen, "route %s: %s", cfg->name, why);
             return false;
         }
+        r->source = secret_file_source(sf);
     } else {
         snprintf(err, errlen, "route %s: secret_id (AWS Secrets Manager) is not supported yet; use secret_file",
                  cfg->name);
@@ -74,8 +75,7 @@ bool route_init(struct route *r, const struct route_config *cfg, struct event_ba
 
 void route_destroy(struct route *r)
 {
-    if (r->file_source)
-        secret_file_free(r->file_source);
+    secret_source_free(r->source);
     if (r->store)
         secret_store_free(r->store);
     if (r->users)

@@ -12,7 +12,7 @@
 #include "secrets/secret_store.h"
 
 struct event_base;
-struct secret_file;
+struct secret_source;
 struct local_users;
 struct upstream_info;
 
@@ -27,7 +27,7 @@ struct server_profile {
 struct route {
     const struct route_config *cfg;
     struct secret_store *store;
-    struct secret_file *file_source;
+    struct secret_source *source;
     struct local_users *users;   /* password mode only */
     SSL_CTX *frontend_tls;       /* NULL when the route has no tls_cert */
     SSL_CTX *upstream_tls;       /* NULL when upstream_tls is disabled */

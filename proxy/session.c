@@ -25,7 +25,7 @@
 #include "proxy/route.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
-#include "secrets/secret_file.h"
+#include "secrets/secret_source.h"
 
 /* Login packets (with connect attributes) stay far below this; bigger is garbage. */
 #define LOGIN_MAX_PACKET (64 * 1024)
@@ -52,7 +52,7 @@ struct session {
     enum session_state state;
     uint64_t id;
     char peer[80];             /* "ADDR:PORT" or "unix:uid=N" for logs */
-    char user[64];             /* the name the client gave, for logs and password mode */
+    char user[129];            /* the name the client gave, for logs and password mode */
     uint8_t scramble[PROTO_SCRAMBLE_LEN];
     uint64_t offered_caps;     /* what the greeting offered */
     uint64_t caps;             /* what the client asked for */
@@ -246,8 +246,8 @@ static void upstream_done(void *arg, struct bufferevent *bev, const struct upstr
     struct session *s = arg;
     s->login = NULL;
     if (err) {
-        if (err->code == PROTO_ER_ACCESS_DENIED && s->route->file_source)
-            secret_file_check_now(s->route->file_source); /* perhaps the secret was rotated */
+        if (err->code == PROTO_ER_ACCESS_DENIED)
+            secret_source_refresh_now(s->route->source); /* perhaps the secret was rotated */
         session_fail(s, err->code, err->sqlstate, err->message);
         return;
     }
@@ -300,7 +300,7 @@ static bool verify_local_password(struct session *s, const uint8_t *reply, size_
 
 static void deny_local_login(struct session *s)
 {
-    char msg[160];
+    char msg[256];
     snprintf(msg, sizeof(msg), "Access denied for user '%s' (credproxy local user)", s->user);
     session_fail(s, PROTO_ER_ACCESS_DENIED, "28000", msg);
 }
@@ -318,6 +318,10 @@ static void handle_login_request(struct session *s, const uint8_t *p, size_t len
         return;
     case HANDSHAKE_PARSED:
         break;
+    }
+    if (hr.user_len >= sizeof(s->user)) {
+        session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "Bad handshake: user name too long");
+        return;
     }
     s->caps = hr.capabilities;
     s->charset = hr.charset;
@@ -418,8 +422,12 @@ static void handle_change_user(struct session *s, const uint8_t *p, size_t len)
         session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "Malformed COM_CHANGE_USER");
         return;
     }
-    snprintf(s->user, sizeof(s->user), "%.*s", (int)cu.user_len, cu.user);
     s->seq = 1;
+    if (cu.user_len >= sizeof(s->user)) {
+        session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "Bad COM_CHANGE_USER: user name too long");
+        return;
+    }
+    snprintf(s->user, sizeof(s->user), "%.*s", (int)cu.user_len, cu.user);
     if (s->route->cfg->client_auth == CLIENT_AUTH_PASSWORD &&
         !verify_local_password(s, cu.auth, cu.auth_len)) {
         deny_local_login(s);

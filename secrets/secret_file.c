@@ -36,6 +36,7 @@ struct file_id {
 };
 
 struct secret_file {
+    struct secret_source source; /* first: the route sees only this */
     struct event_base *base;
     char *path;
     struct secret_store *store;
@@ -315,6 +316,21 @@ static bool first_load(struct secret_file *sf, char *err, size_t errlen)
     return true;
 }
 
+static void source_refresh_now(struct secret_source *src)
+{
+    secret_file_check_now((struct secret_file *)src);
+}
+
+static void source_destroy(struct secret_source *src)
+{
+    secret_file_free((struct secret_file *)src);
+}
+
+struct secret_source *secret_file_source(struct secret_file *sf)
+{
+    return &sf->source;
+}
+
 struct secret_file *secret_file_open(struct event_base *base, const char *path,
                                      struct secret_store *store, int poll_ms, char *err,
                                      size_t errlen)
@@ -325,6 +341,9 @@ struct secret_file *secret_file_open(struct event_base *base, const char *path,
         free(sf);
         return NULL;
     }
+    sf->source.kind = "file";
+    sf->source.refresh_now = source_refresh_now;
+    sf->source.destroy = source_destroy;
     sf->base = base;
     sf->store = store;
     if (!first_load(sf, err, errlen)) {

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 
+#include "secrets/secret_source.h"
 #include "secrets/secret_store.h"
 
 struct event_base;
@@ -30,5 +31,8 @@ struct secret_file *secret_file_open(struct event_base *base, const char *path,
 void secret_file_check_now(struct secret_file *sf);
 
 void secret_file_free(struct secret_file *sf);
+
+/* The file source as a generic secret_source (freeing it frees sf). */
+struct secret_source *secret_file_source(struct secret_file *sf);
 
 #endif

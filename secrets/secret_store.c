@@ -7,6 +7,7 @@
 struct secret_store {
     pthread_mutex_t lock;
     struct creds *current;
+    struct creds *pending; /* AWSPENDING during a rotation, or NULL */
     uint64_t generation; /* of the last snapshot published here */
 };
 
@@ -27,6 +28,7 @@ void secret_store_free(struct secret_store *s)
     if (!s)
         return;
     creds_unref(s->current);
+    creds_unref(s->pending);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }
@@ -59,5 +61,22 @@ void secret_store_publish(struct secret_store *s, struct creds *c)
     s->current = c;
     pthread_mutex_unlock(&s->lock);
     /* Dropped outside the lock: the last unref wipes and frees, which need not block readers. */
+    creds_unref(old);
+}
+
+struct creds *secret_store_get_pending(struct secret_store *s)
+{
+    pthread_mutex_lock(&s->lock);
+    struct creds *c = creds_ref(s->pending);
+    pthread_mutex_unlock(&s->lock);
+    return c;
+}
+
+void secret_store_publish_pending(struct secret_store *s, struct creds *c)
+{
+    pthread_mutex_lock(&s->lock);
+    struct creds *old = s->pending;
+    s->pending = c;
+    pthread_mutex_unlock(&s->lock);
     creds_unref(old);
 }

@@ -21,4 +21,13 @@ uint64_t secret_store_generation(struct secret_store *s);
 /* Publishes c as current (takes the caller's reference) and sets its generation. */
 void secret_store_publish(struct secret_store *s, struct creds *c);
 
+/*
+ * The AWSPENDING version while a rotation is under way (caller unrefs), or
+ * NULL. Never trusted on its own: a login must prove it works first.
+ */
+struct creds *secret_store_get_pending(struct secret_store *s);
+
+/* Replaces the pending snapshot (takes the caller's reference; NULL clears it). */
+void secret_store_publish_pending(struct secret_store *s, struct creds *c);
+
 #endif

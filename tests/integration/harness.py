@@ -322,6 +322,57 @@ def scalar(conn, sql, args=None):
         return row[0] if row else None
 
 
+def recv_exact(sock, n):
+    """Reads n bytes; returns fewer only when the peer closed the connection."""
+    buf = b""
+    while len(buf) < n:
+        try:
+            chunk = sock.recv(n - len(buf))
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def recv_packet(sock):
+    """Reads one MySQL packet: (sequence id, payload), or None when the peer closed first."""
+    head = recv_exact(sock, 4)
+    if len(head) < 4:
+        return None
+    length = int.from_bytes(head[:3], "little")
+    payload = recv_exact(sock, length)
+    if len(payload) < length:
+        return None
+    return head[3], payload
+
+
+def recv_until_closed(sock, limit=1 << 20):
+    """Reads until EOF (or ECONNRESET) and returns the bytes; socket timeouts propagate."""
+    data = b""
+    while len(data) < limit:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def err_packet(payload):
+    """(code, message) of an ERR packet payload, or None when it is not one."""
+    if not payload or payload[0] != 0xFF or len(payload) < 3:
+        return None
+    code = int.from_bytes(payload[1:3], "little")
+    rest = payload[3:]
+    if rest[:1] == b"#":
+        rest = rest[6:]
+    return code, rest.decode("utf-8", "replace")
+
+
 def unique_name(prefix):
     return "%s_%d_%d" % (prefix, os.getpid(), time.monotonic_ns() % 1000000000)
 
