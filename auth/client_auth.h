@@ -12,11 +12,11 @@
 /* Plugins credproxy can answer for. */
 enum client_auth_plugin {
     CLIENT_AUTH_UNKNOWN,
-    CLIENT_AUTH_NATIVE,        /* mysql_native_password */
-    CLIENT_AUTH_CACHING_SHA2,  /* caching_sha2_password */
-    CLIENT_AUTH_SHA256,        /* sha256_password */
-    CLIENT_AUTH_CLEAR,         /* mysql_clear_password (IAM tokens) */
-    CLIENT_AUTH_ED25519,       /* client_ed25519 (MariaDB) */
+    CLIENT_AUTH_NATIVE,       /* mysql_native_password */
+    CLIENT_AUTH_CACHING_SHA2, /* caching_sha2_password */
+    CLIENT_AUTH_SHA256,       /* sha256_password */
+    CLIENT_AUTH_CLEAR,        /* mysql_clear_password (IAM tokens) */
+    CLIENT_AUTH_ED25519,      /* client_ed25519 (MariaDB) */
 };
 
 enum client_auth_plugin client_auth_plugin_by_name(const char *name, size_t len);

@@ -169,6 +169,31 @@ static const struct setting settings[] = {
     {.key = "secret_poll_interval",
      DURATION(secret_poll_ms, "1s"),
      .help = "how often secret_file is checked for changes"},
+    {.key = "pool_size",
+     .type = T_INT,
+     .offset = RC(pool_size),
+     .def = "100",
+     .min = 1,
+     .max = 100000,
+     .metavar = "N",
+     .help = "most upstream connections of the route (shared out among workers)"},
+    {.key = "pool_min_idle",
+     .type = T_INT,
+     .offset = RC(pool_min_idle),
+     .def = "0",
+     .min = 0,
+     .max = 100000,
+     .metavar = "N",
+     .help = "idle upstream connections kept open and ready"},
+    {.key = "pool_idle_timeout",
+     DURATION(pool_idle_timeout_ms, "5m"),
+     .help = "an idle upstream connection beyond pool_min_idle is closed after this"},
+    {.key = "pool_max_lifetime",
+     DURATION(pool_max_lifetime_ms, "1h"),
+     .help = "an upstream connection is not reused once this old"},
+    {.key = "pool_wait_timeout",
+     DURATION(pool_wait_timeout_ms, "10s"),
+     .help = "how long a client waits for a connection when the pool is full"},
     {.key = "log_level",
      .type = T_ENUM,
      .scope = SCOPE_GLOBAL,
@@ -189,7 +214,7 @@ static const struct setting settings[] = {
 };
 
 #define N_SETTINGS   (sizeof(settings) / sizeof(settings[0]))
-#define MAX_SETTINGS 32
+#define MAX_SETTINGS 48
 _Static_assert(N_SETTINGS <= MAX_SETTINGS, "raise MAX_SETTINGS");
 
 /* ---- Loader state ---------------------------------------------------------------------- */

@@ -49,6 +49,11 @@ struct route_config {
     int connect_timeout_ms;  /* upstream connect + login */
     int handshake_timeout_ms; /* client must finish its login within this */
     int secret_poll_ms;      /* how often the secret file is checked for changes */
+    int pool_size;           /* most upstream connections, all workers together */
+    int pool_min_idle;       /* idle connections kept warm */
+    int pool_idle_timeout_ms; /* idle connections beyond min_idle close after this */
+    int pool_max_lifetime_ms; /* connections older than this are not reused */
+    int pool_wait_timeout_ms; /* how long a client waits when the pool is full */
 };
 
 /* The whole validated configuration. */

@@ -44,8 +44,8 @@ int listener_open_tcp(const char *hostport, char *err, size_t errlen)
         snprintf(err, errlen, "listen address '%s' is not HOST:PORT", hostport);
         return -1;
     }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *ai = NULL;
     int rc = getaddrinfo(host, port, &hints, &ai);
     if (rc != 0) {
@@ -79,14 +79,15 @@ int listener_open_unix(const char *path, char *err, size_t errlen)
     /* Replace a socket file left by a previous run, but never any other kind of file. */
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode)) {
-            snprintf(err, errlen, "cannot listen on %s: a file that is not a socket is there", path);
+            snprintf(err, errlen, "cannot listen on %s: a file that is not a socket is there",
+                     path);
             return -1;
         }
         unlink(path);
     }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
-        chmod(path, 0666) < 0 || listen(fd, 1024) < 0 || set_nonblocking(fd) < 0) {
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || chmod(path, 0666) < 0 ||
+        listen(fd, 1024) < 0 || set_nonblocking(fd) < 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(errno));
         if (fd >= 0)
             close(fd);

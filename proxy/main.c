@@ -26,7 +26,7 @@
 /* Everything the main thread owns. */
 struct daemon {
     struct config cfg;
-    struct event_base *base;  /* signals, secret sources, the start-up probe */
+    struct event_base *base; /* signals, secret sources, the start-up probe */
     struct evdns_base *dns;
     struct route *routes;
     size_t n_routes;
@@ -157,6 +157,7 @@ static int start(struct daemon *d)
         return -1;
     }
     for (size_t i = 0; i < d->n_routes; i++) {
+        d->routes[i].index = i;
         if (!route_init(&d->routes[i], &d->cfg.routes[i], d->base, err, sizeof(err))) {
             log_error("%s", err);
             d->n_routes = i + 1; /* destroy what was set up, including this one */
@@ -164,7 +165,7 @@ static int start(struct daemon *d)
         }
     }
     for (int k = 0; k < d->n_workers; k++) {
-        if (worker_init(&d->workers[k], k) < 0) {
+        if (worker_init(&d->workers[k], k, d->n_workers) < 0) {
             log_error("cannot create worker %d", k);
             return -1;
         }

@@ -21,10 +21,12 @@
      PROTO_CAP_PS_MULTI_RESULTS | PROTO_CAP_PLUGIN_AUTH | PROTO_CAP_CONNECT_ATTRS |                \
      PROTO_CAP_PLUGIN_AUTH_LENENC | PROTO_CAP_SESSION_TRACK)
 
-bool route_init(struct route *r, const struct route_config *cfg, struct event_base *base,
-                char *err, size_t errlen)
+bool route_init(struct route *r, const struct route_config *cfg, struct event_base *base, char *err,
+                size_t errlen)
 {
+    size_t index = r->index;
     memset(r, 0, sizeof(*r));
+    r->index = index;
     r->cfg = cfg;
     pthread_mutex_init(&r->lock, NULL);
     snprintf(r->profile.version, sizeof(r->profile.version), "%s", cfg->server_version);
@@ -45,7 +47,8 @@ bool route_init(struct route *r, const struct route_config *cfg, struct event_ba
         }
         r->source = secret_file_source(sf);
     } else {
-        snprintf(err, errlen, "route %s: secret_id (AWS Secrets Manager) is not supported yet; use secret_file",
+        snprintf(err, errlen,
+                 "route %s: secret_id (AWS Secrets Manager) is not supported yet; use secret_file",
                  cfg->name);
         return false;
     }
@@ -82,6 +85,7 @@ void route_destroy(struct route *r)
         local_users_free(r->users);
     SSL_CTX_free(r->frontend_tls);
     SSL_CTX_free(r->upstream_tls);
+    creds_unref(r->preferred);
     pthread_mutex_destroy(&r->lock);
 }
 
@@ -121,4 +125,34 @@ enum upstream_tls_mode route_tls_mode(const struct route *r, const char *host)
     if (r->cfg->upstream_tls != UPSTREAM_TLS_AUTO)
         return r->cfg->upstream_tls;
     return config_host_is_loopback(host) ? UPSTREAM_TLS_PREFERRED : UPSTREAM_TLS_VERIFY_IDENTITY;
+}
+
+struct creds *route_login_creds(struct route *r)
+{
+    struct creds *cur = secret_store_get(r->store);
+    struct creds *stale = NULL;
+    pthread_mutex_lock(&r->lock);
+    if (r->preferred && cur && cur->generation == r->preferred_over) {
+        creds_unref(cur);
+        cur = creds_ref(r->preferred);
+    } else if (r->preferred) {
+        stale = r->preferred; /* AWSCURRENT moved on: it is the one to use now */
+        r->preferred = NULL;
+    }
+    pthread_mutex_unlock(&r->lock);
+    creds_unref(stale);
+    return cur;
+}
+
+void route_prefer(struct route *r, struct creds *c, uint64_t over)
+{
+    pthread_mutex_lock(&r->lock);
+    struct creds *old = r->preferred;
+    r->preferred = creds_ref(c);
+    r->preferred_over = over;
+    pthread_mutex_unlock(&r->lock);
+    creds_unref(old);
+    log_info("route %s: AWSCURRENT (generation %llu) is refused but version %s logs in; using it "
+             "for new connections until AWSCURRENT changes",
+             r->cfg->name, (unsigned long long)over, c->version ? c->version : "?");
 }

@@ -1,4 +1,5 @@
-/* A route at run time: its configuration, its secret, its TLS contexts, what it knows of its server. */
+/* A route at run time: its configuration, its secret, its TLS contexts, what it knows of its
+ * server. */
 #ifndef CREDPROXY_PROXY_ROUTE_H
 #define CREDPROXY_PROXY_ROUTE_H
 
@@ -25,14 +26,17 @@ struct server_profile {
 };
 
 struct route {
+    size_t index; /* position in the daemon's routes: workers index pools by it */
     const struct route_config *cfg;
     struct secret_store *store;
     struct secret_source *source;
-    struct local_users *users;   /* password mode only */
-    SSL_CTX *frontend_tls;       /* NULL when the route has no tls_cert */
-    SSL_CTX *upstream_tls;       /* NULL when upstream_tls is disabled */
-    pthread_mutex_t lock;        /* guards profile */
+    struct local_users *users; /* password mode only */
+    SSL_CTX *frontend_tls;     /* NULL when the route has no tls_cert */
+    SSL_CTX *upstream_tls;     /* NULL when upstream_tls is disabled */
+    pthread_mutex_t lock;      /* guards profile and preferred */
     struct server_profile profile;
+    struct creds *preferred; /* a non-current version that logged in (rotation window) */
+    uint64_t preferred_over; /* the AWSCURRENT generation it stands in for */
 };
 
 /*
@@ -40,12 +44,22 @@ struct route {
  * now; start-up fails if it cannot be), users, TLS contexts. The file source
  * then polls on base. Returns false with a message in err.
  */
-bool route_init(struct route *r, const struct route_config *cfg, struct event_base *base,
-                char *err, size_t errlen) __attribute__((warn_unused_result));
+bool route_init(struct route *r, const struct route_config *cfg, struct event_base *base, char *err,
+                size_t errlen) __attribute__((warn_unused_result));
 void route_destroy(struct route *r);
 
 void route_profile(struct route *r, struct server_profile *out);
 void route_learn(struct route *r, const struct upstream_info *info);
+
+/*
+ * The credentials a new login should use (caller unrefs): AWSCURRENT, or a
+ * version that logged in while AWSCURRENT was refused, until AWSCURRENT
+ * changes.
+ */
+struct creds *route_login_creds(struct route *r);
+
+/* Remembers that c logged in although the current version (generation over) was refused. */
+void route_prefer(struct route *r, struct creds *c, uint64_t over);
 
 /* The upstream host/port for creds: the route's override, else the secret's. */
 const char *route_upstream_host(const struct route *r, const struct creds *c);

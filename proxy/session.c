@@ -19,9 +19,11 @@
 #include "auth/handshake.h"
 #include "auth/proto.h"
 #include "auth/reply.h"
+#include "auth/response.h"
 #include "auth/scramble.h"
 #include "auth/users.h"
 #include "conf/log.h"
+#include "proxy/pool.h"
 #include "proxy/route.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
@@ -46,28 +48,29 @@ struct session {
     struct worker *worker;
     struct route *route;
     struct bufferevent *client;
-    struct bufferevent *server;
-    struct upstream_login *login;
-    struct event *timer;       /* handshake timeout */
+    struct bufferevent *server; /* the lent connection's stream, or NULL */
+    struct pool_conn *conn;     /* lent by the pool for the session's lifetime */
+    struct pool_request *req;   /* while waiting for the pool */
+    struct event *timer;        /* handshake timeout */
     enum session_state state;
     uint64_t id;
-    char peer[80];             /* "ADDR:PORT" or "unix:uid=N" for logs */
-    char user[129];            /* the name the client gave, for logs and password mode */
+    char peer[80];  /* "ADDR:PORT" or "unix:uid=N" for logs */
+    char user[129]; /* the name the client gave, for logs and password mode */
     uint8_t scramble[PROTO_SCRAMBLE_LEN];
-    uint64_t offered_caps;     /* what the greeting offered */
-    uint64_t caps;             /* what the client asked for */
+    uint64_t offered_caps; /* what the greeting offered */
+    uint64_t caps;         /* what the client asked for */
     uint8_t charset;
-    uint8_t seq;               /* next sequence id toward the client during login */
-    char *database;            /* schema asked for at login, or NULL */
-    uint8_t *attrs;            /* connect attributes, forwarded upstream */
+    uint8_t seq;    /* next sequence id toward the client during login */
+    char *database; /* schema asked for at login, or NULL */
+    uint8_t *attrs; /* connect attributes, forwarded upstream */
     size_t attrs_len;
-    struct creds *creds;       /* the snapshot this session logged in with */
     /* relay state */
-    size_t to_server_left;     /* bytes of the current client packet still to forward */
-    unsigned internal_replies; /* replies to credproxy's own commands still to swallow */
-    uint8_t *internal_error;   /* first ERR payload among them, sent to the client */
-    size_t internal_error_len;
+    struct response_tracker rt;    /* where the server is in its reply to the current command */
+    size_t to_server_left;         /* bytes of the current client packet still to forward */
+    size_t to_client_left;         /* bytes of the current server packet still to forward */
     unsigned client_continues : 1; /* last client packet was 16 MiB - 1: next continues it */
+    unsigned server_continues : 1; /* same for the server's last packet */
+    unsigned untrackable : 1;      /* lost track of the reply: the connection cannot be reused */
     unsigned client_throttled : 1; /* client reads paused until the server side drains */
     unsigned server_throttled : 1; /* server reads paused until the client side drains */
     unsigned tls : 1;
@@ -75,22 +78,25 @@ struct session {
 };
 
 /*
- * A polite COM_QUIT straight onto the socket when nothing else is queued, so
- * the server logs a clean disconnect; a tiny write to an idle socket does not
- * block. Without it the server just sees the close.
+ * The connection can serve another client when its reply stream was followed
+ * to the end, and no transaction is open.
  */
-static void upstream_quit(struct bufferevent *server)
+static bool session_conn_clean(const struct session *s)
 {
-    static const uint8_t quit[5] = {1, 0, 0, 0, PROTO_COM_QUIT};
-    if (evbuffer_get_length(bufferevent_get_output(server)) != 0)
+    return s->state == SESSION_RELAY && !s->untrackable && !s->to_client_left &&
+           !s->to_server_left && response_idle(&s->rt) && !(s->rt.status & PROTO_STATUS_IN_TRANS) &&
+           !s->worker->stopping;
+}
+
+/* Gives the connection back to the pool (clean: reset and reuse), forgetting it. */
+static void drop_conn(struct session *s, bool clean)
+{
+    if (!s->conn)
         return;
-    SSL *ssl = bufferevent_openssl_get_ssl(server);
-    if (ssl) {
-        (void)SSL_write(ssl, quit, sizeof(quit));
-        return;
-    }
-    ssize_t n = send(bufferevent_getfd(server), quit, sizeof(quit), MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)n;
+    bufferevent_setcb(s->server, NULL, NULL, NULL, NULL);
+    pool_release(s->conn, clean);
+    s->conn = NULL;
+    s->server = NULL;
 }
 
 static void client_read_cb(struct bufferevent *bev, void *arg);
@@ -104,22 +110,15 @@ static void session_close(struct session *s, const char *why)
         log_debug("C-%llu %s: closed: %s", (unsigned long long)s->id, s->peer, why);
     else
         log_info("C-%llu %s: closed during login: %s", (unsigned long long)s->id, s->peer, why);
-    if (s->login)
-        upstream_login_cancel(s->login);
-    if (s->server) {
-        /* A polite COM_QUIT when it can go out at once; the server copes either way. */
-        upstream_quit(s->server);
-        bufferevent_free(s->server);
-    }
+    if (s->req)
+        pool_cancel(s->req);
+    drop_conn(s, session_conn_clean(s));
     if (s->client)
         bufferevent_free(s->client);
     if (s->timer)
         event_free(s->timer);
-    if (s->creds)
-        creds_unref(s->creds);
     free(s->database);
     free(s->attrs);
-    free(s->internal_error);
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -146,14 +145,11 @@ static void session_fail(struct session *s, uint16_t code, const char *sqlstate,
     if (!w.failed)
         bufferevent_write(s->client, w.buf, w.len);
     wire_writer_free(&w);
-    if (s->login) {
-        upstream_login_cancel(s->login);
-        s->login = NULL;
+    if (s->req) {
+        pool_cancel(s->req);
+        s->req = NULL;
     }
-    if (s->server) {
-        bufferevent_free(s->server);
-        s->server = NULL;
-    }
+    drop_conn(s, false);
     s->state = SESSION_CLOSING;
     bufferevent_disable(s->client, EV_READ);
     bufferevent_setwatermark(s->client, EV_WRITE, 0, 0);
@@ -194,68 +190,49 @@ static void send_greeting(struct session *s)
     wire_writer_free(&w);
 }
 
-static void upstream_done(void *arg, struct bufferevent *bev, const struct upstream_info *info,
-                          const struct upstream_error *err);
-
-/* The client is who it says (or trusted): log in upstream with the secret's credentials. */
-static void begin_upstream(struct session *s)
-{
-    struct route *r = s->route;
-    s->creds = secret_store_get(r->store);
-    if (!s->creds) {
-        session_fail(s, PROTO_ER_CONN_HOST_ERROR, "HY000",
-                     "credproxy has no credentials for this route yet");
-        return;
-    }
-    const char *host = route_upstream_host(r, s->creds);
-    if (!host) {
-        session_fail(s, PROTO_ER_CONN_HOST_ERROR, "HY000",
-                     "credproxy: the secret has no host and upstream_host is not set");
-        return;
-    }
-    const char *db = s->database ? s->database : s->creds->dbname;
-    struct upstream_params p = {
-        .host = host,
-        .port = route_upstream_port(r, s->creds),
-        .tls_mode = route_tls_mode(r, host),
-        .tls_ctx = r->upstream_tls,
-        .user = s->creds->username,
-        .password = s->creds->password,
-        .database = db,
-        .database_len = db ? strlen(db) : 0,
-        .client_caps = s->caps,
-        .charset = s->charset,
-        .attrs = s->attrs,
-        .attrs_len = s->attrs_len,
-        .timeout_ms = r->cfg->connect_timeout_ms,
-    };
-    s->state = SESSION_CONNECTING;
-    bufferevent_disable(s->client, EV_READ);
-    s->login = upstream_login_start(s->worker->base, s->worker->dns, &p, upstream_done, s);
-    if (!s->login)
-        session_fail(s, PROTO_ER_CONN_HOST_ERROR, "HY000", "credproxy: out of memory");
-}
-
+static void pool_ready(void *arg, struct pool_conn *conn, const struct upstream_error *err);
 static void server_read_cb(struct bufferevent *bev, void *arg);
 static void server_write_cb(struct bufferevent *bev, void *arg);
 static void server_event_cb(struct bufferevent *bev, short what, void *arg);
 
-static void upstream_done(void *arg, struct bufferevent *bev, const struct upstream_info *info,
-                          const struct upstream_error *err)
+/* The client is who it says (or trusted): borrow an upstream connection for it. */
+static void begin_upstream(struct session *s)
+{
+    struct pool_want want = {
+        .client_caps = s->caps,
+        .charset = s->charset,
+        .database = s->database,
+        .attrs = s->attrs,
+        .attrs_len = s->attrs_len,
+    };
+    s->state = SESSION_CONNECTING;
+    bufferevent_disable(s->client, EV_READ);
+    s->req = pool_acquire(worker_pool(s->worker, s->route), &want, pool_ready, s);
+}
+
+/* Takes over a connection's callbacks for the relay. */
+static void attach_conn(struct session *s, struct pool_conn *conn)
+{
+    s->conn = conn;
+    s->server = pool_conn_bev(conn);
+    bufferevent_setcb(s->server, server_read_cb, server_write_cb, server_event_cb, s);
+    bufferevent_setwatermark(s->server, EV_READ, 0, RELAY_HIGH_WATER);
+    bufferevent_setwatermark(s->server, EV_WRITE, 0, 0);
+    bufferevent_enable(s->server, EV_READ | EV_WRITE);
+}
+
+static void pool_ready(void *arg, struct pool_conn *conn, const struct upstream_error *err)
 {
     struct session *s = arg;
-    s->login = NULL;
+    s->req = NULL;
     if (err) {
-        if (err->code == PROTO_ER_ACCESS_DENIED)
-            secret_source_refresh_now(s->route->source); /* perhaps the secret was rotated */
         session_fail(s, err->code, err->sqlstate, err->message);
         return;
     }
-    route_learn(s->route, info);
-    s->server = bev;
-    bufferevent_setcb(bev, server_read_cb, server_write_cb, server_event_cb, s);
-    bufferevent_setwatermark(bev, EV_READ, 0, RELAY_HIGH_WATER);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    attach_conn(s, conn);
+    const struct upstream_info *info = pool_conn_info(conn);
+    response_tracker_init(&s->rt, info->caps);
+    s->rt.status = info->status;
     struct wire_writer w;
     wire_writer_init(&w);
     ok_packet_write(&w, s->seq, 0, 0, info->status, 0);
@@ -265,8 +242,8 @@ static void upstream_done(void *arg, struct bufferevent *bev, const struct upstr
     event_del(s->timer);
     bufferevent_setwatermark(s->client, EV_READ, 0, RELAY_HIGH_WATER);
     bufferevent_enable(s->client, EV_READ);
-    log_debug("C-%llu %s: logged in upstream as '%s' (thread %u%s)", (unsigned long long)s->id,
-              s->peer, s->creds->username, info->thread_id, info->tls ? ", TLS" : "");
+    log_debug("C-%llu %s: upstream connection as '%s' (thread %u%s)", (unsigned long long)s->id,
+              s->peer, pool_conn_user(conn), info->thread_id, info->tls ? ", TLS" : "");
     if (evbuffer_get_length(bufferevent_get_input(s->client)) > 0)
         client_read_cb(s->client, s);
 }
@@ -277,9 +254,9 @@ static bool start_client_tls(struct session *s)
     SSL *ssl = SSL_new(s->route->frontend_tls);
     if (!ssl)
         return false;
-    struct bufferevent *tls = bufferevent_openssl_filter_new(
-        s->worker->base, s->client, ssl, BUFFEREVENT_SSL_ACCEPTING,
-        BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    struct bufferevent *tls =
+        bufferevent_openssl_filter_new(s->worker->base, s->client, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                       BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     if (!tls) {
         SSL_free(ssl);
         return false;
@@ -336,8 +313,8 @@ static void handle_login_request(struct session *s, const uint8_t *p, size_t len
         begin_upstream(s);
         return;
     }
-    bool native = !hr.auth_plugin ||
-                  (hr.auth_plugin_len == 21 && !memcmp(hr.auth_plugin, "mysql_native_password", 21));
+    bool native = !hr.auth_plugin || (hr.auth_plugin_len == 21 &&
+                                      !memcmp(hr.auth_plugin, "mysql_native_password", 21));
     if (native && hr.auth_len == 20) {
         if (verify_local_password(s, hr.auth, hr.auth_len))
             begin_upstream(s);
@@ -408,21 +385,42 @@ static void throttle(struct session *s, struct bufferevent *src, struct bufferev
         s->server_throttled = 1;
 }
 
+/* The reset for COM_CHANGE_USER finished: answer the client with OK or the first error. */
+static void change_user_done(void *arg, const uint8_t *err, size_t err_len)
+{
+    struct session *s = arg;
+    attach_conn(s, s->conn);
+    struct wire_writer w;
+    wire_writer_init(&w);
+    if (err) {
+        wire_begin_packet(&w, s->seq);
+        wire_put_bytes(&w, err, err_len);
+        wire_end_packet(&w);
+    } else {
+        ok_packet_write(&w, s->seq, 0, 0, PROTO_STATUS_AUTOCOMMIT, 0);
+        s->rt.status = PROTO_STATUS_AUTOCOMMIT;
+    }
+    send_to_client(s, &w);
+    wire_writer_free(&w);
+    s->state = SESSION_RELAY;
+    bufferevent_enable(s->client, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_input(s->client)) > 0)
+        client_read_cb(s->client, s);
+}
+
 /*
  * COM_CHANGE_USER is answered by credproxy: the upstream identity stays the
  * secret's, the session is reset (COM_RESET_CONNECTION) and the schema the
- * client names is selected (COM_INIT_DB). Their replies are swallowed; the
- * client gets one OK, or the first error.
+ * client names is selected (COM_INIT_DB).
  */
 static void handle_change_user(struct session *s, const uint8_t *p, size_t len)
 {
     struct change_user_request cu;
+    s->seq = 1;
     if (!change_user_parse(p, len, s->caps, &cu)) {
-        s->seq = 1;
         session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "Malformed COM_CHANGE_USER");
         return;
     }
-    s->seq = 1;
     if (cu.user_len >= sizeof(s->user)) {
         session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "Bad COM_CHANGE_USER: user name too long");
         return;
@@ -433,58 +431,15 @@ static void handle_change_user(struct session *s, const uint8_t *p, size_t len)
         deny_local_login(s);
         return;
     }
-    static const uint8_t reset[5] = {1, 0, 0, 0, PROTO_COM_RESET_CONNECTION};
-    bufferevent_write(s->server, reset, sizeof(reset));
-    s->internal_replies = 1;
-    if (cu.database_len) {
-        size_t n = cu.database_len + 1;
-        uint8_t hdr[5] = {(uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16), 0, PROTO_COM_INIT_DB};
-        bufferevent_write(s->server, hdr, sizeof(hdr));
-        bufferevent_write(s->server, cu.database, cu.database_len);
-        s->internal_replies++;
+    if (!response_idle(&s->rt) || s->to_client_left) {
+        session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "COM_CHANGE_USER while a reply is pending");
+        return;
     }
     s->state = SESSION_CHANGE_USER;
+    bufferevent_disable(s->client, EV_READ);
     log_debug("C-%llu %s: COM_CHANGE_USER to '%s': session reset", (unsigned long long)s->id,
               s->peer, s->user);
-}
-
-/* Swallows the replies to credproxy's own commands, then answers the client. */
-static void read_internal_replies(struct session *s)
-{
-    struct evbuffer *in = bufferevent_get_input(s->server);
-    while (s->internal_replies) {
-        uint8_t hdr[4];
-        if (evbuffer_copyout(in, hdr, 4) < 4)
-            return;
-        uint32_t len = wire_header_len(hdr);
-        if (evbuffer_get_length(in) < 4 + (size_t)len)
-            return;
-        evbuffer_drain(in, 4);
-        uint8_t first = 0;
-        evbuffer_copyout(in, &first, 1);
-        if (len && first == 0xff && !s->internal_error && (s->internal_error = malloc(len))) {
-            evbuffer_remove(in, s->internal_error, len);
-            s->internal_error_len = len;
-        } else {
-            evbuffer_drain(in, len);
-        }
-        s->internal_replies--;
-    }
-    struct wire_writer w;
-    wire_writer_init(&w);
-    if (s->internal_error) {
-        wire_begin_packet(&w, s->seq);
-        wire_put_bytes(&w, s->internal_error, s->internal_error_len);
-        wire_end_packet(&w);
-        free(s->internal_error);
-        s->internal_error = NULL;
-    } else {
-        ok_packet_write(&w, s->seq, 0, 0, PROTO_STATUS_AUTOCOMMIT, 0);
-    }
-    send_to_client(s, &w);
-    wire_writer_free(&w);
-    s->state = SESSION_RELAY;
-    bufferevent_enable(s->client, EV_READ);
+    pool_conn_reset(s->conn, cu.database, cu.database_len, change_user_done, s);
 }
 
 /*
@@ -536,6 +491,8 @@ static void relay_client_to_server(struct session *s)
             free(p);
             return;
         }
+        if (command)
+            (void)response_begin(&s->rt, h[4]);
         s->client_continues = len == PROTO_MAX_PAYLOAD;
         s->to_server_left = 4 + (size_t)len;
     }
@@ -589,17 +546,43 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
         session_close(s, "client connection error");
 }
 
+/*
+ * Moves server packets to the client. Payloads move as buffer chains; only
+ * each packet's header and first bytes are read, for the response tracker.
+ */
 static void server_read_cb(struct bufferevent *bev, void *arg)
 {
     struct session *s = arg;
-    if (s->state == SESSION_CHANGE_USER) {
-        read_internal_replies(s);
-        return;
-    }
     if (s->state != SESSION_RELAY)
         return;
-    /* Server to client is a straight move of buffer chains: no parsing, no copy. */
-    bufferevent_write_buffer(s->client, bufferevent_get_input(bev));
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *out = bufferevent_get_output(s->client);
+    for (;;) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail == 0)
+            break;
+        if (s->to_client_left) {
+            size_t n = avail < s->to_client_left ? avail : s->to_client_left;
+            evbuffer_remove_buffer(in, out, n);
+            s->to_client_left -= n;
+            continue;
+        }
+        uint8_t h[4 + RESPONSE_PREFIX_MAX];
+        if (avail < 4)
+            break;
+        evbuffer_copyout(in, h, 4);
+        size_t len = wire_header_len(h);
+        size_t prefix = len < RESPONSE_PREFIX_MAX ? len : RESPONSE_PREFIX_MAX;
+        if (avail < 4 + prefix)
+            break;
+        if (!s->server_continues && !s->untrackable) {
+            evbuffer_copyout(in, h, 4 + prefix);
+            if (response_feed(&s->rt, h + 4, prefix, len) == RESPONSE_UNTRACKABLE)
+                s->untrackable = 1;
+        }
+        s->server_continues = len == PROTO_MAX_PAYLOAD;
+        s->to_client_left = 4 + len;
+    }
     throttle(s, bev, s->client);
 }
 
@@ -623,8 +606,7 @@ static void server_event_cb(struct bufferevent *bev, short what, void *arg)
         /* Hand over whatever the server said last (often an ERR) before closing. */
         if (s->client && evbuffer_get_length(bufferevent_get_input(bev)))
             bufferevent_write_buffer(s->client, bufferevent_get_input(bev));
-        bufferevent_free(s->server);
-        s->server = NULL;
+        drop_conn(s, false);
         s->state = SESSION_CLOSING;
         bufferevent_disable(s->client, EV_READ);
         bufferevent_setwatermark(s->client, EV_WRITE, 0, 0);
@@ -707,7 +689,8 @@ void session_start(struct worker *w, struct route *r, int fd, const struct socka
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
-    s->client = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    s->client =
+        bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     s->timer = evtimer_new(w->base, handshake_timeout_cb, s);
     if (!s->client || !s->timer) {
         if (!s->client)

@@ -1,4 +1,5 @@
-/* One client connection: its login to credproxy, its upstream connection, the relay between them. */
+/* One client connection: its login to credproxy, its upstream connection, the relay between them.
+ */
 #ifndef CREDPROXY_PROXY_SESSION_H
 #define CREDPROXY_PROXY_SESSION_H
 

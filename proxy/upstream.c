@@ -211,8 +211,8 @@ static void send_handshake_response(struct upstream_login *l)
 {
     char err[160];
     uint8_t reply[CLIENT_AUTH_MAX_REPLY];
-    int n = client_auth_first_reply(l->plugin, l->password, l->nonce, l->nonce_len,
-                                    l->info.tls, reply, err, sizeof(err));
+    int n = client_auth_first_reply(l->plugin, l->password, l->nonce, l->nonce_len, l->info.tls,
+                                    reply, err, sizeof(err));
     if (n < 0) {
         login_fail(l, 2059, "HY000", "credproxy: login to %s:%d as '%s': %s", l->host, l->port,
                    l->user, err);
@@ -231,7 +231,7 @@ static void send_handshake_response(struct upstream_login *l)
     if (l->info.caps & PROTO_CAP_CONNECT_WITH_DB)
         wire_put_cstr(&w, l->database);
     wire_put_cstr(&w, l->plugin == CLIENT_AUTH_CACHING_SHA2 ? "caching_sha2_password"
-                                                          : "mysql_native_password");
+                                                            : "mysql_native_password");
     if (l->info.caps & PROTO_CAP_CONNECT_ATTRS)
         wire_put_lenenc_bytes(&w, l->attrs, l->attrs_len);
     OPENSSL_cleanse(reply, sizeof(reply));
@@ -274,7 +274,8 @@ static void start_tls(struct upstream_login *l)
         login_fail(l, 2026, "HY000", "credproxy: could not create a TLS session");
         return;
     }
-    bool verify = l->tls_mode == UPSTREAM_TLS_VERIFY_CA || l->tls_mode == UPSTREAM_TLS_VERIFY_IDENTITY;
+    bool verify =
+        l->tls_mode == UPSTREAM_TLS_VERIFY_CA || l->tls_mode == UPSTREAM_TLS_VERIFY_IDENTITY;
     SSL_set_verify(ssl, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
     bool is_ip = host_is_ip(l->host);
     if (l->tls_mode == UPSTREAM_TLS_VERIFY_IDENTITY) {
@@ -308,10 +309,12 @@ static void handle_greeting(struct upstream_login *l, const uint8_t *p, size_t l
     if (len > 0 && p[0] == 0xff) {
         struct server_reply rep;
         if (server_reply_parse(p, len, &rep))
-            login_fail(l, rep.error_code, rep.sqlstate, "credproxy: %s:%d refused the connection: %.*s",
-                       l->host, l->port, (int)rep.message_len, rep.message);
+            login_fail(l, rep.error_code, rep.sqlstate,
+                       "credproxy: %s:%d refused the connection: %.*s", l->host, l->port,
+                       (int)rep.message_len, rep.message);
         else
-            login_fail(l, 2013, "HY000", "credproxy: %s:%d refused the connection", l->host, l->port);
+            login_fail(l, 2013, "HY000", "credproxy: %s:%d refused the connection", l->host,
+                       l->port);
         return;
     }
     if (!parse_greeting(l, p, len, why, sizeof(why))) {
@@ -321,9 +324,8 @@ static void handle_greeting(struct upstream_login *l, const uint8_t *p, size_t l
     bool server_tls = l->info.server_caps & PROTO_CAP_SSL;
     bool want_tls = l->tls_mode != UPSTREAM_TLS_DISABLED && server_tls;
     if (l->tls_mode >= UPSTREAM_TLS_REQUIRED && !server_tls) {
-        login_fail(l, 2026, "HY000",
-                   "credproxy: %s:%d does not offer TLS, and upstream_tls is %s", l->host,
-                   l->port, config_upstream_tls_name(l->tls_mode));
+        login_fail(l, 2026, "HY000", "credproxy: %s:%d does not offer TLS, and upstream_tls is %s",
+                   l->host, l->port, config_upstream_tls_name(l->tls_mode));
         return;
     }
     l->info.caps = negotiated_caps(l, want_tls);
@@ -342,21 +344,23 @@ static bool handle_auth_switch(struct upstream_login *l, const uint8_t *p, size_
     const char *name = wire_get_cstr(&r, &nlen);
     const uint8_t *data = wire_get_rest(&r, &dlen);
     if (!name) {
-        login_fail(l, 2027, "HY000", "credproxy: malformed auth switch from %s:%d", l->host, l->port);
+        login_fail(l, 2027, "HY000", "credproxy: malformed auth switch from %s:%d", l->host,
+                   l->port);
         return false;
     }
     if (dlen > 0 && data[dlen - 1] == 0)
         dlen--;
     l->plugin = client_auth_plugin_by_name(name, nlen);
     if (l->plugin == CLIENT_AUTH_UNKNOWN) {
-        login_fail(l, 2059, "HY000", "credproxy: %s:%d asks for auth plugin '%.*s', which credproxy does not support",
+        login_fail(l, 2059, "HY000",
+                   "credproxy: %s:%d asks for auth plugin '%.*s', which credproxy does not support",
                    l->host, l->port, (int)nlen, name);
         return false;
     }
     if (l->plugin == CLIENT_AUTH_CLEAR && !l->info.tls) {
         login_fail(l, 2059, "HY000",
-                   "credproxy: %s:%d asks for the cleartext password without TLS; refusing", l->host,
-                   l->port);
+                   "credproxy: %s:%d asks for the cleartext password without TLS; refusing",
+                   l->host, l->port);
         return true;
     }
     if (dlen > sizeof(l->nonce))
@@ -400,7 +404,8 @@ static bool handle_more_data(struct upstream_login *l, const uint8_t *p, size_t 
     if (p[1] == 3)
         return true; /* fast auth succeeded; OK follows */
     if (p[1] != 4) {
-        login_fail(l, 2027, "HY000", "credproxy: unexpected caching_sha2 state from %s:%d", l->host, l->port);
+        login_fail(l, 2027, "HY000", "credproxy: unexpected caching_sha2 state from %s:%d", l->host,
+                   l->port);
         return false;
     }
     /* Full authentication: the password itself, protected by TLS or by the server's RSA key. */
@@ -434,16 +439,17 @@ static bool handle_auth_reply(struct upstream_login *l, const uint8_t *p, size_t
             login_fail(l, 2027, "HY000", "credproxy: malformed error from %s:%d", l->host, l->port);
             return false;
         }
-        login_fail(l, rep.error_code, rep.sqlstate, "credproxy: upstream %s:%d refused login as '%s': %.*s",
-                   l->host, l->port, l->user, (int)rep.message_len, rep.message);
+        login_fail(l, rep.error_code, rep.sqlstate,
+                   "credproxy: upstream %s:%d refused login as '%s': %.*s", l->host, l->port,
+                   l->user, (int)rep.message_len, rep.message);
         return false;
     case 0xfe:
         return handle_auth_switch(l, p, len);
     case 0x01:
         return handle_more_data(l, p, len);
     default:
-        login_fail(l, 2027, "HY000", "credproxy: unexpected packet 0x%02x from %s:%d", p[0], l->host,
-                   l->port);
+        login_fail(l, 2027, "HY000", "credproxy: unexpected packet 0x%02x from %s:%d", p[0],
+                   l->host, l->port);
         return false;
     }
 }
@@ -508,10 +514,12 @@ static void login_event_cb(struct bufferevent *bev, short what, void *arg)
         while (l->state == LOGIN_TLS && (ssl_err = bufferevent_get_openssl_error(bev)) == 0)
             break;
         if (dns_err)
-            snprintf(reason, sizeof(reason), "cannot resolve host: %s", evutil_gai_strerror(dns_err));
+            snprintf(reason, sizeof(reason), "cannot resolve host: %s",
+                     evutil_gai_strerror(dns_err));
         else if (ssl_err)
             snprintf(reason, sizeof(reason), "TLS handshake failed: %s",
-                     ERR_reason_error_string(ssl_err) ? ERR_reason_error_string(ssl_err) : "unknown");
+                     ERR_reason_error_string(ssl_err) ? ERR_reason_error_string(ssl_err)
+                                                      : "unknown");
         else if (what & BEV_EVENT_EOF)
             snprintf(reason, sizeof(reason), "the server closed the connection");
         else
@@ -529,13 +537,13 @@ static void login_timeout_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct upstream_login *l = arg;
     login_fail(l, l->state == LOGIN_CONNECTING ? 2003 : 2013, "HY000",
-               "credproxy could not %s %s:%d: timed out", l->state == LOGIN_CONNECTING ? "reach" : "log in to",
-               l->host, l->port);
+               "credproxy could not %s %s:%d: timed out",
+               l->state == LOGIN_CONNECTING ? "reach" : "log in to", l->host, l->port);
 }
 
 struct upstream_login *upstream_login_start(struct event_base *base, struct evdns_base *dns,
-                                            const struct upstream_params *p,
-                                            upstream_done_fn done, void *arg)
+                                            const struct upstream_params *p, upstream_done_fn done,
+                                            void *arg)
 {
     struct upstream_login *l = calloc(1, sizeof(*l));
     if (!l)
@@ -552,6 +560,7 @@ struct upstream_login *upstream_login_start(struct event_base *base, struct evdn
     l->database = p->database ? strndup(p->database, p->database_len) : NULL;
     l->client_caps = p->client_caps;
     l->charset = p->charset;
+    l->info.charset = p->charset;
     if (p->attrs_len) {
         l->attrs = malloc(p->attrs_len);
         if (l->attrs) {
@@ -589,7 +598,8 @@ SSL_CTX *upstream_tls_ctx_new(const char *ca_file, char *err, size_t errlen)
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    /* Verification is chosen per connection (SSL_set_verify), as the mode may depend on the host. */
+    /* Verification is chosen per connection (SSL_set_verify), as the mode may depend on the host.
+     */
     int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
                      : SSL_CTX_set_default_verify_paths(ctx);
     if (!ok) {

@@ -23,11 +23,11 @@ struct upstream_params {
     SSL_CTX *tls_ctx;                /* needed unless tls_mode is DISABLED */
     const char *user;
     const char *password;
-    const char *database;            /* may be NULL */
+    const char *database; /* may be NULL */
     size_t database_len;
-    uint64_t client_caps;            /* what the client negotiated with credproxy */
-    uint8_t charset;                 /* the client's collation id */
-    const uint8_t *attrs;            /* the client's connect attributes, forwarded */
+    uint64_t client_caps; /* what the client negotiated with credproxy */
+    uint8_t charset;      /* the client's collation id */
+    const uint8_t *attrs; /* the client's connect attributes, forwarded */
     size_t attrs_len;
     int timeout_ms;
 };
@@ -35,19 +35,20 @@ struct upstream_params {
 /* What the server said about itself, and what was negotiated. */
 struct upstream_info {
     char server_version[64];
-    uint64_t server_caps;     /* greeting capabilities, MariaDB extended bits included */
-    uint64_t caps;            /* negotiated for this connection */
+    uint64_t server_caps; /* greeting capabilities, MariaDB extended bits included */
+    uint64_t caps;        /* negotiated for this connection */
     uint8_t server_charset;
-    uint16_t status;          /* from the final OK */
+    uint8_t charset; /* the collation this login asked for */
+    uint16_t status; /* from the final OK */
     uint32_t thread_id;
     bool tls;
 };
 
 /* Why a login failed: a MySQL error to hand to the client. */
 struct upstream_error {
-    uint16_t code;            /* 2003 when unreachable; the server's code (e.g. 1045) otherwise */
+    uint16_t code; /* 2003 when unreachable; the server's code (e.g. 1045) otherwise */
     char sqlstate[6];
-    char message[512];        /* never contains the password */
+    char message[512]; /* never contains the password */
 };
 
 /*

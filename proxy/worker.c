@@ -11,13 +11,15 @@
 #include <event2/listener.h>
 
 #include "conf/log.h"
+#include "proxy/pool.h"
 #include "proxy/route.h"
 #include "proxy/session.h"
 
-int worker_init(struct worker *w, int index)
+int worker_init(struct worker *w, int index, int n_workers)
 {
     memset(w, 0, sizeof(*w));
     w->index = index;
+    w->n_workers = n_workers;
     w->base = event_base_new();
     if (!w->base)
         return -1;
@@ -50,9 +52,36 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
               evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
 
+struct pool *worker_pool(struct worker *w, struct route *r)
+{
+    return r->index < w->n_pools ? w->pools[r->index] : NULL;
+}
+
+static int ensure_pool(struct worker *w, struct route *r)
+{
+    if (worker_pool(w, r))
+        return 0;
+    if (r->index >= w->n_pools) {
+        struct pool **ps = realloc(w->pools, (r->index + 1) * sizeof(*ps));
+        if (!ps)
+            return -1;
+        for (size_t i = w->n_pools; i <= r->index; i++)
+            ps[i] = NULL;
+        w->pools = ps;
+        w->n_pools = r->index + 1;
+    }
+    w->pools[r->index] = pool_new(w, r);
+    return w->pools[r->index] ? 0 : -1;
+}
+
 int worker_listen(struct worker *w, int fd, struct route *r)
 {
-    struct evconnlistener *l = evconnlistener_new(w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    if (ensure_pool(w, r) < 0) {
+        close(fd);
+        return -1;
+    }
+    struct evconnlistener *l =
+        evconnlistener_new(w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE, -1, fd);
     if (!l)
         return -1;
     evconnlistener_set_error_cb(l, accept_error_cb);
@@ -80,7 +109,11 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
     struct worker *w = arg;
     for (size_t i = 0; i < w->n_listeners; i++)
         evconnlistener_disable(w->listeners[i]);
+    w->stopping = 1;
     session_close_all(w);
+    for (size_t i = 0; i < w->n_pools; i++)
+        pool_free(w->pools[i]);
+    w->n_pools = 0;
     event_base_loopbreak(w->base);
 }
 
@@ -110,6 +143,9 @@ void worker_destroy(struct worker *w)
     for (size_t i = 0; i < w->n_listeners; i++)
         evconnlistener_free(w->listeners[i]);
     free(w->listeners);
+    for (size_t i = 0; i < w->n_pools; i++)
+        pool_free(w->pools[i]);
+    free(w->pools);
     if (w->stop_event)
         event_free(w->stop_event);
     free(w->listener_routes);

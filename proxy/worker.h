@@ -11,25 +11,33 @@ struct evdns_base;
 struct evconnlistener;
 struct route;
 struct session;
+struct pool;
 
 struct worker {
     int index;
+    int n_workers;       /* of the daemon: pools take a 1/n share of pool_size */
+    struct pool **pools; /* indexed by route->index; created with the first listener */
+    size_t n_pools;
     pthread_t thread;
     struct event_base *base;
-    struct evdns_base *dns;      /* asynchronous resolver for upstream hosts */
+    struct evdns_base *dns; /* asynchronous resolver for upstream hosts */
     struct evconnlistener **listeners;
     struct route **listener_routes; /* the route each listener serves */
     size_t n_listeners;
     uint64_t next_session_id;
-    size_t n_sessions;           /* live sessions, for logs and shutdown */
-    struct session *sessions;    /* every live session, so shutdown can close them */
-    struct event *stop_event;    /* activated from the main thread to stop this loop */
+    size_t n_sessions;        /* live sessions, for logs and shutdown */
+    struct session *sessions; /* every live session, so shutdown can close them */
+    struct event *stop_event; /* activated from the main thread to stop this loop */
+    int stopping;             /* shutting down: connections are closed, not pooled */
 };
 
 /* Creates the worker's loop and resolver; listeners are added with worker_listen(). */
-int worker_init(struct worker *w, int index);
+int worker_init(struct worker *w, int index, int n_workers);
 
-/* Adds a listening socket (already bound and listening) serving route r. */
+/* The worker's pool for route r (created by worker_listen). */
+struct pool *worker_pool(struct worker *w, struct route *r);
+
+/* Adds a listening socket (already bound and listening) serving route r, and r's pool. */
 int worker_listen(struct worker *w, int fd, struct route *r);
 
 int worker_start(struct worker *w);

@@ -381,11 +381,13 @@ class ProxyTestCase(unittest.TestCase):
     """A test that starts credproxy processes; they are stopped and checked when it ends."""
 
     fixture = None
+    needs_proxy = True  # False for tests that only use the fixture (they run before a build)
 
     @classmethod
     def setUpClass(cls):
         cls.fixture = Fixture()
-        binary()
+        if cls.needs_proxy:
+            binary()
 
     def setUp(self):
         base = self.fixture.dir / "runs"
