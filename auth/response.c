@@ -146,6 +146,7 @@ static bool ok_status(struct response_tracker *t, const uint8_t *p, size_t n)
     if (r.failed)
         return false;
     t->status = status;
+    t->ok_packet = true;
     return true;
 }
 
@@ -247,6 +248,7 @@ static enum response_event prepare_ok(struct response_tracker *t, const uint8_t 
     if (r.failed)
         return lose(t);
     t->prepared_stmt_id = id;
+    t->prepare_ok = true;
     t->prepared_columns = columns;
     t->prepared_params = params;
     if (params > 0) {
@@ -372,10 +374,12 @@ static enum response_event step(struct response_tracker *t, const uint8_t *p, si
 }
 
 enum response_event response_feed(struct response_tracker *t, const uint8_t *prefix,
-                                   size_t prefix_len, size_t payload_len)
+                                  size_t prefix_len, size_t payload_len)
 {
     size_t n = prefix_len < payload_len ? prefix_len : payload_len;
 
+    t->ok_packet = false;
+    t->prepare_ok = false;
     if (t->state == RESPONSE_S_LOST)
         return RESPONSE_UNTRACKABLE;
     if (t->state == RESPONSE_S_IDLE && !start_next(t))

@@ -37,20 +37,22 @@ enum response_state {
  * allocation; the caller reads the public fields, the rest is private.
  */
 struct response_tracker {
-    uint64_t caps;              /* negotiated capabilities (private) */
-    enum response_state state;  /* private; see response_idle() */
-    uint8_t cmd;                /* command whose reply is being read (private) */
-    uint64_t remaining;         /* definitions left in the current block (private) */
+    uint64_t caps;                        /* negotiated capabilities (private) */
+    enum response_state state;            /* private; see response_idle() */
+    uint8_t cmd;                          /* command whose reply is being read (private) */
+    uint64_t remaining;                   /* definitions left in the current block (private) */
     uint8_t queue[RESPONSE_PIPELINE_MAX]; /* commands awaiting their reply, oldest first */
-    uint8_t queue_head;         /* index of the oldest queued command (private) */
-    uint8_t queue_len;          /* number of queued commands (private) */
+    uint8_t queue_head;                   /* index of the oldest queued command (private) */
+    uint8_t queue_len;                    /* number of queued commands (private) */
 
-    uint16_t status;            /* last server status flags seen in an OK or EOF */
-    bool last_was_error;        /* the reply that just completed ended with ERR */
-    uint16_t last_error_code;   /* its error code */
-    uint32_t prepared_stmt_id;  /* after a COM_STMT_PREPARE reply completes without error */
-    uint16_t prepared_params;   /* its number of parameters */
-    uint16_t prepared_columns;  /* its number of result columns */
+    uint16_t status;           /* last server status flags seen in an OK or EOF */
+    bool last_was_error;       /* the reply that just completed ended with ERR */
+    uint16_t last_error_code;  /* its error code */
+    uint32_t prepared_stmt_id; /* after a COM_STMT_PREPARE reply completes without error */
+    uint16_t prepared_params;  /* its number of parameters */
+    uint16_t prepared_columns; /* its number of result columns */
+    bool ok_packet;            /* the packet just fed was an OK (its status is in status) */
+    bool prepare_ok;           /* the packet just fed was a COM_STMT_PREPARE OK */
 };
 
 /*
@@ -90,7 +92,7 @@ enum response_event {
  * describe the completed reply until the next packet is fed.
  */
 enum response_event response_feed(struct response_tracker *t, const uint8_t *prefix,
-                                   size_t prefix_len, size_t payload_len);
+                                  size_t prefix_len, size_t payload_len);
 
 /*
  * True when no reply is pending: every command sent has been fully answered.

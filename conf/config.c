@@ -169,6 +169,22 @@ static const struct setting settings[] = {
     {.key = "secret_poll_interval",
      DURATION(secret_poll_ms, "1s"),
      .help = "how often secret_file is checked for changes"},
+    {.key = "region",
+     .type = T_STRING,
+     .offset = RC(region),
+     .metavar = "REGION",
+     .help = "AWS region of secret_id; default AWS_REGION, the profile's, the ARN's, or IMDS"},
+    {.key = "secrets_endpoint",
+     .type = T_STRING,
+     .offset = RC(secrets_endpoint),
+     .metavar = "URL",
+     .help = "Secrets Manager endpoint (https://, or http:// to loopback); default the region's"},
+    {.key = "secret_refresh",
+     DURATION(secret_refresh_ms, "300s"),
+     .help = "how often secret_id is checked for a new AWSCURRENT version (+-10 % jitter)"},
+    {.key = "aws_timeout",
+     DURATION(aws_timeout_ms, "5s"),
+     .help = "limit of each request to AWS (Secrets Manager, STS, metadata endpoints)"},
     {.key = "pool_size",
      .type = T_INT,
      .offset = RC(pool_size),
@@ -1095,6 +1111,34 @@ __attribute__((format(printf, 4, 5))) static void route_err(struct loader *ld, s
         errs_add(ld->errs, "%s: %s", where, msg);
 }
 
+/* Lower-case letters, digits and dashes: us-east-1, cn-north-1, us-gov-west-1. */
+static bool region_valid(const char *s)
+{
+    if (!*s || strlen(s) > 64)
+        return false;
+    for (; *s; s++)
+        if (!islower((unsigned char)*s) && !isdigit((unsigned char)*s) && *s != '-')
+            return false;
+    return true;
+}
+
+/* https://HOST..., or http:// to loopback only: the secret must not cross a network in clear. */
+static bool endpoint_valid(const char *url)
+{
+    if (strncasecmp(url, "https://", 8) == 0)
+        return url[8] != '\0' && url[8] != '/';
+    if (strncasecmp(url, "http://", 7) != 0)
+        return false;
+    const char *h = url + 7;
+    char host[256];
+    size_t n = *h == '[' ? strcspn(h, "]") + 1 : strcspn(h, ":/?#");
+    if (n == 0 || n >= sizeof(host))
+        return false;
+    memcpy(host, h, n);
+    host[n] = '\0';
+    return config_host_is_loopback(host);
+}
+
 /* The secret says which database to log in to and as whom; exactly one source of it. */
 static void check_secret(struct loader *ld, size_t r)
 {
@@ -1103,6 +1147,13 @@ static void check_secret(struct loader *ld, size_t r)
         route_err(ld, r, "secret_id", "secret_file is also set; set exactly one of them");
     else if (!rc->secret_file && !rc->secret_id)
         route_err(ld, r, NULL, "no secret: set secret_file or secret_id");
+    if (rc->region && !region_valid(rc->region))
+        route_err(ld, r, "region", "'%.64s' is not an AWS region name (like eu-west-1)",
+                  rc->region);
+    if (rc->secrets_endpoint && !endpoint_valid(rc->secrets_endpoint))
+        route_err(ld, r, "secrets_endpoint",
+                  "'%.200s' must be an https:// URL, or http:// to a loopback address",
+                  rc->secrets_endpoint);
 }
 
 /* Returns the first listen address that is not loopback, or NULL. */

@@ -49,6 +49,10 @@ struct route_config {
     int connect_timeout_ms;  /* upstream connect + login */
     int handshake_timeout_ms; /* client must finish its login within this */
     int secret_poll_ms;      /* how often the secret file is checked for changes */
+    char *region;            /* AWS region for secret_id, or NULL for the SDKs' resolution */
+    char *secrets_endpoint;  /* Secrets Manager endpoint URL, or NULL for the region's */
+    int secret_refresh_ms;   /* how often Secrets Manager is asked for a new AWSCURRENT */
+    int aws_timeout_ms;      /* limit of each AWS HTTP request */
     int pool_size;           /* most upstream connections, all workers together */
     int pool_min_idle;       /* idle connections kept warm */
     int pool_idle_timeout_ms; /* idle connections beyond min_idle close after this */

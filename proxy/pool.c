@@ -38,7 +38,7 @@ struct pool_conn {
     time_t created;
     time_t idle_since;
     bool idle;
-    bool lent; /* a session has it */
+    bool tracked; /* session-state tracking is on */
     /* credproxy's own commands in flight (reset, schema) */
     unsigned replies_left;
     uint8_t *error; /* first ERR payload among their replies */
@@ -231,6 +231,22 @@ static void internal_event_cb(struct bufferevent *bev, short what, void *arg)
     c->internal_done(c, c->internal_arg);
 }
 
+/*
+ * Turns on the session-state tracking that lets sessions move to a new
+ * connection: schema, every system variable, and "something else changed".
+ */
+static const char TRACKING_SQL[] = "SET SESSION session_track_schema=ON, "
+                                   "session_track_state_change=ON, "
+                                   "session_track_system_variables='*'";
+
+static void put_query(struct wire_writer *w, const char *sql)
+{
+    wire_begin_packet(w, 0);
+    wire_put_u8(w, PROTO_COM_QUERY);
+    wire_put_bytes(w, sql, strlen(sql));
+    wire_end_packet(w);
+}
+
 /* Appends COM_INIT_DB for db to w. */
 static void put_init_db(struct wire_writer *w, const char *db, size_t len)
 {
@@ -276,8 +292,6 @@ static void unqueue(struct pool_request *req)
 
 static void deliver(struct pool_request *req, struct pool_conn *c, const struct upstream_error *err)
 {
-    if (c)
-        c->lent = true;
     pool_ready_fn ready = req->ready;
     void *arg = req->arg;
     struct pool *p = req->pool;
@@ -361,9 +375,7 @@ static bool lend(struct pool_request *req, struct pool_conn *c)
 
 static bool conn_matches(const struct pool_conn *c, uint64_t client_caps, uint8_t charset)
 {
-    uint64_t want = client_caps & c->info.server_caps & UPSTREAM_RELAYABLE_CAPS;
-    if (c->info.server_caps & PROTO_CAP_LONG_PASSWORD)
-        want &= 0xffffffffull;
+    uint64_t want = upstream_caps_for(client_caps, c->info.server_caps);
     return c->info.charset == charset && ((want ^ c->info.caps) & ~(uint64_t)LOGIN_ONLY_CAPS) == 0;
 }
 
@@ -497,6 +509,27 @@ static bool start_login(struct pool_request *req)
 
 static void add_idle(struct pool *p, struct pool_conn *c);
 
+/* A new connection is ready (tracking on, or not available): lend it or keep it. */
+static void tracking_on_cb(struct pool_conn *c, void *arg)
+{
+    struct pool_request *req = arg;
+    struct pool *p = req->pool;
+    req->conn = NULL;
+    c->tracked = (c->info.caps & PROTO_CAP_SESSION_TRACK) && !c->error;
+    if (c->error)
+        log_warn("route %s: session tracking is unavailable on this server; clients cannot be "
+                 "moved to a new connection if theirs is lost",
+                 p->route->cfg->name);
+    if (!req->ready) {
+        if (req->warming)
+            p->warming = false;
+        request_free(req);
+        add_idle(p, c);
+        return;
+    }
+    deliver(req, c, NULL);
+}
+
 static void login_done(void *arg, struct bufferevent *bev, const struct upstream_info *info,
                        const struct upstream_error *err)
 {
@@ -568,14 +601,17 @@ static void login_done(void *arg, struct bufferevent *bev, const struct upstream
     const char *db = req->database ? req->database : req->creds->dbname;
     c->database = db ? strdup(db) : NULL;
     c->created = now_s();
-    if (!req->ready) {
-        if (req->warming)
-            p->warming = false;
-        request_free(req);
-        add_idle(p, c);
+    if (!(info->caps & PROTO_CAP_SESSION_TRACK)) {
+        tracking_on_cb(c, req);
         return;
     }
-    deliver(req, c, NULL);
+    struct wire_writer w;
+    wire_writer_init(&w);
+    put_query(&w, TRACKING_SQL);
+    req->state = REQ_PREPARING;
+    req->conn = c;
+    conn_run(c, w.buf, w.len, 1, tracking_on_cb, req);
+    wire_writer_free(&w);
 }
 
 static struct pool_request *request_new(struct pool *p, const struct pool_want *want,
@@ -727,7 +763,6 @@ static void reset_for_pool_cb(struct pool_conn *c, void *arg)
 void pool_release(struct pool_conn *c, bool clean)
 {
     struct pool *p = c->pool;
-    c->lent = false;
     if (!clean || !conn_reusable(c)) {
         conn_close(c);
         serve_waiter(p);
@@ -740,6 +775,10 @@ void pool_release(struct pool_conn *c, bool clean)
     wire_put_u8(&w, PROTO_COM_RESET_CONNECTION);
     wire_end_packet(&w);
     unsigned n = 1;
+    if (c->tracked) {
+        put_query(&w, TRACKING_SQL);
+        n++;
+    }
     struct creds *cur = secret_store_get(p->route->store);
     const char *db = cur ? cur->dbname : NULL;
     if (db && *db) {
@@ -781,6 +820,10 @@ void pool_conn_reset(struct pool_conn *c, const char *database, size_t database_
     wire_put_u8(&w, PROTO_COM_RESET_CONNECTION);
     wire_end_packet(&w);
     unsigned n = 1;
+    if (c->tracked) {
+        put_query(&w, TRACKING_SQL);
+        n++;
+    }
     if (database && database_len) {
         put_init_db(&w, database, database_len);
         n++;
@@ -801,6 +844,11 @@ struct bufferevent *pool_conn_bev(struct pool_conn *c)
 const struct upstream_info *pool_conn_info(const struct pool_conn *c)
 {
     return &c->info;
+}
+
+bool pool_conn_tracked(const struct pool_conn *c)
+{
+    return c->tracked;
 }
 
 const char *pool_conn_user(const struct pool_conn *c)

@@ -54,6 +54,8 @@ void pool_release(struct pool_conn *c, bool clean);
 struct bufferevent *pool_conn_bev(struct pool_conn *c);
 const struct upstream_info *pool_conn_info(const struct pool_conn *c);
 const char *pool_conn_user(const struct pool_conn *c);
+/* True when the server reports session-state changes on this connection. */
+bool pool_conn_tracked(const struct pool_conn *c);
 
 /*
  * Resets a lent connection's session and selects database (may be NULL or

@@ -9,6 +9,7 @@
 #include "auth/users.h"
 #include "conf/log.h"
 #include "proxy/upstream.h"
+#include "secrets/aws_source.h"
 #include "secrets/secret_file.h"
 
 /* Until an upstream login shows the real ones: what any 5.7+ server offers. */
@@ -47,10 +48,18 @@ bool route_init(struct route *r, const struct route_config *cfg, struct event_ba
         }
         r->source = secret_file_source(sf);
     } else {
-        snprintf(err, errlen,
-                 "route %s: secret_id (AWS Secrets Manager) is not supported yet; use secret_file",
-                 cfg->name);
-        return false;
+        struct aws_source_config ac = {
+            .secret_id = cfg->secret_id,
+            .region = cfg->region,
+            .endpoint = cfg->secrets_endpoint,
+            .refresh_ms = cfg->secret_refresh_ms,
+            .timeout_ms = cfg->aws_timeout_ms,
+        };
+        r->source = aws_source_open(base, &ac, r->store, why, sizeof(why));
+        if (!r->source) {
+            snprintf(err, errlen, "route %s: %s", cfg->name, why);
+            return false;
+        }
     }
     if (cfg->client_auth == CLIENT_AUTH_PASSWORD) {
         r->users = local_users_load(cfg->users_file, why, sizeof(why));

@@ -21,10 +21,12 @@
 #include "auth/reply.h"
 #include "auth/response.h"
 #include "auth/scramble.h"
+#include "auth/session_track.h"
 #include "auth/users.h"
 #include "conf/log.h"
 #include "proxy/pool.h"
 #include "proxy/route.h"
+#include "proxy/session_state.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
 #include "secrets/secret_source.h"
@@ -34,13 +36,15 @@
 /* Past this much unsent data toward one side, stop reading from the other (backpressure). */
 #define RELAY_HIGH_WATER (256 * 1024)
 
-enum session_state {
-    SESSION_HANDSHAKE,   /* greeting sent; waiting for the login request (or SSLRequest) */
-    SESSION_AUTH_SWITCH, /* asked the client to answer with mysql_native_password */
-    SESSION_CONNECTING,  /* logging in upstream for this client */
-    SESSION_RELAY,       /* moving packets both ways */
-    SESSION_CHANGE_USER, /* credproxy's own reset commands are in flight upstream */
-    SESSION_CLOSING,     /* a last packet is being flushed to the client */
+enum session_phase {
+    SESSION_HANDSHAKE,    /* greeting sent; waiting for the login request (or SSLRequest) */
+    SESSION_AUTH_SWITCH,  /* asked the client to answer with mysql_native_password */
+    SESSION_CONNECTING,   /* logging in upstream for this client */
+    SESSION_RELAY,        /* moving packets both ways */
+    SESSION_CHANGE_USER,  /* credproxy's own reset commands are in flight upstream */
+    SESSION_RECONNECTING, /* the connection was lost while idle: borrowing a new one */
+    SESSION_RESTORING,    /* replaying the session's state on the new connection */
+    SESSION_CLOSING,      /* a last packet is being flushed to the client */
 };
 
 struct session {
@@ -52,7 +56,7 @@ struct session {
     struct pool_conn *conn;     /* lent by the pool for the session's lifetime */
     struct pool_request *req;   /* while waiting for the pool */
     struct event *timer;        /* handshake timeout */
-    enum session_state state;
+    enum session_phase state;
     uint64_t id;
     char peer[80];  /* "ADDR:PORT" or "unix:uid=N" for logs */
     char user[129]; /* the name the client gave, for logs and password mode */
@@ -71,6 +75,10 @@ struct session {
     unsigned client_continues : 1; /* last client packet was 16 MiB - 1: next continues it */
     unsigned server_continues : 1; /* same for the server's last packet */
     unsigned untrackable : 1;      /* lost track of the reply: the connection cannot be reused */
+    unsigned detached : 1;         /* the connection died while the client was idle */
+    unsigned cursor_open : 1;      /* a server-side cursor is open (lost with the connection) */
+    struct session_state st;       /* what a new connection must be given to continue the session */
+    struct restore *restore;       /* while SESSION_RESTORING */
     unsigned client_throttled : 1; /* client reads paused until the server side drains */
     unsigned server_throttled : 1; /* server reads paused until the client side drains */
     unsigned tls : 1;
@@ -106,10 +114,11 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg);
 /* The one way a session ends: logs why and frees everything it holds. */
 static void session_close(struct session *s, const char *why)
 {
-    if (s->state == SESSION_RELAY || s->state == SESSION_CHANGE_USER)
-        log_debug("C-%llu %s: closed: %s", (unsigned long long)s->id, s->peer, why);
-    else
+    if (s->state == SESSION_HANDSHAKE || s->state == SESSION_AUTH_SWITCH ||
+        s->state == SESSION_CONNECTING)
         log_info("C-%llu %s: closed during login: %s", (unsigned long long)s->id, s->peer, why);
+    else
+        log_debug("C-%llu %s: closed: %s", (unsigned long long)s->id, s->peer, why);
     if (s->req)
         pool_cancel(s->req);
     drop_conn(s, session_conn_clean(s));
@@ -119,6 +128,8 @@ static void session_close(struct session *s, const char *why)
         event_free(s->timer);
     free(s->database);
     free(s->attrs);
+    session_state_free(&s->st);
+    free(s->restore);
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -408,6 +419,18 @@ static void change_user_done(void *arg, const uint8_t *err, size_t err_len)
         client_read_cb(s->client, s);
 }
 
+/* Resets the server session (and what credproxy knows of it), then selects db. */
+static void reset_session(struct session *s, const char *db, size_t db_len)
+{
+    session_state_reset(&s->st);
+    s->cursor_open = 0;
+    if (db_len)
+        s->st.schema = strndup(db, db_len);
+    s->state = SESSION_CHANGE_USER;
+    bufferevent_disable(s->client, EV_READ);
+    pool_conn_reset(s->conn, db, db_len, change_user_done, s);
+}
+
 /*
  * COM_CHANGE_USER is answered by credproxy: the upstream identity stays the
  * secret's, the session is reset (COM_RESET_CONNECTION) and the schema the
@@ -435,29 +458,108 @@ static void handle_change_user(struct session *s, const uint8_t *p, size_t len)
         session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "COM_CHANGE_USER while a reply is pending");
         return;
     }
-    s->state = SESSION_CHANGE_USER;
-    bufferevent_disable(s->client, EV_READ);
     log_debug("C-%llu %s: COM_CHANGE_USER to '%s': session reset", (unsigned long long)s->id,
               s->peer, s->user);
-    pool_conn_reset(s->conn, cu.database, cu.database_len, change_user_done, s);
+    reset_session(s, cu.database, cu.database_len);
 }
+
+/*
+ * COM_RESET_CONNECTION is done by credproxy too, because the reset also
+ * clears the session tracking credproxy relies on, which must be turned
+ * back on before the client continues.
+ */
+static void handle_reset_connection(struct session *s)
+{
+    s->seq = 1;
+    if (!response_idle(&s->rt) || s->to_client_left) {
+        session_fail(s, PROTO_ER_HANDSHAKE, "08S01",
+                     "COM_RESET_CONNECTION while a reply is pending");
+        return;
+    }
+    const char *db = s->st.schema ? s->st.schema : s->database;
+    char *keep = db ? strdup(db) : NULL;
+    reset_session(s, keep, keep ? strlen(keep) : 0);
+    free(keep);
+}
+
+/* Rewrites the statement id of a COM_STMT_* command when the session was moved. */
+static void map_stmt_id(struct session *s, struct evbuffer *in, uint8_t cmd)
+{
+    uint8_t *p = evbuffer_pullup(in, 9);
+    if (!p)
+        return;
+    uint32_t id =
+        (uint32_t)p[5] | (uint32_t)p[6] << 8 | (uint32_t)p[7] << 16 | (uint32_t)p[8] << 24;
+    if (cmd == PROTO_COM_STMT_CLOSE)
+        s->cursor_open = 0;
+    uint32_t server_id = session_state_server_id(&s->st, id);
+    if (cmd == PROTO_COM_STMT_CLOSE)
+        session_state_stmt_closed(&s->st, id);
+    if (server_id == id)
+        return;
+    p[5] = (uint8_t)server_id;
+    p[6] = (uint8_t)(server_id >> 8);
+    p[7] = (uint8_t)(server_id >> 16);
+    p[8] = (uint8_t)(server_id >> 24);
+}
+
+static bool is_stmt_command(uint8_t cmd)
+{
+    return cmd == PROTO_COM_STMT_EXECUTE || cmd == PROTO_COM_STMT_SEND_LONG_DATA ||
+           cmd == PROTO_COM_STMT_CLOSE || cmd == PROTO_COM_STMT_RESET ||
+           cmd == PROTO_COM_STMT_FETCH || cmd == PROTO_COM_STMT_BULK_EXECUTE;
+}
+
+/* Largest COM_STMT_PREPARE whose text credproxy keeps for re-preparing after a reconnect. */
+#define PREPARE_KEEP_MAX (1024 * 1024)
+
+/*
+ * Bookkeeping for one client command before it is forwarded. Returns false
+ * when more bytes must arrive first.
+ */
+static bool note_command(struct session *s, struct evbuffer *in, size_t avail, uint8_t cmd,
+                         uint32_t len)
+{
+    if (cmd == PROTO_COM_STMT_PREPARE) {
+        if (len > PREPARE_KEEP_MAX) {
+            s->st.unrestorable = "a prepared statement is too large to re-prepare";
+            session_state_prepare_sent(&s->st, (const uint8_t *)"", 0);
+        } else {
+            if (avail < 4 + (size_t)len)
+                return false;
+            const uint8_t *p = evbuffer_pullup(in, 4 + (ssize_t)len);
+            session_state_prepare_sent(&s->st, p + 5, len - 1);
+        }
+    } else if (is_stmt_command(cmd)) {
+        if (len >= 5 && avail < 9)
+            return false;
+        if (len >= 5)
+            map_stmt_id(s, in, cmd);
+        if (cmd == PROTO_COM_STMT_RESET)
+            s->cursor_open = 0;
+    }
+    (void)response_begin(&s->rt, cmd);
+    return true;
+}
+
+static void begin_reconnect(struct session *s);
 
 /*
  * Moves client packets to the server without copying payloads. Only the
  * header and, at a command boundary (sequence id 0, not a continuation), the
- * command byte are looked at: COM_QUIT and COM_CHANGE_USER are handled here.
+ * command byte are looked at: COM_QUIT and COM_CHANGE_USER are handled here,
+ * and prepared statements are noted for reconnects.
  */
 static void relay_client_to_server(struct session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->client);
-    struct evbuffer *out = bufferevent_get_output(s->server);
     while (s->state == SESSION_RELAY) {
         size_t avail = evbuffer_get_length(in);
         if (avail == 0)
             break;
         if (s->to_server_left) {
             size_t n = avail < s->to_server_left ? avail : s->to_server_left;
-            evbuffer_remove_buffer(in, out, n);
+            evbuffer_remove_buffer(in, bufferevent_get_output(s->server), n);
             s->to_server_left -= n;
             continue;
         }
@@ -470,6 +572,15 @@ static void relay_client_to_server(struct session *s)
             break;
         if (command && h[4] == PROTO_COM_QUIT) {
             session_close(s, "client quit");
+            return;
+        }
+        if (command && s->detached) {
+            begin_reconnect(s);
+            return;
+        }
+        if (command && h[4] == PROTO_COM_RESET_CONNECTION) {
+            evbuffer_drain(in, 4 + (size_t)len);
+            handle_reset_connection(s);
             return;
         }
         if (command && h[4] == PROTO_COM_CHANGE_USER) {
@@ -491,8 +602,8 @@ static void relay_client_to_server(struct session *s)
             free(p);
             return;
         }
-        if (command)
-            (void)response_begin(&s->rt, h[4]);
+        if (command && !note_command(s, in, avail, h[4], len))
+            break;
         s->client_continues = len == PROTO_MAX_PAYLOAD;
         s->to_server_left = 4 + (size_t)len;
     }
@@ -514,6 +625,8 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
         break;
     case SESSION_CONNECTING:
     case SESSION_CHANGE_USER:
+    case SESSION_RECONNECTING:
+    case SESSION_RESTORING:
     case SESSION_CLOSING:
         break; /* reading is paused; data waits in the buffer */
     }
@@ -546,9 +659,71 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
         session_close(s, "client connection error");
 }
 
+/* Records what an OK packet says changed, and hides it from clients that did not ask. */
+static bool state_changed_ok(struct session *s, struct evbuffer *in, struct evbuffer *out,
+                             size_t len)
+{
+    uint8_t *pkt = malloc(4 + len);
+    if (!pkt)
+        return false;
+    evbuffer_remove(in, pkt, 4 + len);
+    struct ok_packet ok;
+    if (!ok_packet_parse(pkt + 4, len, &ok)) {
+        s->st.unrestorable = "the server sent an OK packet credproxy could not read";
+        evbuffer_add(out, pkt, 4 + len);
+        free(pkt);
+        return true;
+    }
+    session_state_on_changes(&s->st, ok.state, ok.state_len);
+    if (s->caps & PROTO_CAP_SESSION_TRACK) {
+        evbuffer_add(out, pkt, 4 + len);
+    } else {
+        struct wire_writer w;
+        wire_writer_init(&w);
+        wire_begin_packet(&w, pkt[3]);
+        ok_packet_write_untracked(&w, &ok);
+        wire_end_packet(&w);
+        if (!w.failed)
+            evbuffer_add(out, w.buf, w.len);
+        wire_writer_free(&w);
+    }
+    free(pkt);
+    return true;
+}
+
+/* After a reconnect the client's ids for new statements may differ from the server's. */
+static void map_prepare_ok(struct session *s, struct evbuffer *in)
+{
+    uint32_t server_id = s->rt.prepared_stmt_id;
+    uint32_t client_id = session_state_prepare_done(&s->st, true, server_id);
+    if (client_id == server_id)
+        return;
+    uint8_t *p = evbuffer_pullup(in, 9);
+    if (p) {
+        p[5] = (uint8_t)client_id;
+        p[6] = (uint8_t)(client_id >> 8);
+        p[7] = (uint8_t)(client_id >> 16);
+        p[8] = (uint8_t)(client_id >> 24);
+    }
+}
+
+/* What a finished reply tells about the session beyond its status. */
+static void reply_done(struct session *s)
+{
+    if (s->rt.cmd == PROTO_COM_STMT_PREPARE && s->rt.last_was_error)
+        (void)session_state_prepare_done(&s->st, false, 0);
+    if (s->rt.cmd == PROTO_COM_STMT_EXECUTE && (s->rt.status & PROTO_STATUS_CURSOR_EXISTS))
+        s->cursor_open = 1;
+    if (s->rt.cmd == PROTO_COM_STMT_FETCH && (s->rt.status & PROTO_STATUS_LAST_ROW_SENT))
+        s->cursor_open = 0;
+}
+
 /*
  * Moves server packets to the client. Payloads move as buffer chains; only
  * each packet's header and first bytes are read, for the response tracker.
+ * Small packets that may be OKs are waited for whole, because an OK that
+ * reports session-state changes is read (and, for clients without session
+ * tracking, rewritten).
  */
 static void server_read_cb(struct bufferevent *bev, void *arg)
 {
@@ -575,10 +750,24 @@ static void server_read_cb(struct bufferevent *bev, void *arg)
         size_t prefix = len < RESPONSE_PREFIX_MAX ? len : RESPONSE_PREFIX_MAX;
         if (avail < 4 + prefix)
             break;
-        if (!s->server_continues && !s->untrackable) {
+        bool tracked = !s->server_continues && !s->untrackable;
+        if (tracked) {
             evbuffer_copyout(in, h, 4 + prefix);
-            if (response_feed(&s->rt, h + 4, prefix, len) == RESPONSE_UNTRACKABLE)
+            bool maybe_ok = len > 0 && len <= LOGIN_MAX_PACKET && (h[4] == 0x00 || h[4] == 0xfe);
+            if (maybe_ok && avail < 4 + len)
+                break; /* wait for the whole packet before looking at it */
+            enum response_event ev = response_feed(&s->rt, h + 4, prefix, len);
+            if (ev == RESPONSE_UNTRACKABLE)
                 s->untrackable = 1;
+            if (s->rt.prepare_ok)
+                map_prepare_ok(s, in);
+            if (ev == RESPONSE_DONE)
+                reply_done(s);
+            if (s->rt.ok_packet && (s->rt.status & PROTO_STATUS_STATE_CHANGED) &&
+                state_changed_ok(s, in, out, len)) {
+                s->server_continues = 0;
+                continue;
+            }
         }
         s->server_continues = len == PROTO_MAX_PAYLOAD;
         s->to_client_left = 4 + len;
@@ -598,21 +787,178 @@ static void server_write_cb(struct bufferevent *bev, void *arg)
     }
 }
 
+/*
+ * The upstream connection ended. If the client was idle, it is told nothing
+ * yet: its next command runs on a new connection with its state restored.
+ * Otherwise a reply was cut short and the client loses its connection too.
+ */
 static void server_event_cb(struct bufferevent *bev, short what, void *arg)
 {
-    (void)bev;
     struct session *s = arg;
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-        /* Hand over whatever the server said last (often an ERR) before closing. */
-        if (s->client && evbuffer_get_length(bufferevent_get_input(bev)))
-            bufferevent_write_buffer(s->client, bufferevent_get_input(bev));
-        drop_conn(s, false);
-        s->state = SESSION_CLOSING;
-        bufferevent_disable(s->client, EV_READ);
-        bufferevent_setwatermark(s->client, EV_WRITE, 0, 0);
-        if (evbuffer_get_length(bufferevent_get_output(s->client)) == 0)
-            session_close(s, "upstream connection lost");
+    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+        return;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    bool idle = s->state == SESSION_RELAY && response_idle(&s->rt) && !s->to_client_left &&
+                !s->to_server_left && !s->client_continues && evbuffer_get_length(in) == 0 &&
+                !s->untrackable;
+    if (!idle && evbuffer_get_length(in))
+        bufferevent_write_buffer(s->client, in); /* often the server's last words, an ERR */
+    bool tracked = s->conn && pool_conn_tracked(s->conn);
+    drop_conn(s, false);
+    if (idle) {
+        s->detached = 1;
+        if (s->rt.status & PROTO_STATUS_IN_TRANS)
+            s->st.unrestorable = "a transaction was open";
+        else if (s->cursor_open)
+            s->st.unrestorable = "a server-side cursor was open";
+        else if (!tracked)
+            s->st.unrestorable = "the server does not report session state";
+        log_info("C-%llu %s: upstream connection lost while idle; %s%s", (unsigned long long)s->id,
+                 s->peer,
+                 s->st.unrestorable ? "cannot continue the session: "
+                                    : "will reconnect on the next command",
+                 s->st.unrestorable ? s->st.unrestorable : "");
+        return;
     }
+    s->state = SESSION_CLOSING;
+    bufferevent_disable(s->client, EV_READ);
+    bufferevent_setwatermark(s->client, EV_WRITE, 0, 0);
+    if (evbuffer_get_length(bufferevent_get_output(s->client)) == 0)
+        session_close(s, "upstream connection lost during a command");
+}
+
+/* Replaying a session's state: how many replies are left, and which statement is next. */
+struct restore {
+    struct response_tracker rt;
+    unsigned replies_left;
+    size_t next_stmt;
+};
+
+static void restore_fail(struct session *s, const char *why)
+{
+    char msg[300];
+    snprintf(msg, sizeof(msg),
+             "credproxy: lost the database connection and could not restore the session on a "
+             "new one: %s",
+             why);
+    s->seq = 1;
+    session_fail(s, PROTO_ER_SERVER_LOST, "HY000", msg);
+}
+
+static void restore_finish(struct session *s)
+{
+    free(s->restore);
+    s->restore = NULL;
+    attach_conn(s, s->conn);
+    response_tracker_init(&s->rt, pool_conn_info(s->conn)->caps);
+    s->rt.status = pool_conn_info(s->conn)->status;
+    s->state = SESSION_RELAY;
+    log_info("C-%llu %s: session moved to a new upstream connection (thread %u)",
+             (unsigned long long)s->id, s->peer, pool_conn_info(s->conn)->thread_id);
+    bufferevent_enable(s->client, EV_READ);
+    client_read_cb(s->client, s);
+}
+
+/* Swallows the replies to the restore commands, noting re-prepared statement ids. */
+static void restore_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct session *s = arg;
+    struct restore *r = s->restore;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    while (r->replies_left) {
+        uint8_t h[4 + RESPONSE_PREFIX_MAX];
+        if (evbuffer_copyout(in, h, 4) < 4)
+            return;
+        size_t len = wire_header_len(h);
+        if (evbuffer_get_length(in) < 4 + len)
+            return;
+        size_t prefix = len < RESPONSE_PREFIX_MAX ? len : RESPONSE_PREFIX_MAX;
+        evbuffer_copyout(in, h, 4 + prefix);
+        evbuffer_drain(in, 4 + len);
+        enum response_event ev = response_feed(&r->rt, h + 4, prefix, len);
+        if (ev == RESPONSE_UNTRACKABLE || (ev == RESPONSE_DONE && r->rt.last_was_error)) {
+            restore_fail(s, "the server refused to replay the session's settings");
+            return;
+        }
+        if (r->rt.prepare_ok)
+            session_state_restored(&s->st, r->next_stmt++, r->rt.prepared_stmt_id);
+        if (ev == RESPONSE_DONE)
+            r->replies_left--;
+    }
+    restore_finish(s);
+}
+
+static void restore_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        restore_fail(arg, "the new connection was lost too");
+}
+
+/* A new connection for a detached session: replay variables and prepared statements. */
+static void reconnect_ready(void *arg, struct pool_conn *conn, const struct upstream_error *err)
+{
+    struct session *s = arg;
+    s->req = NULL;
+    if (err) {
+        restore_fail(s, err->message);
+        return;
+    }
+    s->conn = conn;
+    s->server = pool_conn_bev(conn);
+    s->detached = 0;
+    struct wire_writer w;
+    wire_writer_init(&w);
+    unsigned n = 0;
+    session_state_write_restore(&s->st, &w, &n);
+    s->restore = calloc(1, sizeof(*s->restore));
+    if (w.failed || !s->restore) {
+        wire_writer_free(&w);
+        restore_fail(s, "out of memory");
+        return;
+    }
+    if (n == 0) {
+        wire_writer_free(&w);
+        restore_finish(s);
+        return;
+    }
+    struct restore *r = s->restore;
+    response_tracker_init(&r->rt, pool_conn_info(conn)->caps);
+    r->replies_left = n;
+    s->state = SESSION_RESTORING;
+    /* Commands first, then one reply each: the tracker needs them queued in order. */
+    struct wire_reader rd;
+    wire_reader_init(&rd, w.buf, w.len);
+    while (wire_remaining(&rd) >= 5) {
+        uint32_t plen = wire_get_u24(&rd);
+        wire_get_u8(&rd);
+        const uint8_t *payload = wire_get_bytes(&rd, plen);
+        if (payload)
+            (void)response_begin(&r->rt, payload[0]);
+    }
+    bufferevent_setcb(s->server, restore_read_cb, NULL, restore_event_cb, s);
+    bufferevent_write(s->server, w.buf, w.len);
+    bufferevent_enable(s->server, EV_READ | EV_WRITE);
+    wire_writer_free(&w);
+}
+
+/* The client sent a command to a session whose connection is gone. */
+static void begin_reconnect(struct session *s)
+{
+    if (s->st.unrestorable) {
+        restore_fail(s, s->st.unrestorable);
+        return;
+    }
+    struct pool_want want = {
+        .client_caps = s->caps,
+        .charset = s->charset,
+        .database = s->st.schema ? s->st.schema : s->database,
+        .attrs = s->attrs,
+        .attrs_len = s->attrs_len,
+    };
+    s->state = SESSION_RECONNECTING;
+    bufferevent_disable(s->client, EV_READ);
+    s->req = pool_acquire(worker_pool(s->worker, s->route), &want, reconnect_ready, s);
 }
 
 static void handshake_timeout_cb(evutil_socket_t fd, short what, void *arg)

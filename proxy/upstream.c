@@ -175,10 +175,20 @@ static bool parse_greeting(struct upstream_login *l, const uint8_t *p, size_t le
     return true;
 }
 
+uint64_t upstream_caps_for(uint64_t client_caps, uint64_t server_caps)
+{
+    uint64_t caps = client_caps & server_caps & UPSTREAM_RELAYABLE_CAPS;
+    /* Session tracking is how credproxy follows session state for reconnects. */
+    caps |= server_caps & PROTO_CAP_SESSION_TRACK;
+    if (server_caps & PROTO_CAP_LONG_PASSWORD)
+        caps &= 0xffffffffull; /* a MySQL server: no MariaDB extended flags */
+    return caps;
+}
+
 /* The flags of this connection: exactly the client's, where the server has them too. */
 static uint64_t negotiated_caps(const struct upstream_login *l, bool tls)
 {
-    uint64_t caps = l->client_caps & l->info.server_caps & UPSTREAM_RELAYABLE_CAPS;
+    uint64_t caps = upstream_caps_for(l->client_caps, l->info.server_caps);
     caps |= PROTO_CAP_PROTOCOL_41 | PROTO_CAP_SECURE_CONNECTION | PROTO_CAP_PLUGIN_AUTH;
     caps |= l->info.server_caps & PROTO_CAP_PLUGIN_AUTH_LENENC;
     caps &= ~PROTO_CAP_CONNECT_WITH_DB;
@@ -190,9 +200,7 @@ static uint64_t negotiated_caps(const struct upstream_login *l, bool tls)
         caps &= ~PROTO_CAP_CONNECT_ATTRS;
     if (tls)
         caps |= PROTO_CAP_SSL;
-    if (l->info.server_caps & PROTO_CAP_LONG_PASSWORD)
-        caps &= 0xffffffffull; /* a MySQL server: no MariaDB extended flags */
-    else
+    if (!(l->info.server_caps & PROTO_CAP_LONG_PASSWORD))
         caps &= ~PROTO_CAP_LONG_PASSWORD;
     return caps;
 }

@@ -74,6 +74,13 @@ void upstream_login_cancel(struct upstream_login *login);
     (~(PROTO_CAP_COMPRESS | PROTO_CAP_SSL | PROTO_CAP_ZSTD | PROTO_CAP_SSL_VERIFY_SERVER |         \
        PROTO_CAP_REMEMBER_OPTIONS))
 
+/*
+ * The capabilities a login negotiates for a client's: the client's own where
+ * the server has them, plus session tracking (how credproxy follows session
+ * state). Pools compare connections by it.
+ */
+uint64_t upstream_caps_for(uint64_t client_caps, uint64_t server_caps);
+
 /* An SSL_CTX for upstream connections trusting ca_file (or the system store), or NULL with err. */
 SSL_CTX *upstream_tls_ctx_new(const char *ca_file, char *err, size_t errlen);
 

@@ -1,0 +1,65 @@
+/* What a client session changed on its connection, so it can be rebuilt on a new one. */
+#ifndef CREDPROXY_PROXY_SESSION_STATE_H
+#define CREDPROXY_PROXY_SESSION_STATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth/wire.h"
+
+struct sysvar;
+struct stmt;
+struct pending_prepare;
+
+/*
+ * Filled from the server's session-state tracking (schema, system
+ * variables, "something else changed") and from the client's prepared
+ * statement commands. All NULL/0 is the empty state.
+ */
+struct session_state {
+    char *schema;                     /* current schema if it changed since login, else NULL */
+    struct sysvar *vars;              /* system variables the client changed, oldest first */
+    struct stmt *stmts;               /* open prepared statements */
+    struct pending_prepare *prepares; /* COM_STMT_PREPARE texts awaiting their reply */
+    const char *unrestorable;         /* why the state cannot be rebuilt, or NULL */
+    uint32_t max_client_id;           /* highest statement id the client knows */
+    bool remapped;                    /* some statement's server id differs from the client's */
+};
+
+void session_state_free(struct session_state *st);
+
+/* COM_RESET_CONNECTION or COM_CHANGE_USER: back to the state of a fresh login. */
+void session_state_reset(struct session_state *st);
+
+/* The session-state block of an OK packet (struct ok_packet's state). */
+void session_state_on_changes(struct session_state *st, const uint8_t *state, size_t len);
+
+/* The client sent COM_STMT_PREPARE with this SQL. */
+void session_state_prepare_sent(struct session_state *st, const uint8_t *sql, size_t len);
+
+/*
+ * The reply to the oldest pending prepare completed: server_id on success,
+ * or ok false. Returns the id the client will see (differs from server_id
+ * only after a reconnect, when that id is taken).
+ */
+uint32_t session_state_prepare_done(struct session_state *st, bool ok, uint32_t server_id);
+
+/* The client closed a statement (COM_STMT_CLOSE). */
+void session_state_stmt_closed(struct session_state *st, uint32_t client_id);
+
+/* The server's id for a client's statement id (itself when not remapped or unknown). */
+uint32_t session_state_server_id(const struct session_state *st, uint32_t client_id);
+
+/*
+ * Appends the commands that rebuild the state on a fresh connection: one
+ * SET SESSION for the changed variables, then a COM_STMT_PREPARE per open
+ * statement. *n_replies is how many replies they produce.
+ */
+void session_state_write_restore(const struct session_state *st, struct wire_writer *w,
+                                 unsigned *n_replies);
+
+/* The i-th restored statement (in write order) got server_id. */
+void session_state_restored(struct session_state *st, size_t i, uint32_t server_id);
+
+#endif
