@@ -302,7 +302,7 @@ static void deliver(struct pool_request *req, struct pool_conn *c, const struct 
     if (ready)
         ready(arg, c, err);
     else if (c)
-        pool_release(c, true); /* nobody wants it any more (cancelled, or warming) */
+        pool_release(c, true, false); /* nobody wants it any more (cancelled, or warming) */
 }
 
 static const char *wanted_db(const struct pool_request *req)
@@ -336,7 +336,7 @@ static void prepared_cb(struct pool_conn *c, void *arg)
             strcpy(err.sqlstate, "HY000");
         }
         snprintf(err.message, sizeof(err.message), "%.*s", (int)mlen, (const char *)m);
-        pool_release(c, true);
+        pool_release(c, true, false);
         deliver(req, NULL, &err);
         return;
     }
@@ -760,12 +760,16 @@ static void reset_for_pool_cb(struct pool_conn *c, void *arg)
     add_idle(c->pool, c);
 }
 
-void pool_release(struct pool_conn *c, bool clean)
+void pool_release(struct pool_conn *c, bool clean, bool reset)
 {
     struct pool *p = c->pool;
     if (!clean || !conn_reusable(c)) {
         conn_close(c);
         serve_waiter(p);
+        return;
+    }
+    if (!reset) {
+        add_idle(p, c); /* only plain reads ran: nothing to undo */
         return;
     }
     /* Reset the session, then put back the schema the next client most likely wants. */

@@ -45,11 +45,12 @@ void pool_cancel(struct pool_request *req);
 
 /*
  * Gives a connection back. clean means no command is in flight and no
- * transaction is open: it is reset (COM_RESET_CONNECTION) and kept.
+ * transaction is open: it is kept, after a reset (COM_RESET_CONNECTION) when
+ * reset says the client may have changed session state.
  * Otherwise, or if it is too old or logged in with a superseded secret, it
  * is closed.
  */
-void pool_release(struct pool_conn *c, bool clean);
+void pool_release(struct pool_conn *c, bool clean, bool reset);
 
 struct bufferevent *pool_conn_bev(struct pool_conn *c);
 const struct upstream_info *pool_conn_info(const struct pool_conn *c);

@@ -25,6 +25,7 @@
 #include "auth/users.h"
 #include "conf/log.h"
 #include "proxy/pool.h"
+#include "proxy/query_scan.h"
 #include "proxy/route.h"
 #include "proxy/session_state.h"
 #include "proxy/upstream.h"
@@ -76,6 +77,7 @@ struct session {
     unsigned server_continues : 1; /* same for the server's last packet */
     unsigned untrackable : 1;      /* lost track of the reply: the connection cannot be reused */
     unsigned detached : 1;         /* the connection died while the client was idle */
+    unsigned dirty : 1;            /* the session may have changed state: reset before reuse */
     unsigned cursor_open : 1;      /* a server-side cursor is open (lost with the connection) */
     struct session_state st;       /* what a new connection must be given to continue the session */
     struct restore *restore;       /* while SESSION_RESTORING */
@@ -102,7 +104,7 @@ static void drop_conn(struct session *s, bool clean)
     if (!s->conn)
         return;
     bufferevent_setcb(s->server, NULL, NULL, NULL, NULL);
-    pool_release(s->conn, clean);
+    pool_release(s->conn, clean, s->dirty);
     s->conn = NULL;
     s->server = NULL;
 }
@@ -424,6 +426,7 @@ static void reset_session(struct session *s, const char *db, size_t db_len)
 {
     session_state_reset(&s->st);
     s->cursor_open = 0;
+    s->dirty = 0;
     if (db_len)
         s->st.schema = strndup(db, db_len);
     s->state = SESSION_CHANGE_USER;
@@ -510,8 +513,11 @@ static bool is_stmt_command(uint8_t cmd)
            cmd == PROTO_COM_STMT_FETCH || cmd == PROTO_COM_STMT_BULK_EXECUTE;
 }
 
-/* Largest COM_STMT_PREPARE whose text credproxy keeps for re-preparing after a reconnect. */
-#define PREPARE_KEEP_MAX (1024 * 1024)
+/*
+ * Largest COM_STMT_PREPARE / COM_QUERY credproxy waits for whole to look at
+ * its text; it must stay below the read watermark (RELAY_HIGH_WATER).
+ */
+#define TEXT_LOOK_MAX LOGIN_MAX_PACKET
 
 /*
  * Bookkeeping for one client command before it is forwarded. Returns false
@@ -520,8 +526,21 @@ static bool is_stmt_command(uint8_t cmd)
 static bool note_command(struct session *s, struct evbuffer *in, size_t avail, uint8_t cmd,
                          uint32_t len)
 {
+    if (cmd == PROTO_COM_QUERY) {
+        if (len <= TEXT_LOOK_MAX && avail < 4 + (size_t)len)
+            return false;
+        enum query_kind kind = len <= TEXT_LOOK_MAX ? query_scan(in, 5, len - 1) : QUERY_WRITE;
+        if (kind == QUERY_PINNED && !s->st.unrestorable)
+            s->st.unrestorable = "the session used user variables, GET_LOCK or LAST_INSERT_ID() "
+                                 "in a way credproxy cannot carry to a new connection";
+        if (kind != QUERY_READ)
+            s->dirty = 1;
+    } else if (cmd != PROTO_COM_PING && cmd != PROTO_COM_STATISTICS &&
+               cmd != PROTO_COM_FIELD_LIST) {
+        s->dirty = 1;
+    }
     if (cmd == PROTO_COM_STMT_PREPARE) {
-        if (len > PREPARE_KEEP_MAX) {
+        if (len > TEXT_LOOK_MAX) {
             s->st.unrestorable = "a prepared statement is too large to re-prepare";
             session_state_prepare_sent(&s->st, (const uint8_t *)"", 0);
         } else {
@@ -675,6 +694,7 @@ static bool state_changed_ok(struct session *s, struct evbuffer *in, struct evbu
         return true;
     }
     session_state_on_changes(&s->st, ok.state, ok.state_len);
+    s->dirty = 1; /* a multi-statement "SELECT ...; SET ..." ends here too */
     if (s->caps & PROTO_CAP_SESSION_TRACK) {
         evbuffer_add(out, pkt, 4 + len);
     } else {
@@ -836,7 +856,7 @@ struct restore {
 
 static void restore_fail(struct session *s, const char *why)
 {
-    char msg[300];
+    char msg[700];
     snprintf(msg, sizeof(msg),
              "credproxy: lost the database connection and could not restore the session on a "
              "new one: %s",
