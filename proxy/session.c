@@ -169,10 +169,32 @@ static void session_fail(struct session *s, uint16_t code, const char *sqlstate,
     bufferevent_enable(s->client, EV_WRITE);
 }
 
+/*
+ * Sends data (drained) to dst. On a plain socket with nothing queued it is
+ * written at once: bufferevents otherwise wait for the next loop turn and
+ * register and unregister write interest around every write, two epoll_ctl
+ * calls that cost more than the relay itself. Whatever the socket does not
+ * take is queued on the bufferevent, which then handles it as usual.
+ */
+static void send_now(struct bufferevent *dst, struct evbuffer *data)
+{
+    struct evbuffer *out = bufferevent_get_output(dst);
+    if (evbuffer_get_length(out) == 0 && !bufferevent_openssl_get_ssl(dst) &&
+        !bufferevent_get_underlying(dst)) {
+        while (evbuffer_get_length(data) > 0 && evbuffer_write(data, bufferevent_getfd(dst)) > 0)
+            ;
+    }
+    if (evbuffer_get_length(data) > 0)
+        evbuffer_add_buffer(out, data);
+}
+
 static void send_to_client(struct session *s, const struct wire_writer *w)
 {
-    if (!w->failed)
-        bufferevent_write(s->client, w->buf, w->len);
+    if (w->failed)
+        return;
+    struct evbuffer *scratch = s->worker->scratch;
+    evbuffer_add(scratch, w->buf, w->len);
+    send_now(s->client, scratch);
 }
 
 /* --- login --------------------------------------------------------------------------------- */
@@ -564,6 +586,22 @@ static bool note_command(struct session *s, struct evbuffer *in, size_t avail, u
 static void begin_reconnect(struct session *s);
 
 /*
+ * Sends what the relay staged for the server. Called before anything that
+ * may end or pause the session, so staged bytes never outlive the callback
+ * (the staging buffer is the worker's, shared by all its sessions).
+ */
+static void flush_to_server(struct session *s)
+{
+    struct evbuffer *scratch = s->worker->scratch;
+    if (evbuffer_get_length(scratch) == 0)
+        return;
+    if (s->server)
+        send_now(s->server, scratch);
+    else
+        evbuffer_drain(scratch, evbuffer_get_length(scratch));
+}
+
+/*
  * Moves client packets to the server without copying payloads. Only the
  * header and, at a command boundary (sequence id 0, not a continuation), the
  * command byte are looked at: COM_QUIT and COM_CHANGE_USER are handled here,
@@ -578,7 +616,7 @@ static void relay_client_to_server(struct session *s)
             break;
         if (s->to_server_left) {
             size_t n = avail < s->to_server_left ? avail : s->to_server_left;
-            evbuffer_remove_buffer(in, bufferevent_get_output(s->server), n);
+            evbuffer_remove_buffer(in, s->worker->scratch, n);
             s->to_server_left -= n;
             continue;
         }
@@ -590,19 +628,23 @@ static void relay_client_to_server(struct session *s)
         if (command && avail < 5)
             break;
         if (command && h[4] == PROTO_COM_QUIT) {
+            flush_to_server(s);
             session_close(s, "client quit");
             return;
         }
         if (command && s->detached) {
+            flush_to_server(s);
             begin_reconnect(s);
             return;
         }
         if (command && h[4] == PROTO_COM_RESET_CONNECTION) {
             evbuffer_drain(in, 4 + (size_t)len);
+            flush_to_server(s);
             handle_reset_connection(s);
             return;
         }
         if (command && h[4] == PROTO_COM_CHANGE_USER) {
+            flush_to_server(s);
             if (len > LOGIN_MAX_PACKET) {
                 s->seq = 1;
                 session_fail(s, PROTO_ER_NET_PACKET_TOO_LARGE, "08S01",
@@ -626,6 +668,7 @@ static void relay_client_to_server(struct session *s)
         s->client_continues = len == PROTO_MAX_PAYLOAD;
         s->to_server_left = 4 + (size_t)len;
     }
+    flush_to_server(s);
     if (s->server)
         throttle(s, s->client, s->server);
 }
@@ -751,7 +794,7 @@ static void server_read_cb(struct bufferevent *bev, void *arg)
     if (s->state != SESSION_RELAY)
         return;
     struct evbuffer *in = bufferevent_get_input(bev);
-    struct evbuffer *out = bufferevent_get_output(s->client);
+    struct evbuffer *out = s->worker->scratch; /* sent at once below, in order */
     for (;;) {
         size_t avail = evbuffer_get_length(in);
         if (avail == 0)
@@ -792,6 +835,8 @@ static void server_read_cb(struct bufferevent *bev, void *arg)
         s->server_continues = len == PROTO_MAX_PAYLOAD;
         s->to_client_left = 4 + len;
     }
+    if (evbuffer_get_length(out))
+        send_now(s->client, out);
     throttle(s, bev, s->client);
 }
 

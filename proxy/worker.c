@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -20,8 +21,19 @@ int worker_init(struct worker *w, int index, int n_workers)
     memset(w, 0, sizeof(*w));
     w->index = index;
     w->n_workers = n_workers;
-    w->base = event_base_new();
-    if (!w->base)
+    /*
+     * The changelist folds the enable/disable pairs a connection goes through
+     * in one loop turn (lent from the pool, answered, returned) into at most
+     * one epoll_ctl.
+     */
+    struct event_config *cfg = event_config_new();
+    if (cfg)
+        event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    w->base = cfg ? event_base_new_with_config(cfg) : NULL;
+    if (cfg)
+        event_config_free(cfg);
+    w->scratch = evbuffer_new();
+    if (!w->base || !w->scratch)
         return -1;
     w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
     if (!w->dns) /* no resolv.conf: numeric hosts and /etc/hosts still work */
@@ -151,6 +163,8 @@ void worker_destroy(struct worker *w)
     free(w->listener_routes);
     if (w->dns)
         evdns_base_free(w->dns, 0);
+    if (w->scratch)
+        evbuffer_free(w->scratch);
     if (w->base)
         event_base_free(w->base);
 }

@@ -29,6 +29,7 @@ struct worker {
     struct session *sessions; /* every live session, so shutdown can close them */
     struct event *stop_event; /* activated from the main thread to stop this loop */
     int stopping;             /* shutting down: connections are closed, not pooled */
+    struct evbuffer *scratch; /* staging for relayed bytes; empty between callbacks */
 };
 
 /* Creates the worker's loop and resolver; listeners are added with worker_listen(). */
