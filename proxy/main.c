@@ -32,6 +32,7 @@ struct daemon {
     size_t n_routes;
     struct worker *workers;
     int n_workers;
+    struct upstream_login **probes; /* start-up logins still in flight, by route */
 };
 
 /* cJSON copies secret values into its own heap blocks: wipe every block it frees. */
@@ -58,10 +59,13 @@ static int hash_password(void)
     return 0;
 }
 
+static struct daemon *the_daemon; /* for probe_done, which only gets the route */
+
 static void probe_done(void *arg, struct bufferevent *bev, const struct upstream_info *info,
                        const struct upstream_error *err)
 {
     struct route *r = arg;
+    the_daemon->probes[r->index] = NULL;
     if (err) {
         log_warn("route %s: upstream not reachable at start-up (%s); greeting clients as '%s' "
                  "until it is",
@@ -99,7 +103,7 @@ static void probe_upstream(struct daemon *d, struct route *r)
         .charset = 45,
         .timeout_ms = r->cfg->connect_timeout_ms,
     };
-    upstream_login_start(d->base, d->dns, &p, probe_done, r);
+    d->probes[r->index] = upstream_login_start(d->base, d->dns, &p, probe_done, r);
     creds_unref(c);
 }
 
@@ -152,7 +156,9 @@ static int start(struct daemon *d)
     if (d->n_workers < 1)
         d->n_workers = 1;
     d->workers = calloc((size_t)d->n_workers, sizeof(*d->workers));
-    if (!d->base || !d->dns || !d->routes || !d->workers) {
+    d->probes = calloc(d->n_routes ? d->n_routes : 1, sizeof(*d->probes));
+    the_daemon = d;
+    if (!d->base || !d->dns || !d->routes || !d->workers || !d->probes) {
         log_error("out of memory at start-up");
         return -1;
     }
@@ -192,6 +198,10 @@ static void stop(struct daemon *d)
     for (int k = 0; d->workers && k < d->n_workers; k++)
         worker_destroy(&d->workers[k]);
     free(d->workers);
+    for (size_t i = 0; d->probes && i < d->n_routes; i++)
+        if (d->probes[i])
+            upstream_login_cancel(d->probes[i]);
+    free(d->probes);
     for (size_t i = 0; d->routes && i < d->n_routes; i++) {
         if (d->routes[i].cfg && d->routes[i].cfg->socket_path)
             unlink(d->routes[i].cfg->socket_path);
