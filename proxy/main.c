@@ -202,6 +202,8 @@ static void stop(struct daemon *d)
         if (d->probes[i])
             upstream_login_cancel(d->probes[i]);
     free(d->probes);
+    for (int i = 0; d->base && i < 8; i++)
+        event_base_loop(d->base, EVLOOP_NONBLOCK); /* deferred frees of what was just freed */
     for (size_t i = 0; d->routes && i < d->n_routes; i++) {
         if (d->routes[i].cfg && d->routes[i].cfg->socket_path)
             unlink(d->routes[i].cfg->socket_path);

@@ -133,6 +133,13 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    /*
+     * Bufferevents freed while stopping finish freeing in deferred callbacks;
+     * give those a few turns of the loop, or their memory (and their TLS
+     * sessions) would never be released.
+     */
+    for (int i = 0; i < 8; i++)
+        event_base_loop(w->base, EVLOOP_NONBLOCK);
     return NULL;
 }
 
