@@ -23,8 +23,8 @@ struct aws_credentials {
 };
 
 /* Copies the strings; token may be NULL or "". NULL when out of memory or a key is empty. */
-struct aws_credentials *aws_credentials_new(const char *akid, const char *secret,
-                                            const char *token, time_t expiration);
+struct aws_credentials *aws_credentials_new(const char *akid, const char *secret, const char *token,
+                                            time_t expiration);
 struct aws_credentials *aws_credentials_ref(struct aws_credentials *c);
 void aws_credentials_unref(struct aws_credentials *c);
 
@@ -43,10 +43,10 @@ time_t aws_parse_time(const char *s);
 struct aws_ctx {
     struct event_base *base;
     struct http_client *http;
-    char *region;     /* resolved region, or NULL */
-    int timeout_ms;   /* per HTTP request */
-    char *profile;    /* AWS_PROFILE or "default" */
-    char *creds_file; /* AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials */
+    char *region;      /* resolved region, or NULL */
+    int timeout_ms;    /* per HTTP request */
+    char *profile;     /* AWS_PROFILE or "default" */
+    char *creds_file;  /* AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials */
     char *config_file; /* AWS_CONFIG_FILE or ~/.aws/config */
 };
 

@@ -19,7 +19,7 @@ struct http_client {
     struct http_request *reqs; /* in flight, doubly linked */
     size_t n_reqs;
     struct sock_watch *watches; /* every socket libcurl asked to watch */
-    int refs; /* references through http_client_shared() */
+    int refs;                   /* references through http_client_shared() */
 };
 
 /* One transfer and everything it owns until it is finished or cancelled. */
@@ -223,8 +223,8 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     } else if (w->ev) {
         event_free(w->ev);
     }
-    short ev = EV_PERSIST | (what & CURL_POLL_IN ? EV_READ : 0) |
-               (what & CURL_POLL_OUT ? EV_WRITE : 0);
+    short ev =
+        EV_PERSIST | (what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0);
     w->ev = event_new(c->base, s, ev, on_socket_event, c);
     return w->ev && event_add(w->ev, NULL) == 0 ? 0 : -1;
 }
@@ -311,8 +311,8 @@ size_t http_client_in_flight(const struct http_client *c)
 
 static bool set_body(struct http_request *r, const struct http_request_params *p)
 {
-    bool has_body = p->body_len > 0 || strcmp(p->method, "POST") == 0 ||
-                    strcmp(p->method, "PUT") == 0;
+    bool has_body =
+        p->body_len > 0 || strcmp(p->method, "POST") == 0 || strcmp(p->method, "PUT") == 0;
     if (!has_body)
         return true;
     r->body = malloc(p->body_len + 1);
@@ -361,8 +361,8 @@ static bool setup(struct http_request *r, const struct http_request_params *p)
               curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout) == CURLE_OK &&
               curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)connect) == CURLE_OK &&
               curl_easy_setopt(e, CURLOPT_USERAGENT, USER_AGENT) == CURLE_OK &&
-              curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
-              set_headers(r, p) && set_body(r, p);
+              curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK && set_headers(r, p) &&
+              set_body(r, p);
     if (ok && strcmp(p->method, "POST") != 0 && (r->body || strcmp(p->method, "GET") != 0))
         ok = curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, p->method) == CURLE_OK;
     if (ok && ca && *ca)

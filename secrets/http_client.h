@@ -11,10 +11,10 @@ struct http_request;
 
 /* What came back. Body bytes may hold secrets: the client wipes them after the callback. */
 struct http_response {
-    long status;          /* HTTP status, 0 when no response arrived */
-    bool timed_out;       /* the request hit its time limit */
-    const char *error;    /* transport failure (DNS, connect, TLS, ...), NULL when status > 0 */
-    const char *body;     /* NUL-terminated */
+    long status;       /* HTTP status, 0 when no response arrived */
+    bool timed_out;    /* the request hit its time limit */
+    const char *error; /* transport failure (DNS, connect, TLS, ...), NULL when status > 0 */
+    const char *body;  /* NUL-terminated */
     size_t body_len;
     const char *error_type; /* x-amzn-ErrorType response header, or NULL */
 };

@@ -14,9 +14,9 @@ struct sigv4_header {
 
 /* The parts of an HTTP request that the signature covers. */
 struct sigv4_request {
-    const char *method;                /* "GET", "POST" */
-    const char *path;                  /* as sent, without the query; "" means "/" */
-    const char *query;                 /* after '?', as sent, or NULL */
+    const char *method;                 /* "GET", "POST" */
+    const char *path;                   /* as sent, without the query; "" means "/" */
+    const char *query;                  /* after '?', as sent, or NULL */
     const struct sigv4_header *headers; /* every header to sign, Host and X-Amz-Date included */
     size_t n_headers;
     const void *payload; /* request body, may be NULL when payload_len is 0 */

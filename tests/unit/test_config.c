@@ -94,6 +94,10 @@ static void test_defaults(void)
         CHECK(r->connect_timeout_ms == 10000);
         CHECK(r->handshake_timeout_ms == 10000);
         CHECK(r->secret_poll_ms == 1000);
+        CHECK(r->region == NULL);
+        CHECK(r->secrets_endpoint == NULL);
+        CHECK(r->secret_refresh_ms == 300000);
+        CHECK(r->aws_timeout_ms == 5000);
         CHECK(cfg.log_level == LOG_LEVEL_INFO);
         CHECK(cfg.workers == 0);
         CHECK(cfg.config_file == NULL);
@@ -103,6 +107,39 @@ static void test_defaults(void)
 }
 
 /* Each source in turn beats the one before: defaults < file < environment < flags. */
+/* The Secrets Manager settings, from flags and the file, per route. */
+static void test_aws_settings(void)
+{
+    struct config cfg;
+    const char *args[] = {"--secret-id",
+                          "prod/db",
+                          "--region",
+                          "cn-north-1",
+                          "--secrets-endpoint",
+                          "http://127.0.0.1:4566",
+                          "--secret-refresh",
+                          "90s",
+                          "--aws-timeout",
+                          "1500ms",
+                          NULL};
+    if (load_ok(NULL, NULL, args, &cfg)) {
+        struct route_config *r = &cfg.routes[0];
+        CHECK_STR(r->secret_id, "prod/db");
+        CHECK_STR(r->region, "cn-north-1");
+        CHECK_STR(r->secrets_endpoint, "http://127.0.0.1:4566");
+        CHECK(r->secret_refresh_ms == 90000);
+        CHECK(r->aws_timeout_ms == 1500);
+        config_free(&cfg);
+    }
+    const char *https[] = {"--secret-id", "x", "--secrets-endpoint",
+                           "https://vpce-1.secretsmanager.eu-west-1.vpce.amazonaws.com", NULL};
+    if (load_ok(NULL, NULL, https, &cfg))
+        config_free(&cfg);
+    const char *v6[] = {"--secret-id", "x", "--secrets-endpoint", "http://[::1]:4566/", NULL};
+    if (load_ok(NULL, NULL, v6, &cfg))
+        config_free(&cfg);
+}
+
 static void test_precedence(void)
 {
     static const struct {
@@ -460,6 +497,21 @@ static const struct error_row error_rows[] = {
      {"CREDPROXY_SECRET_ID=x"},
      {"--secret-file", "/s"},
      "CREDPROXY_SECRET_ID: secret_file is also set"},
+    /* AWS settings. */
+    {"secret_id = x\nregion = EU_West\n",
+     {NULL},
+     {NULL},
+     "%s:2: key 'region': 'EU_West' is not an AWS region name (like eu-west-1)"},
+    {NULL,
+     {NULL},
+     {"--secret-id", "x", "--secrets-endpoint", "http://10.1.2.3:4566"},
+     "--secrets-endpoint: 'http://10.1.2.3:4566' must be an https:// URL, or http:// to a "
+     "loopback address"},
+    {NULL,
+     {"CREDPROXY_SECRETS_ENDPOINT=ftp://x"},
+     {"--secret-id", "x"},
+     "CREDPROXY_SECRETS_ENDPOINT: 'ftp://x' must be an https:// URL"},
+    {NULL, {NULL}, {"--secret-id", "x", "--secret-refresh", "0"}, "--secret-refresh: "},
     /* Trust only where nobody else can connect. */
     {"secret_file = /s\nlisten = 0.0.0.0:3306\n",
      {NULL},
@@ -624,6 +676,10 @@ static void test_help(void)
         "connect_timeout",
         "handshake_timeout",
         "secret_poll_interval",
+        "region",
+        "secrets_endpoint",
+        "secret_refresh",
+        "aws_timeout",
         "log_level",
         "workers",
     };
@@ -719,6 +775,7 @@ int main(void)
 {
     test_defaults();
     test_precedence();
+    test_aws_settings();
     test_config_file_source();
     test_durations();
     test_values();
