@@ -429,19 +429,28 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
     (void)start_login(req);
 }
 
-/* The next version to try after a refusal, or NULL when every candidate has failed. */
+/* True when the server already refused c during this request. */
+static bool was_refused(const struct pool_request *req, const struct creds *c)
+{
+    if (c->generation != 0 && c->generation == req->refused_current)
+        return true;
+    return req->refused_pending && creds_same_login(c, req->refused_pending);
+}
+
+/*
+ * The next version to try: AWSCURRENT (or the version standing in for it),
+ * then AWSPENDING, skipping what the server refused. NULL when every
+ * candidate has failed for now.
+ */
 static struct creds *next_candidate(struct pool_request *req)
 {
     struct route *r = req->pool->route;
     struct creds *cur = route_login_creds(r);
-    if (cur && cur->generation != req->refused_current && !creds_same_login(cur, req->creds))
-        return cur;
-    if (cur && req->refused_current == 0)
+    if (cur && !was_refused(req, cur))
         return cur;
     creds_unref(cur);
     struct creds *pend = secret_store_get_pending(r->store);
-    if (pend && !(req->refused_pending && creds_same_login(pend, req->refused_pending)) &&
-        !(req->creds && creds_same_login(pend, req->creds)))
+    if (pend && !was_refused(req, pend))
         return pend;
     creds_unref(pend);
     return NULL;
@@ -541,15 +550,14 @@ static void login_done(void *arg, struct bufferevent *bev, const struct upstream
         req->last_error = *err;
         bool refused = err->code == PROTO_ER_ACCESS_DENIED;
         if (refused) {
-            uint64_t gen = secret_store_generation(r->store);
-            if (req->creds->generation == gen && req->creds->generation != 0) {
-                req->refused_current = gen;
-                secret_source_refresh_now(r->source); /* perhaps the secret was rotated */
-            } else if (!req->refused_pending ||
-                       !creds_same_login(req->refused_pending, req->creds)) {
+            /* Published versions have a generation; AWSPENDING and its stand-in do not. */
+            if (req->creds->generation != 0) {
+                req->refused_current = req->creds->generation;
+            } else {
                 creds_unref(req->refused_pending);
                 req->refused_pending = creds_ref(req->creds);
             }
+            secret_source_refresh_now(r->source); /* perhaps the secret was rotated */
             log_info("route %s: login as '%s' (version %s) refused; trying the secret's other "
                      "versions",
                      r->cfg->name, req->creds->username,
