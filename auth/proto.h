@@ -86,5 +86,13 @@ enum proto_command {
 #define PROTO_ER_UNKNOWN_COM       1047
 #define PROTO_ER_CONN_HOST_ERROR   2003 /* CR_CONN_HOST_ERROR: cannot reach the server */
 #define PROTO_ER_SERVER_LOST       2013
+/*
+ * What the client gets instead of client-range codes (2000-2999), which
+ * libmariadb turns into "2027 malformed packet" when they arrive in an ERR:
+ * ER_CONNECT_TO_FOREIGN_DATA_SOURCE for "cannot reach / log in to the
+ * database", ER_ABORTING_CONNECTION for "lost the connection".
+ */
+#define PROTO_ER_CANNOT_CONNECT    1429
+#define PROTO_ER_ABORTING          1152
 
 #endif

@@ -89,3 +89,49 @@ enum query_kind query_scan(struct evbuffer *buf, size_t start, size_t len)
         return QUERY_WRITE;
     return has_user_variable(buf, start, len) ? QUERY_PINNED : QUERY_READ;
 }
+
+/* Consumes keyword kw (case-insensitive, whole word) at *i, with the blanks after it. */
+static bool take_keyword(const char *p, size_t n, size_t *i, const char *kw)
+{
+    size_t kl = strlen(kw);
+    if (n - *i < kl || strncasecmp(p + *i, kw, kl) != 0 ||
+        (*i + kl < n && (isalnum((unsigned char)p[*i + kl]) || p[*i + kl] == '_')))
+        return false;
+    *i += kl;
+    *i += skip_blank(p + *i, n - *i);
+    return true;
+}
+
+bool query_set_names(struct evbuffer *buf, size_t start, size_t len, char *collation, size_t cap)
+{
+    char head[256];
+    struct evbuffer_ptr s;
+    if (cap == 0 || evbuffer_ptr_set(buf, &s, start, EVBUFFER_PTR_SET) < 0)
+        return false;
+    size_t n = len < sizeof(head) - 1 ? len : sizeof(head) - 1;
+    n = (size_t)evbuffer_copyout_from(buf, &s, head, n);
+    head[n] = 0;
+    size_t i = skip_blank(head, n);
+    if (!take_keyword(head, n, &i, "SET"))
+        return false;
+    bool names = take_keyword(head, n, &i, "NAMES") || take_keyword(head, n, &i, "CHARSET") ||
+                 (take_keyword(head, n, &i, "CHARACTER") && take_keyword(head, n, &i, "SET"));
+    if (!names)
+        return false;
+    collation[0] = 0;
+    while (i < n && !isspace((unsigned char)head[i]) && head[i] != ';')
+        i++; /* the charset */
+    i += skip_blank(head + i, n - i);
+    if (!take_keyword(head, n, &i, "COLLATE"))
+        return true;
+    size_t k = 0;
+    while (i < n && k + 1 < cap &&
+           (isalnum((unsigned char)head[i]) || head[i] == '_' || head[i] == '\'' ||
+            head[i] == '"' || head[i] == '`')) {
+        if (isalnum((unsigned char)head[i]) || head[i] == '_')
+            collation[k++] = head[i];
+        i++;
+    }
+    collation[k] = 0;
+    return true;
+}

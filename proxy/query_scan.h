@@ -19,4 +19,12 @@ enum query_kind {
  */
 enum query_kind query_scan(struct evbuffer *buf, size_t start, size_t len);
 
+/*
+ * True when the query is SET NAMES / SET CHARACTER SET / SET CHARSET; then
+ * collation holds its COLLATE name, or "" for the charset's default. MariaDB
+ * does not report the collation such a statement sets, so credproxy reads it
+ * from the text to restore it after a reconnect.
+ */
+bool query_set_names(struct evbuffer *buf, size_t start, size_t len, char *collation, size_t cap);
+
 #endif

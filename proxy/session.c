@@ -81,6 +81,7 @@ struct session {
     unsigned cursor_open : 1;      /* a server-side cursor is open (lost with the connection) */
     struct session_state st;       /* what a new connection must be given to continue the session */
     struct restore *restore;       /* while SESSION_RESTORING */
+    char *set_names_collation;     /* COLLATE of a SET NAMES awaiting its OK ("" for none) */
     unsigned client_throttled : 1; /* client reads paused until the server side drains */
     unsigned server_throttled : 1; /* server reads paused until the client side drains */
     unsigned tls : 1;
@@ -132,6 +133,7 @@ static void session_close(struct session *s, const char *why)
     free(s->attrs);
     session_state_free(&s->st);
     free(s->restore);
+    free(s->set_names_collation);
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -151,6 +153,14 @@ void session_close_all(struct worker *w)
 /* Sends a last packet to the client, then closes once it has left. */
 static void session_fail(struct session *s, uint16_t code, const char *sqlstate, const char *msg)
 {
+    /* Client-side codes describe credproxy's own view; send them as server errors. */
+    if (code == PROTO_ER_SERVER_LOST) {
+        code = PROTO_ER_ABORTING;
+        sqlstate = "08S01";
+    } else if (code >= 2000 && code < 3000) {
+        code = PROTO_ER_CANNOT_CONNECT;
+        sqlstate = "08001";
+    }
     log_info("C-%llu %s: error %u: %s", (unsigned long long)s->id, s->peer, code, msg);
     struct wire_writer w;
     wire_writer_init(&w);
@@ -557,6 +567,11 @@ static bool note_command(struct session *s, struct evbuffer *in, size_t avail, u
                                  "in a way credproxy cannot carry to a new connection";
         if (kind != QUERY_READ)
             s->dirty = 1;
+        char collation[65];
+        if (len <= TEXT_LOOK_MAX && query_set_names(in, 5, len - 1, collation, sizeof(collation))) {
+            free(s->set_names_collation);
+            s->set_names_collation = strdup(collation);
+        }
     } else if (cmd != PROTO_COM_PING && cmd != PROTO_COM_STATISTICS &&
                cmd != PROTO_COM_FIELD_LIST) {
         s->dirty = 1;
@@ -736,7 +751,9 @@ static bool state_changed_ok(struct session *s, struct evbuffer *in, struct evbu
         free(pkt);
         return true;
     }
-    session_state_on_changes(&s->st, ok.state, ok.state_len);
+    session_state_on_changes(&s->st, ok.state, ok.state_len, s->set_names_collation);
+    free(s->set_names_collation);
+    s->set_names_collation = NULL;
     s->dirty = 1; /* a multi-statement "SELECT ...; SET ..." ends here too */
     if (s->caps & PROTO_CAP_SESSION_TRACK) {
         evbuffer_add(out, pkt, 4 + len);

@@ -78,16 +78,18 @@ static void set_var(struct session_state *st, const uint8_t *name, size_t nlen,
     /* credproxy's own tracking settings are put back by the pool, not replayed. */
     if (nlen >= 14 && memcmp(name, "session_track_", 14) == 0)
         return;
+    /* Replay follows the order of change: an updated variable moves to the end. */
     struct sysvar **pp = &st->vars;
-    for (; *pp; pp = &(*pp)->next) {
+    while (*pp) {
         if (strlen((*pp)->name) == nlen && memcmp((*pp)->name, name, nlen) == 0) {
-            char *v = strndup((const char *)value, vlen);
-            if (v) {
-                free((*pp)->value);
-                (*pp)->value = v;
-            }
-            return;
+            struct sysvar *old = *pp;
+            *pp = old->next;
+            free(old->name);
+            free(old->value);
+            free(old);
+            continue;
         }
+        pp = &(*pp)->next;
     }
     struct sysvar *v = calloc(1, sizeof(*v));
     if (!v || !(v->name = strndup((const char *)name, nlen)) ||
@@ -102,17 +104,39 @@ static void set_var(struct session_state *st, const uint8_t *name, size_t nlen,
     *pp = v;
 }
 
-void session_state_on_changes(struct session_state *st, const uint8_t *state, size_t len)
+static void drop_var(struct session_state *st, const char *name)
+{
+    for (struct sysvar **pp = &st->vars; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->name, name) == 0) {
+            struct sysvar *old = *pp;
+            *pp = old->next;
+            free(old->name);
+            free(old->value);
+            free(old);
+            return;
+        }
+    }
+}
+
+static bool named(const struct session_change *ch, const char *name)
+{
+    return ch->a_len == strlen(name) && memcmp(ch->a, name, ch->a_len) == 0;
+}
+
+void session_state_on_changes(struct session_state *st, const uint8_t *state, size_t len,
+                              const char *set_names_collation)
 {
     struct wire_reader r;
     wire_reader_init(&r, state, len);
     struct session_change ch;
-    bool explained = false, other = false;
+    bool explained = false, other = false, charset = false, collation = false;
     while (session_change_next(&r, &ch)) {
         switch (ch.type) {
         case SESSION_TRACK_SYSVARS:
             set_var(st, ch.a, ch.a_len, ch.b, ch.b_len);
             explained = true;
+            charset |= named(&ch, "character_set_connection");
+            collation |= named(&ch, "collation_connection");
             break;
         case SESSION_TRACK_SCHEMA:
             free(st->schema);
@@ -124,6 +148,19 @@ void session_state_on_changes(struct session_state *st, const uint8_t *state, si
             break;
         default:
             break;
+        }
+    }
+    /*
+     * Setting character_set_connection resets the collation, and MariaDB does
+     * not report the one SET NAMES ... COLLATE picks: take it from the text.
+     */
+    if (charset && !collation) {
+        if (set_names_collation && *set_names_collation) {
+            const char *name = "collation_connection";
+            set_var(st, (const uint8_t *)name, strlen(name), (const uint8_t *)set_names_collation,
+                    strlen(set_names_collation));
+        } else {
+            drop_var(st, "collation_connection");
         }
     }
     /*

@@ -32,8 +32,13 @@ void session_state_free(struct session_state *st);
 /* COM_RESET_CONNECTION or COM_CHANGE_USER: back to the state of a fresh login. */
 void session_state_reset(struct session_state *st);
 
-/* The session-state block of an OK packet (struct ok_packet's state). */
-void session_state_on_changes(struct session_state *st, const uint8_t *state, size_t len);
+/*
+ * The session-state block of an OK packet (struct ok_packet's state).
+ * set_names_collation is the COLLATE of a SET NAMES this OK answers ("" for
+ * none), or NULL when the statement was something else.
+ */
+void session_state_on_changes(struct session_state *st, const uint8_t *state, size_t len,
+                              const char *set_names_collation);
 
 /* The client sent COM_STMT_PREPARE with this SQL. */
 void session_state_prepare_sent(struct session_state *st, const uint8_t *sql, size_t len);

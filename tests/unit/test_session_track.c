@@ -36,7 +36,7 @@ static void feed_ok(struct session_state *st, const char *hex)
     struct ok_packet ok;
     CHECK(ok_packet_parse(buf, n, &ok));
     CHECK(ok.status & 0x4000);
-    session_state_on_changes(st, ok.state, ok.state_len);
+    session_state_on_changes(st, ok.state, ok.state_len, NULL);
 }
 
 static void test_state_blocks(void)
@@ -63,6 +63,59 @@ static void test_state_blocks(void)
     CHECK(st.unrestorable == NULL && st.vars == NULL && st.schema == NULL);
     feed_ok(&st, OK_USER_VAR_MYSQL);
     CHECK(st.unrestorable != NULL);
+    session_state_free(&st);
+}
+
+static bool scan_set_names(const char *q, char *coll)
+{
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, "xxxxx", 5);
+    evbuffer_add(b, q, strlen(q));
+    bool r = query_set_names(b, 5, strlen(q), coll, 65);
+    evbuffer_free(b);
+    return r;
+}
+
+/* SET NAMES ... COLLATE: MariaDB reports the charsets but not the collation. */
+static void test_set_names(void)
+{
+    char coll[65];
+    CHECK(scan_set_names("SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci", coll));
+    CHECK_STR(coll, "utf8mb4_unicode_ci");
+    CHECK(scan_set_names("set names 'latin1' collate 'latin1_bin'", coll));
+    CHECK_STR(coll, "latin1_bin");
+    CHECK(scan_set_names("SET CHARACTER SET utf8", coll));
+    CHECK_STR(coll, "");
+    CHECK(!scan_set_names("SET time_zone='+00:00'", coll));
+    CHECK(!scan_set_names("SELECT 'SET NAMES x'", coll));
+
+    struct session_state st = {0};
+    static const char *const cs = "character_set_connection";
+    uint8_t block[128];
+    size_t n = 0;
+    block[n++] = 0; /* SYSVARS */
+    block[n++] = (uint8_t)(1 + strlen(cs) + 1 + 7);
+    block[n++] = (uint8_t)strlen(cs);
+    memcpy(block + n, cs, strlen(cs));
+    n += strlen(cs);
+    block[n++] = 7;
+    memcpy(block + n, "utf8mb4", 7);
+    n += 7;
+    session_state_on_changes(&st, block, n, "utf8mb4_unicode_ci");
+    struct wire_writer w;
+    wire_writer_init(&w);
+    unsigned replies;
+    session_state_write_restore(&st, &w, &replies);
+    const char *want = "SET SESSION `character_set_connection`='utf8mb4', "
+                       "`collation_connection`='utf8mb4_unicode_ci'";
+    CHECK(w.len == 5 + strlen(want) && memcmp(w.buf + 5, want, strlen(want)) == 0);
+    wire_writer_reset(&w);
+    /* a later SET NAMES without COLLATE goes back to the charset's default */
+    session_state_on_changes(&st, block, n, "");
+    session_state_write_restore(&st, &w, &replies);
+    want = "SET SESSION `character_set_connection`='utf8mb4'";
+    CHECK(w.len == 5 + strlen(want) && memcmp(w.buf + 5, want, strlen(want)) == 0);
+    wire_writer_free(&w);
     session_state_free(&st);
 }
 
@@ -152,5 +205,6 @@ int main(void)
     test_untracked_rewrite();
     test_statements();
     test_query_scan();
+    test_set_names();
     return test_summary();
 }
