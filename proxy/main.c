@@ -66,13 +66,15 @@ static void probe_done(void *arg, struct bufferevent *bev, const struct upstream
 {
     struct route *r = arg;
     the_daemon->probes[r->index] = NULL;
+    if (info)
+        route_learn(r, info); /* before clients waiting for the profile are let in */
+    route_set_probing(r, false);
     if (err) {
         log_warn("route %s: upstream not reachable at start-up (%s); greeting clients as '%s' "
                  "until it is",
                  r->cfg->name, err->message, r->cfg->server_version);
         return;
     }
-    route_learn(r, info);
     bufferevent_free(bev);
 }
 
@@ -104,6 +106,7 @@ static void probe_upstream(struct daemon *d, struct route *r)
         .timeout_ms = r->cfg->connect_timeout_ms,
     };
     d->probes[r->index] = upstream_login_start(d->base, d->dns, &p, probe_done, r);
+    route_set_probing(r, d->probes[r->index] != NULL);
     creds_unref(c);
 }
 
@@ -178,6 +181,9 @@ static int start(struct daemon *d)
     }
     if (open_listeners(d) < 0)
         return -1;
+    /* Before workers accept anyone, so the first clients wait for the real profile. */
+    for (size_t i = 0; i < d->n_routes; i++)
+        probe_upstream(d, &d->routes[i]);
     for (int k = 0; k < d->n_workers; k++) {
         if (worker_start(&d->workers[k]) != 0) {
             log_error("cannot start worker thread %d", k);
@@ -185,8 +191,6 @@ static int start(struct daemon *d)
             return -1;
         }
     }
-    for (size_t i = 0; i < d->n_routes; i++)
-        probe_upstream(d, &d->routes[i]);
     return 0;
 }
 

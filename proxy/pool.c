@@ -768,6 +768,33 @@ static void reset_for_pool_cb(struct pool_conn *c, void *arg)
     add_idle(c->pool, c);
 }
 
+/*
+ * Appends the commands that return c to a fresh session: COM_RESET_CONNECTION,
+ * session tracking back on, and db selected when given. Returns how many
+ * replies they produce.
+ */
+static unsigned write_reset(struct pool_conn *c, struct wire_writer *w, const char *db,
+                            size_t db_len)
+{
+    wire_begin_packet(w, 0);
+    wire_put_u8(w, PROTO_COM_RESET_CONNECTION);
+    wire_end_packet(w);
+    unsigned n = 1;
+    if (c->tracked) {
+        put_query(w, TRACKING_SQL);
+        n++;
+    }
+    /* After a reset MariaDB keeps the current schema; select db or forget what it is. */
+    free(c->database);
+    c->database = NULL;
+    if (db && db_len) {
+        put_init_db(w, db, db_len);
+        n++;
+        c->database = strndup(db, db_len);
+    }
+    return n;
+}
+
 void pool_release(struct pool_conn *c, bool clean, bool reset)
 {
     struct pool *p = c->pool;
@@ -783,22 +810,9 @@ void pool_release(struct pool_conn *c, bool clean, bool reset)
     /* Reset the session, then put back the schema the next client most likely wants. */
     struct wire_writer w;
     wire_writer_init(&w);
-    wire_begin_packet(&w, 0);
-    wire_put_u8(&w, PROTO_COM_RESET_CONNECTION);
-    wire_end_packet(&w);
-    unsigned n = 1;
-    if (c->tracked) {
-        put_query(&w, TRACKING_SQL);
-        n++;
-    }
     struct creds *cur = secret_store_get(p->route->store);
     const char *db = cur ? cur->dbname : NULL;
-    if (db && *db) {
-        put_init_db(&w, db, strlen(db));
-        n++;
-    }
-    free(c->database);
-    c->database = db ? strdup(db) : NULL;
+    unsigned n = write_reset(c, &w, db, db ? strlen(db) : 0);
     creds_unref(cur);
     if (w.failed) {
         wire_writer_free(&w);
@@ -828,20 +842,7 @@ void pool_conn_reset(struct pool_conn *c, const char *database, size_t database_
 {
     struct wire_writer w;
     wire_writer_init(&w);
-    wire_begin_packet(&w, 0);
-    wire_put_u8(&w, PROTO_COM_RESET_CONNECTION);
-    wire_end_packet(&w);
-    unsigned n = 1;
-    if (c->tracked) {
-        put_query(&w, TRACKING_SQL);
-        n++;
-    }
-    if (database && database_len) {
-        put_init_db(&w, database, database_len);
-        n++;
-        free(c->database);
-        c->database = strndup(database, database_len);
-    }
+    unsigned n = write_reset(c, &w, database, database_len);
     c->reset_done = done;
     c->reset_arg = arg;
     conn_run(c, w.buf, w.len, n, client_reset_cb, NULL);

@@ -165,3 +165,13 @@ void route_prefer(struct route *r, struct creds *c, uint64_t over)
              "for new connections until AWSCURRENT changes",
              r->cfg->name, (unsigned long long)over, c->version ? c->version : "?");
 }
+
+bool route_probing(const struct route *r)
+{
+    return __atomic_load_n(&r->probing, __ATOMIC_ACQUIRE) != 0;
+}
+
+void route_set_probing(struct route *r, bool probing)
+{
+    __atomic_store_n(&r->probing, probing ? 1 : 0, __ATOMIC_RELEASE);
+}

@@ -36,6 +36,7 @@ struct route {
     pthread_mutex_t lock;      /* guards profile and preferred */
     struct server_profile profile;
     struct creds *preferred; /* a non-current version that logged in (rotation window) */
+    int probing;             /* atomic: the start-up login that learns the profile runs */
     uint64_t preferred_over; /* the AWSCURRENT generation it stands in for */
 };
 
@@ -49,6 +50,10 @@ bool route_init(struct route *r, const struct route_config *cfg, struct event_ba
 void route_destroy(struct route *r);
 
 void route_profile(struct route *r, struct server_profile *out);
+
+/* True while the start-up login that learns the server's profile is in flight. */
+bool route_probing(const struct route *r);
+void route_set_probing(struct route *r, bool probing);
 void route_learn(struct route *r, const struct upstream_info *info);
 
 /*

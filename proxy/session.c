@@ -86,6 +86,8 @@ struct session {
     unsigned server_throttled : 1; /* server reads paused until the client side drains */
     unsigned tls : 1;
     unsigned is_unix : 1;
+    unsigned peer_denied : 1; /* peer mode refused this uid: deny after its login request */
+    unsigned greet_waits : 8; /* checks for the upstream's profile before greeting */
 };
 
 /*
@@ -353,6 +355,13 @@ static void handle_login_request(struct session *s, const uint8_t *p, size_t len
     if (hr.attrs_len && (s->attrs = malloc(hr.attrs_len))) {
         memcpy(s->attrs, hr.attrs, hr.attrs_len);
         s->attrs_len = hr.attrs_len;
+    }
+    if (s->peer_denied) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "credproxy: peer %s is not allowed on route %s", s->peer,
+                 s->route->cfg->name);
+        session_fail(s, PROTO_ER_ACCESS_DENIED, "28000", msg);
+        return;
     }
     if (s->route->cfg->client_auth != CLIENT_AUTH_PASSWORD) {
         begin_upstream(s);
@@ -1054,6 +1063,43 @@ static void handshake_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 /* --- start ----------------------------------------------------------------------------------- */
 
+/* How long a client that arrives during start-up waits for the upstream's profile. */
+#define GREET_WAIT_STEP_MS 20
+#define GREET_WAIT_STEPS   50
+
+/*
+ * Greets the client, after the start-up login has shown the server's version
+ * and capabilities (or failed): a greeting built from the configured
+ * defaults would announce a different server than the one the client gets.
+ */
+static void greet_wait_cb(evutil_socket_t fd, short what, void *arg);
+
+static void greet_when_ready(struct session *s)
+{
+    event_del(s->timer);
+    if (route_probing(s->route) && s->greet_waits < GREET_WAIT_STEPS) {
+        s->greet_waits++;
+        struct timeval tv = {0, GREET_WAIT_STEP_MS * 1000};
+        event_assign(s->timer, s->worker->base, -1, 0, greet_wait_cb, s);
+        evtimer_add(s->timer, &tv);
+        return;
+    }
+    int ms = s->route->cfg->handshake_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    event_assign(s->timer, s->worker->base, -1, 0, handshake_timeout_cb, s);
+    evtimer_add(s->timer, &tv);
+    s->seq = 0;
+    send_greeting(s);
+    s->seq = 1;
+}
+
+static void greet_wait_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    greet_when_ready(arg);
+}
+
 static bool peer_allowed(const struct route_config *cfg, uid_t uid, gid_t gid)
 {
     for (size_t i = 0; i < cfg->n_peer_uids; i++)
@@ -1130,18 +1176,8 @@ void session_start(struct worker *w, struct route *r, int fd, const struct socka
     bufferevent_setwatermark(s->client, EV_READ, 0, LOGIN_MAX_PACKET + 4);
     bufferevent_enable(s->client, EV_READ | EV_WRITE);
     log_debug("C-%llu %s: accepted on route %s", (unsigned long long)s->id, s->peer, r->cfg->name);
-    if (r->cfg->client_auth == CLIENT_AUTH_PEER &&
-        !(have_cred && peer_allowed(r->cfg, cred.uid, cred.gid))) {
-        char msg[160];
-        snprintf(msg, sizeof(msg), "credproxy: peer %s is not allowed on route %s", s->peer,
-                 r->cfg->name);
-        session_fail(s, PROTO_ER_ACCESS_DENIED, "28000", msg);
-        return;
-    }
-    int ms = r->cfg->handshake_timeout_ms;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    evtimer_add(s->timer, &tv);
-    s->seq = 0;
-    send_greeting(s);
-    s->seq = 1;
+    /* Refused peers still get a greeting, so clients show the 1045 that follows as it is. */
+    s->peer_denied = r->cfg->client_auth == CLIENT_AUTH_PEER &&
+                     !(have_cred && peer_allowed(r->cfg, cred.uid, cred.gid));
+    greet_when_ready(s);
 }
