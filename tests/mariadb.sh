@@ -16,8 +16,9 @@
 # root@localhost logs in through the unix socket (unix_socket plugin), so tests
 # running as root can ALTER USER to rotate passwords.
 #
-# Both commands are idempotent: start on a running server only rewrites env.sh,
-# stop on a stopped one does nothing. Passwords are fresh on every real start.
+# Both commands are idempotent: start on a running server only rewrites env.sh, stop on a
+# stopped one does nothing. start after stop on the same port keeps the users, passwords and
+# secret files (a server restart); a first start or a new port provisions fresh passwords.
 set -euo pipefail
 
 die() {
@@ -167,6 +168,10 @@ start() {
         return 0
     fi
     rm -f "$DIR/mysqld.pid" "$DIR/mysqld.sock"
+    # A restart on the same port keeps the users and secret files; anything else provisions.
+    local keep=0
+    [ -d "$DIR/data/mysql" ] && [ -f "$DIR/secret.json" ] &&
+        [ "$(cat "$DIR/port" 2>/dev/null)" = "$PORT" ] && keep=1
     make_tls
     write_config
     echo "$PORT" >"$DIR/port"
@@ -187,7 +192,7 @@ start() {
         sleep 0.1
     done
     ping_server || die "mariadbd did not answer within 60s; see $DIR/mysqld.err"
-    provision
+    [ "$keep" = 1 ] || provision
     write_env
     echo "mariadb.sh: MariaDB $(echo 'SELECT VERSION()' | root_sql) on 127.0.0.1:$PORT and $DIR/mysqld.sock"
 }

@@ -7,7 +7,8 @@ server started by tests/mariadb.sh; tests/run-all.sh starts it and exports its e
     CREDPROXY_TEST_MYSQL_PORT   the server's TCP port on 127.0.0.1
     CREDPROXY_TEST_MYSQL_SOCKET the server's unix socket
     CREDPROXY_BIN               the credproxy binary (ctest sets it; default build/proxy/credproxy)
-    CREDPROXY_CLIENT_TEST       the Connector/C test program (default build/tests/integration/client_test)
+    CREDPROXY_CLIENT_TEST       the Connector/C test program
+                                (default build/tests/integration/client_test)
 
 Every proxy a test starts is stopped with SIGTERM when the test ends; the test then fails if
 the proxy did not exit 0, if a sanitizer reported anything, or if any password it was given
@@ -49,17 +50,18 @@ ER_BAD_DB = 1049
 ER_PARSE_ERROR = 1064
 CR_CONN_HOST_ERROR = 2003
 CR_SERVER_LOST = 2013
+# What credproxy sends instead of the client-range codes above (which libmariadb would turn into
+# 2027 malformed packet): cannot reach / log in to the database, and lost the connection.
+ER_CONNECT_TO_FOREIGN_DATA_SOURCE = 1429
+ER_ABORTING_CONNECTION = 1152
 
 
 class Fixture:
     """The MariaDB server started by tests/mariadb.sh, as described by its env.sh."""
 
     def __init__(self):
-        missing = [
-            v
-            for v in ("CREDPROXY_TEST_DIR", "CREDPROXY_TEST_MYSQL_PORT", "CREDPROXY_TEST_MYSQL_SOCKET")
-            if not os.environ.get(v)
-        ]
+        names = ("CREDPROXY_TEST_DIR", "CREDPROXY_TEST_MYSQL_PORT", "CREDPROXY_TEST_MYSQL_SOCKET")
+        missing = [v for v in names if not os.environ.get(v)]
         if missing:
             raise AssertionError(
                 "%s not set: the integration tests need the MariaDB fixture. Run tests/run-all.sh, "
@@ -113,7 +115,8 @@ def client_test_program():
     path = Path(os.environ.get("CREDPROXY_CLIENT_TEST")
                 or ROOT / "build" / "tests" / "integration" / "client_test")
     if not os.access(path, os.X_OK):
-        raise AssertionError("client_test %s not found; build it or set CREDPROXY_CLIENT_TEST" % path)
+        raise AssertionError("client_test %s not found; build it or set CREDPROXY_CLIENT_TEST"
+                             % path)
     return str(path)
 
 
@@ -371,6 +374,17 @@ def err_packet(payload):
     if rest[:1] == b"#":
         rest = rest[6:]
     return code, rest.decode("utf-8", "replace")
+
+
+def assert_server_error_code(test, code):
+    """An error code the proxy sends in an ERR packet must be one a server may send.
+
+    libmariadb (the mariadb CLI, Connector/C, everything built on them) turns an ERR packet
+    carrying a client-side code (2001..2999, e.g. 2003 or 2013) into "2027 Received malformed
+    packet" and drops the message; PyMySQL passes it through, which hides the problem.
+    """
+    test.assertFalse(2000 < code < 3000, "credproxy sent client-range error code %d in an ERR "
+                     "packet; libmariadb clients report it as 2027 malformed packet" % code)
 
 
 def unique_name(prefix):

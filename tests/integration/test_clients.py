@@ -3,9 +3,10 @@
 
 import re
 import subprocess
+import time
 
 import harness
-from harness import ProxyTestCase
+from harness import ProxyTestCase, connect
 
 
 def run_client_test(args, env, timeout=300):
@@ -34,6 +35,26 @@ class ClientProgramDirect(ProxyTestCase):
 
 
 class ClientProgram(ProxyTestCase):
+    def wait_upstream_known(self, proxy):
+        """Waits until credproxy greets with the upstream's version (and so its capabilities).
+
+        Clients greeted before credproxy has met the upstream get a stand-in version and
+        MySQL capabilities, without MariaDB's bulk operations that client_test uses.
+        """
+        direct = self.fixture.direct(self.fixture.secret())
+        want = direct.get_server_info()
+        direct.close()
+        deadline = time.monotonic() + 20
+        while True:
+            conn = connect(proxy.port)
+            got = conn.get_server_info()
+            conn.close()
+            if got == want:
+                return
+            if time.monotonic() > deadline:
+                self.fail("credproxy still greets as %r, not the upstream's %r" % (got, want))
+            time.sleep(0.1)
+
     def check(self, proxy, args, user):
         p, out = run_client_test(args, {"CLIENT_TEST_EXPECT_USER": user})
         if p.returncode != 0 or "FAIL" in out:
@@ -43,6 +64,7 @@ class ClientProgram(ProxyTestCase):
 
     def test_through_tcp_and_socket(self):
         proxy = self.start_proxy(socket=True)
+        self.wait_upstream_known(proxy)
         user = self.fixture.secret()["username"]
         self.check(proxy, ["127.0.0.1", str(proxy.port)], user)
         self.check(proxy, ["--socket", str(proxy.socket)], user)
@@ -50,6 +72,7 @@ class ClientProgram(ProxyTestCase):
     def test_through_tls_upstream(self):
         proxy = self.start_proxy("--upstream-tls", "verify-identity", "--upstream-ca",
                                  str(self.fixture.tls / "ca.pem"), secret="secret-tls.json")
+        self.wait_upstream_known(proxy)
         self.check(proxy, ["127.0.0.1", str(proxy.port)],
                    self.fixture.secret("secret-tls.json")["username"])
 

@@ -63,8 +63,10 @@ class BadClients(ProxyTestCase):
                     self.fail("the proxy neither answered nor closed a bad handshake within 5s")
                 self.assertLess(time.monotonic() - start, 5)
                 if data:  # an ERR packet is the polite answer; closing is acceptable too
-                    self.assertEqual(data[4], 0xFF, "reply to a bad handshake is not ERR: %r"
-                                     % data[:16])
+                    err = err_packet(data[4:])
+                    self.assertIsNotNone(err, "reply to a bad handshake is not ERR: %r"
+                                         % data[:16])
+                    harness.assert_server_error_code(self, err[0])
         self.assert_serves()
 
     def test_oversized_handshake_packet_gets_err_then_close(self):
@@ -76,6 +78,7 @@ class BadClients(ProxyTestCase):
             self.assertIsNotNone(pkt, "the proxy closed without an ERR packet")
             err = err_packet(pkt[1])
             self.assertIsNotNone(err, "expected an ERR packet, got %r" % pkt[1][:16])
+            harness.assert_server_error_code(self, err[0])
             self.assertEqual(recv_until_closed(s), b"", "data after the ERR packet")
         except socket.timeout:
             self.fail("no ERR packet and no close within 5s of an oversized packet")
@@ -86,7 +89,7 @@ class BadClients(ProxyTestCase):
         # A client sends a slow query and dies without reading the answer.
         cli = subprocess.Popen(["mariadb", "--no-defaults", "--protocol=tcp", "--host=127.0.0.1",
                                 "--port=%d" % proxy.port, "--user=x", "-e",
-                                "SELECT SLEEP(3), 'stale'"], stdout=subprocess.DEVNULL,
+                                "SELECT SLEEP(20), 'stale'"], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, env=harness.client_env())
         time.sleep(0.5)
         cli.kill()
@@ -95,8 +98,8 @@ class BadClients(ProxyTestCase):
             start = time.monotonic()
             fresh = connect(proxy.port)
             self.assertEqual(scalar(fresh, "SELECT 'fresh-%d'" % i), "fresh-%d" % i)
-            self.assertLess(time.monotonic() - start, 2.5,
-                            "a new client waited for the departed client's query")
+            self.assertLess(time.monotonic() - start, 10,
+                            "a new client waited for the departed client's 20s query")
             fresh.close()
 
 
@@ -123,22 +126,24 @@ class HandshakeTimeout(ProxyTestCase):
 
 
 class Upstream(ProxyTestCase):
-    def test_unreachable_upstream_names_the_address(self):
-        closed = free_port()
-        proxy = self.start_proxy("--upstream-port", str(closed), "--connect-timeout", "2s")
-        where = "127.0.0.1:%d" % closed
+    def assert_connect_error(self, proxy, where, within):
+        """PyMySQL and the mariadb CLI both get an error naming where, within seconds."""
         start = time.monotonic()
         with self.assertRaises(pymysql.err.OperationalError) as cm:
-            connect(proxy.port)
-        self.assertLess(time.monotonic() - start, 10)
+            connect(proxy.port, read_timeout=30)
+        self.assertLess(time.monotonic() - start, within)
         code, msg = cm.exception.args[0], str(cm.exception.args[1])
-        self.assertEqual(code, harness.CR_CONN_HOST_ERROR, msg)
+        harness.assert_server_error_code(self, code)
         self.assertIn(where, msg)
         p = harness.mariadb_cli("SELECT 1", port=proxy.port)
         self.assertNotEqual(p.returncode, 0)
-        self.assertIn("ERROR 2003", p.stderr)
-        self.assertIn(where, p.stderr)
+        self.assertIn(where, p.stderr, "the mariadb CLI did not see the proxy's message")
         self.assertTrue(proxy.alive())
+
+    def test_unreachable_upstream_names_the_address(self):
+        closed = free_port()
+        proxy = self.start_proxy("--upstream-port", str(closed), "--connect-timeout", "2s")
+        self.assert_connect_error(proxy, "127.0.0.1:%d" % closed, within=10)
 
     def test_silent_upstream_times_out(self):
         # An upstream that accepts TCP and never speaks.
@@ -146,30 +151,26 @@ class Upstream(ProxyTestCase):
         hole.bind(("127.0.0.1", 0))
         hole.listen(16)
         self.addCleanup(hole.close)
-        proxy = self.start_proxy("--upstream-port", str(hole.getsockname()[1]),
-                                 "--connect-timeout", "1s")
-        start = time.monotonic()
-        with self.assertRaises(pymysql.err.OperationalError) as cm:
-            connect(proxy.port, read_timeout=20)
-        self.assertLess(time.monotonic() - start, 6, "no error within 5s of a 1s connect timeout")
-        self.assertIn(cm.exception.args[0], (harness.CR_CONN_HOST_ERROR, harness.CR_SERVER_LOST),
-                      cm.exception)
-        self.assertTrue(proxy.alive())
+        port = hole.getsockname()[1]
+        proxy = self.start_proxy("--upstream-port", str(port), "--connect-timeout", "1s")
+        self.assert_connect_error(proxy, "127.0.0.1:%d" % port, within=6)
 
-    def test_upstream_connection_killed_mid_session(self):
+    def test_dead_pooled_connections_are_not_handed_out(self):
         proxy = self.start_proxy("--workers", "1")
-        conn = connect(proxy.port)
-        victim = scalar(conn, "SELECT CONNECTION_ID()")
-        self.fixture.root_sql("KILL CONNECTION %d" % victim)
-        with self.assertRaises(pymysql.err.OperationalError):
-            for _ in range(3):  # the loss may surface on the first or a later query
-                scalar(conn, "SELECT 1")
-                time.sleep(0.2)
-        conn.close()
-        for _ in range(3):
+        conns = [connect(proxy.port) for _ in range(3)]
+        pooled = {scalar(c, "SELECT CONNECTION_ID()") for c in conns}
+        for c in conns:
+            c.close()
+        time.sleep(0.3)  # they are reset and go back to the pool
+        for cid in pooled:
+            try:
+                self.fixture.root_sql("KILL CONNECTION %d" % cid)
+            except AssertionError:
+                pass  # the proxy had closed it already
+        for i in range(5):  # no client may see the dead connections
             fresh = connect(proxy.port)
-            self.assertNotEqual(scalar(fresh, "SELECT CONNECTION_ID()"), victim)
-            self.assertEqual(scalar(fresh, "SELECT 'ok'"), "ok")
+            self.assertNotIn(scalar(fresh, "SELECT CONNECTION_ID()"), pooled)
+            self.assertEqual(scalar(fresh, "SELECT 'ok-%d'" % i), "ok-%d" % i)
             fresh.close()
 
 
