@@ -58,6 +58,7 @@ struct route_config {
     int pool_idle_timeout_ms; /* idle connections beyond min_idle close after this */
     int pool_max_lifetime_ms; /* connections older than this are not reused */
     int pool_wait_timeout_ms; /* how long a client waits when the pool is full */
+    int pool_release_idle_ms; /* multiplexing: release an idle client's connection (0: never) */
 };
 
 /* The whole validated configuration. */

@@ -87,6 +87,7 @@ struct session {
     unsigned tls : 1;
     unsigned is_unix : 1;
     unsigned peer_denied : 1; /* peer mode refused this uid: deny after its login request */
+    unsigned released : 1;    /* detached by choice (multiplexing), not by a lost connection */
     unsigned greet_waits : 8; /* checks for the upstream's profile before greeting */
 };
 
@@ -807,6 +808,40 @@ static void reply_done(struct session *s)
         s->cursor_open = 0;
 }
 
+static void idle_release_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Multiplexing: the client went quiet with no reply pending; release its connection later. */
+static void arm_idle_release(struct session *s)
+{
+    int ms = s->route->cfg->pool_release_idle_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    event_del(s->timer);
+    event_assign(s->timer, s->worker->base, -1, 0, idle_release_cb, s);
+    evtimer_add(s->timer, &tv);
+}
+
+/*
+ * Gives the connection of a client that stayed idle back to the pool, when
+ * everything it holds on the server can be replayed: its next command then
+ * runs on whatever connection the pool lends, with its state restored.
+ */
+static void idle_release_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct session *s = arg;
+    bool quiet = s->state == SESSION_RELAY && s->conn && response_idle(&s->rt) &&
+                 !s->to_client_left && !s->to_server_left && !s->untrackable &&
+                 evbuffer_get_length(bufferevent_get_input(s->client)) == 0;
+    bool replayable = !(s->rt.status & PROTO_STATUS_IN_TRANS) && !s->cursor_open &&
+                      !s->st.unrestorable && pool_conn_tracked(s->conn);
+    if (!quiet || !replayable)
+        return;
+    drop_conn(s, true);
+    s->detached = 1;
+    s->released = 1;
+}
+
 /*
  * Moves server packets to the client. Payloads move as buffer chains; only
  * each packet's header and first bytes are read, for the response tracker.
@@ -864,6 +899,8 @@ static void server_read_cb(struct bufferevent *bev, void *arg)
     if (evbuffer_get_length(out))
         send_now(s->client, out);
     throttle(s, bev, s->client);
+    if (s->route->cfg->pool_release_idle_ms > 0 && !s->to_client_left && response_idle(&s->rt))
+        arm_idle_release(s);
 }
 
 static void server_write_cb(struct bufferevent *bev, void *arg)
@@ -944,8 +981,12 @@ static void restore_finish(struct session *s)
     response_tracker_init(&s->rt, pool_conn_info(s->conn)->caps);
     s->rt.status = pool_conn_info(s->conn)->status;
     s->state = SESSION_RELAY;
-    log_info("C-%llu %s: session moved to a new upstream connection (thread %u)",
-             (unsigned long long)s->id, s->peer, pool_conn_info(s->conn)->thread_id);
+    /* Replayed state differs from a fresh session's: reset before anyone else gets it. */
+    s->dirty = s->st.vars || s->st.stmts || s->st.schema;
+    LOG_AT(s->released ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO,
+           "C-%llu %s: session moved to a new upstream connection (thread %u)",
+           (unsigned long long)s->id, s->peer, pool_conn_info(s->conn)->thread_id);
+    s->released = 0;
     bufferevent_enable(s->client, EV_READ);
     client_read_cb(s->client, s);
 }
