@@ -4,8 +4,8 @@
 
 #include <stdint.h>
 
-#define PROTO_HEADER_LEN  4
-#define PROTO_MAX_PAYLOAD 0xffffffu /* a payload this long is continued in the next packet */
+#define PROTO_HEADER_LEN   4
+#define PROTO_MAX_PAYLOAD  0xffffffu /* a payload this long is continued in the next packet */
 #define PROTO_SCRAMBLE_LEN 20
 
 /* Capability flags; bits 32..63 are MariaDB's extended capabilities. */
@@ -80,19 +80,19 @@ enum proto_command {
 };
 
 /* Error codes credproxy itself sends. */
-#define PROTO_ER_ACCESS_DENIED     1045
-#define PROTO_ER_HANDSHAKE         1043
+#define PROTO_ER_ACCESS_DENIED        1045
+#define PROTO_ER_HANDSHAKE            1043
 #define PROTO_ER_NET_PACKET_TOO_LARGE 1153
-#define PROTO_ER_UNKNOWN_COM       1047
-#define PROTO_ER_CONN_HOST_ERROR   2003 /* CR_CONN_HOST_ERROR: cannot reach the server */
-#define PROTO_ER_SERVER_LOST       2013
+#define PROTO_ER_UNKNOWN_COM          1047
+#define PROTO_ER_CONN_HOST_ERROR      2003 /* CR_CONN_HOST_ERROR: cannot reach the server */
+#define PROTO_ER_SERVER_LOST          2013
 /*
  * What the client gets instead of client-range codes (2000-2999), which
  * libmariadb turns into "2027 malformed packet" when they arrive in an ERR:
  * ER_CONNECT_TO_FOREIGN_DATA_SOURCE for "cannot reach / log in to the
  * database", ER_ABORTING_CONNECTION for "lost the connection".
  */
-#define PROTO_ER_CANNOT_CONNECT    1429
-#define PROTO_ER_ABORTING          1152
+#define PROTO_ER_CANNOT_CONNECT 1429
+#define PROTO_ER_ABORTING       1152
 
 #endif

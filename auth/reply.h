@@ -21,13 +21,13 @@ enum reply_kind { REPLY_OK, REPLY_ERR, REPLY_EOF, REPLY_LOCAL_INFILE, REPLY_OTHE
 /* The parts of a server reply the proxy acts on. */
 struct server_reply {
     enum reply_kind kind;
-    uint16_t status;          /* OK / EOF */
-    uint16_t warnings;        /* OK / EOF */
-    uint64_t affected_rows;   /* OK */
-    uint64_t last_insert_id;  /* OK */
-    uint16_t error_code;      /* ERR */
-    char sqlstate[6];         /* ERR, NUL-terminated; "HY000" when absent */
-    const char *message;      /* ERR: points into the payload */
+    uint16_t status;         /* OK / EOF */
+    uint16_t warnings;       /* OK / EOF */
+    uint64_t affected_rows;  /* OK */
+    uint64_t last_insert_id; /* OK */
+    uint16_t error_code;     /* ERR */
+    char sqlstate[6];        /* ERR, NUL-terminated; "HY000" when absent */
+    const char *message;     /* ERR: points into the payload */
     size_t message_len;
 };
 

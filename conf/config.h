@@ -27,34 +27,34 @@ enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBU
 
 /* One database fronted by credproxy: its listeners, its secret, its upstream. */
 struct route_config {
-    char *name;              /* "default" for the route built from top-level settings */
-    char **listen;           /* "HOST:PORT" strings; may be empty when socket is set */
+    char *name;    /* "default" for the route built from top-level settings */
+    char **listen; /* "HOST:PORT" strings; may be empty when socket is set */
     size_t n_listen;
-    char *socket_path;       /* unix socket to listen on, or NULL */
-    char *secret_file;       /* RDS-format JSON secret on disk, or NULL */
-    char *secret_id;         /* AWS Secrets Manager secret id or ARN, or NULL */
-    char *upstream_host;     /* overrides the secret's host when set */
-    int upstream_port;       /* overrides the secret's port when > 0 */
+    char *socket_path;   /* unix socket to listen on, or NULL */
+    char *secret_file;   /* RDS-format JSON secret on disk, or NULL */
+    char *secret_id;     /* AWS Secrets Manager secret id or ARN, or NULL */
+    char *upstream_host; /* overrides the secret's host when set */
+    int upstream_port;   /* overrides the secret's port when > 0 */
     enum upstream_tls_mode upstream_tls;
-    char *upstream_ca;       /* CA bundle for verify-ca / verify-identity */
+    char *upstream_ca; /* CA bundle for verify-ca / verify-identity */
     enum client_auth_mode client_auth;
-    unsigned *peer_uids;     /* allow-list for peer mode */
+    unsigned *peer_uids; /* allow-list for peer mode */
     size_t n_peer_uids;
     unsigned *peer_gids;
     size_t n_peer_gids;
-    char *users_file;        /* "name:*HEX" lines for password mode */
-    char *tls_cert;          /* frontend TLS certificate (PEM); TLS offered when set */
-    char *tls_key;           /* frontend TLS private key (PEM) */
-    char *server_version;    /* greeting version until the upstream's is learned */
-    int connect_timeout_ms;  /* upstream connect + login */
+    char *users_file;         /* "name:*HEX" lines for password mode */
+    char *tls_cert;           /* frontend TLS certificate (PEM); TLS offered when set */
+    char *tls_key;            /* frontend TLS private key (PEM) */
+    char *server_version;     /* greeting version until the upstream's is learned */
+    int connect_timeout_ms;   /* upstream connect + login */
     int handshake_timeout_ms; /* client must finish its login within this */
-    int secret_poll_ms;      /* how often the secret file is checked for changes */
-    char *region;            /* AWS region for secret_id, or NULL for the SDKs' resolution */
-    char *secrets_endpoint;  /* Secrets Manager endpoint URL, or NULL for the region's */
-    int secret_refresh_ms;   /* how often Secrets Manager is asked for a new AWSCURRENT */
-    int aws_timeout_ms;      /* limit of each AWS HTTP request */
-    int pool_size;           /* most upstream connections, all workers together */
-    int pool_min_idle;       /* idle connections kept warm */
+    int secret_poll_ms;       /* how often the secret file is checked for changes */
+    char *region;             /* AWS region for secret_id, or NULL for the SDKs' resolution */
+    char *secrets_endpoint;   /* Secrets Manager endpoint URL, or NULL for the region's */
+    int secret_refresh_ms;    /* how often Secrets Manager is asked for a new AWSCURRENT */
+    int aws_timeout_ms;       /* limit of each AWS HTTP request */
+    int pool_size;            /* most upstream connections, all workers together */
+    int pool_min_idle;        /* idle connections kept warm */
     int pool_idle_timeout_ms; /* idle connections beyond min_idle close after this */
     int pool_max_lifetime_ms; /* connections older than this are not reused */
     int pool_wait_timeout_ms; /* how long a client waits when the pool is full */
@@ -63,19 +63,19 @@ struct route_config {
 
 /* The whole validated configuration. */
 struct config {
-    char *config_file;       /* path given with --config, or NULL */
+    char *config_file; /* path given with --config, or NULL */
     enum log_level log_level;
-    int workers;             /* event-loop threads; 0 means one per CPU */
+    int workers; /* event-loop threads; 0 means one per CPU */
     struct route_config *routes;
     size_t n_routes;
-    bool check_only;         /* --check-config: validate and exit */
-    bool show_help;          /* --help */
-    bool show_version;       /* --version */
+    bool check_only;   /* --check-config: validate and exit */
+    bool show_help;    /* --help */
+    bool show_version; /* --version */
 };
 
 /* Errors collected while loading: every problem, each naming where it came from. */
 struct config_errors {
-    char **lines;            /* "FILE:LINE: key 'K': message", "--flag: message", "CREDPROXY_X: ..." */
+    char **lines; /* "FILE:LINE: key 'K': message", "--flag: message", "CREDPROXY_X: ..." */
     size_t n;
 };
 
@@ -90,8 +90,8 @@ struct config_errors {
  * With --help or --version nothing but the flags is read: the result is true with
  * show_help / show_version set and no routes, so check those first.
  */
-bool config_load(struct config *out, int argc, char **argv, char **envp,
-                 struct config_errors *errs) __attribute__((warn_unused_result));
+bool config_load(struct config *out, int argc, char **argv, char **envp, struct config_errors *errs)
+    __attribute__((warn_unused_result));
 
 void config_free(struct config *cfg);
 void config_errors_free(struct config_errors *errs);

@@ -8,7 +8,7 @@ struct secret_store {
     pthread_mutex_t lock;
     struct creds *current;
     struct creds *pending; /* AWSPENDING during a rotation, or NULL */
-    uint64_t generation; /* of the last snapshot published here */
+    uint64_t generation;   /* of the last snapshot published here */
 };
 
 struct secret_store *secret_store_new(void)

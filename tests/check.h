@@ -21,7 +21,7 @@ static int check_total;
     do {                                                                                           \
         const char *check_a_ = (a), *check_b_ = (b);                                               \
         check_total++;                                                                             \
-        if (!check_a_ || !check_b_ || strcmp(check_a_, check_b_) != 0) {                          \
+        if (!check_a_ || !check_b_ || strcmp(check_a_, check_b_) != 0) {                           \
             check_failures++;                                                                      \
             fprintf(stderr, "%s:%d: CHECK_STR failed: \"%s\" != \"%s\"\n", __FILE__, __LINE__,     \
                     check_a_ ? check_a_ : "(null)", check_b_ ? check_b_ : "(null)");               \
