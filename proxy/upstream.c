@@ -297,7 +297,8 @@ static void start_tls(struct upstream_login *l)
     if (!is_ip)
         SSL_set_tlsext_host_name(ssl, l->host);
     bufferevent_setcb(l->bev, NULL, NULL, NULL, NULL);
-    bufferevent_free(l->bev); /* created without CLOSE_ON_FREE: the socket stays open */
+    bufferevent_setfd(l->bev, -1); /* the socket moves to the TLS bufferevent, open */
+    bufferevent_free(l->bev);
     l->bev = bufferevent_openssl_socket_new(l->base, fd, ssl, BUFFEREVENT_SSL_CONNECTING,
                                             BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     if (!l->bev) {
@@ -576,7 +577,7 @@ struct upstream_login *upstream_login_start(struct event_base *base, struct evdn
             l->attrs_len = p->attrs_len;
         }
     }
-    l->bev = bufferevent_socket_new(base, -1, BEV_OPT_DEFER_CALLBACKS);
+    l->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     l->timer = evtimer_new(base, login_timeout_cb, l);
     if (!l->host || !l->user || !l->password || !l->bev || !l->timer ||
         (p->database && !l->database) || (l->tls_mode != UPSTREAM_TLS_DISABLED && !l->tls_ctx)) {
