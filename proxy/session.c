@@ -243,9 +243,31 @@ static void server_read_cb(struct bufferevent *bev, void *arg);
 static void server_write_cb(struct bufferevent *bev, void *arg);
 static void server_event_cb(struct bufferevent *bev, short what, void *arg);
 
+static void enter_relay(struct session *s, uint64_t caps, uint16_t status);
+static void arm_idle_release(struct session *s);
+
+/*
+ * With multiplexing, a login needs no connection yet: the client is let in
+ * at once and its first command borrows one (so thousands of idle clients
+ * cost no server connections). An unknown schema or a refused secret then
+ * shows at that first command instead of at login.
+ */
+static void lazy_login(struct session *s)
+{
+    struct server_profile prof;
+    route_profile(s->route, &prof);
+    s->detached = 1;
+    s->released = 1;
+    enter_relay(s, upstream_caps_for(s->caps, prof.caps), PROTO_STATUS_AUTOCOMMIT);
+}
+
 /* The client is who it says (or trusted): borrow an upstream connection for it. */
 static void begin_upstream(struct session *s)
 {
+    if (s->route->cfg->pool_release_idle_ms > 0) {
+        lazy_login(s);
+        return;
+    }
     struct pool_want want = {
         .client_caps = s->caps,
         .charset = s->charset,
@@ -279,19 +301,27 @@ static void pool_ready(void *arg, struct pool_conn *conn, const struct upstream_
     }
     attach_conn(s, conn);
     const struct upstream_info *info = pool_conn_info(conn);
-    response_tracker_init(&s->rt, info->caps);
-    s->rt.status = info->status;
+    log_debug("C-%llu %s: upstream connection as '%s' (thread %u%s)", (unsigned long long)s->id,
+              s->peer, pool_conn_user(conn), info->thread_id, info->tls ? ", TLS" : "");
+    enter_relay(s, info->caps, info->status);
+}
+
+/* Login done: OK to the client, then relay (with or without a connection yet). */
+static void enter_relay(struct session *s, uint64_t caps, uint16_t status)
+{
+    response_tracker_init(&s->rt, caps);
+    s->rt.status = status;
     struct wire_writer w;
     wire_writer_init(&w);
-    ok_packet_write(&w, s->seq, 0, 0, info->status, 0);
+    ok_packet_write(&w, s->seq, 0, 0, status, 0);
     send_to_client(s, &w);
     wire_writer_free(&w);
     s->state = SESSION_RELAY;
     event_del(s->timer);
     bufferevent_setwatermark(s->client, EV_READ, 0, RELAY_HIGH_WATER);
     bufferevent_enable(s->client, EV_READ);
-    log_debug("C-%llu %s: upstream connection as '%s' (thread %u%s)", (unsigned long long)s->id,
-              s->peer, pool_conn_user(conn), info->thread_id, info->tls ? ", TLS" : "");
+    if (s->conn && s->route->cfg->pool_release_idle_ms > 0)
+        arm_idle_release(s);
     if (evbuffer_get_length(bufferevent_get_input(s->client)) > 0)
         client_read_cb(s->client, s);
 }
@@ -966,8 +996,8 @@ static void restore_fail(struct session *s, const char *why)
 {
     char msg[700];
     snprintf(msg, sizeof(msg),
-             "credproxy: lost the database connection and could not restore the session on a "
-             "new one: %s",
+             "credproxy: could not give this session a database connection (its previous one "
+             "was lost or released): %s",
              why);
     s->seq = 1;
     session_fail(s, PROTO_ER_SERVER_LOST, "HY000", msg);
@@ -987,6 +1017,8 @@ static void restore_finish(struct session *s)
            "C-%llu %s: session moved to a new upstream connection (thread %u)",
            (unsigned long long)s->id, s->peer, pool_conn_info(s->conn)->thread_id);
     s->released = 0;
+    if (s->route->cfg->pool_release_idle_ms > 0)
+        arm_idle_release(s); /* released again if the command never comes */
     bufferevent_enable(s->client, EV_READ);
     client_read_cb(s->client, s);
 }

@@ -34,6 +34,19 @@ class Multiplexing(PoolTestCase):
             self.assertEqual(scalar(c, "SELECT @@SESSION.sql_mode"), "ANSI_QUOTES")
             self.assertEqual(scalar(c, "SELECT v FROM %s WHERE id = 2" % self.table), 20)
 
+    def test_logins_need_no_connection(self):
+        # 40 clients log in through a pool of 2 without waiting for each other (pool_wait_timeout
+        # is 1 s: had each login held a connection, most would time out).
+        proxy = self.proxy_with("--pool-size", "2", "--pool-release-idle-after", "50ms",
+                                "--pool-wait-timeout", "1s")
+        start = time.monotonic()
+        clients = [self.client(proxy) for _ in range(40)]
+        self.assertLess(time.monotonic() - start, 8)
+        time.sleep(0.3)
+        self.assertLessEqual(len(self.upstream_ids()), 2)
+        for c in clients[::8]:
+            self.assertEqual(scalar(c, "SELECT 1"), 1)
+
     def test_pinned_sessions_keep_their_connection(self):
         proxy = self.proxy(4)
         in_trans = self.client(proxy)
