@@ -192,8 +192,7 @@ int main(int argc, char **argv)
         else
             usage();
     }
-    if (!o.port || o.threads < 1 || o.threads > 1024 || !(o.seconds > 0) ||
-        o.seconds > MAX_SECONDS)
+    if (!o.port || o.threads < 1 || o.threads > 1024 || !(o.seconds > 0) || o.seconds > MAX_SECONDS)
         usage();
     o.password = getenv("BENCH_PASSWORD");
     if (!o.password)
