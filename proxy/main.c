@@ -86,25 +86,13 @@ static void probe_done(void *arg, struct bufferevent *bev, const struct upstream
 static void probe_upstream(struct daemon *d, struct route *r)
 {
     struct creds *c = secret_store_get(r->store);
-    const char *host = c ? route_upstream_host(r, c) : NULL;
-    if (!host) {
-        if (c)
-            creds_unref(c);
+    struct upstream_params p;
+    if (!c || !route_login_params(r, c, NULL, &p)) {
+        creds_unref(c);
         return;
     }
-    struct upstream_params p = {
-        .host = host,
-        .port = route_upstream_port(r, c),
-        .tls_mode = route_tls_mode(r, host),
-        .tls_ctx = r->upstream_tls,
-        .user = c->username,
-        .password = c->password,
-        .database = c->dbname,
-        .database_len = c->dbname ? strlen(c->dbname) : 0,
-        .client_caps = UPSTREAM_RELAYABLE_CAPS,
-        .charset = 45,
-        .timeout_ms = r->cfg->connect_timeout_ms,
-    };
+    p.client_caps = UPSTREAM_RELAYABLE_CAPS;
+    p.charset = 45; /* utf8mb4_general_ci */
     d->probes[r->index] = upstream_login_start(d->base, d->dns, &p, probe_done, r);
     route_set_probing(r, d->probes[r->index] != NULL);
     creds_unref(c);

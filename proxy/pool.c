@@ -113,19 +113,27 @@ static void start_timer(struct event *ev, int ms)
 
 /* --- connections ----------------------------------------------------------------------------- */
 
+/* Takes c out of its pool's idle list. */
+static void unlink_idle(struct pool_conn *c)
+{
+    struct pool *p = c->pool;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        p->idle = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    c->idle = false;
+    p->n_idle--;
+}
+
 static void conn_close(struct pool_conn *c)
 {
     static const uint8_t quit[5] = {1, 0, 0, 0, PROTO_COM_QUIT};
     struct pool *p = c->pool;
-    if (c->idle) {
-        if (c->prev)
-            c->prev->next = c->next;
-        else
-            p->idle = c->next;
-        if (c->next)
-            c->next->prev = c->prev;
-        p->n_idle--;
-    }
+    if (c->idle)
+        unlink_idle(c);
     if (c->all_prev)
         c->all_prev->all_next = c->all_next;
     else
@@ -381,16 +389,7 @@ static bool conn_matches(const struct pool_conn *c, uint64_t client_caps, uint8_
 
 static void take_idle(struct pool_conn *c)
 {
-    struct pool *p = c->pool;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        p->idle = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-    c->idle = false;
-    p->n_idle--;
+    unlink_idle(c);
     bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
 }
 
@@ -480,8 +479,8 @@ static bool start_login(struct pool_request *req)
     }
     creds_unref(req->creds);
     req->creds = c;
-    const char *host = route_upstream_host(r, c);
-    if (!host) {
+    struct upstream_params params;
+    if (!route_login_params(r, c, req->database, &params)) {
         struct upstream_error err = {.code = 2003, .sqlstate = "HY000"};
         snprintf(err.message, sizeof(err.message),
                  "credproxy: the secret has no host and upstream_host is not set");
@@ -489,22 +488,10 @@ static bool start_login(struct pool_request *req)
         deliver(req, NULL, &err);
         return false;
     }
-    const char *db = req->database ? req->database : c->dbname;
-    struct upstream_params params = {
-        .host = host,
-        .port = route_upstream_port(r, c),
-        .tls_mode = route_tls_mode(r, host),
-        .tls_ctx = r->upstream_tls,
-        .user = c->username,
-        .password = c->password,
-        .database = db,
-        .database_len = db ? strlen(db) : 0,
-        .client_caps = req->client_caps,
-        .charset = req->charset,
-        .attrs = req->attrs,
-        .attrs_len = req->attrs_len,
-        .timeout_ms = r->cfg->connect_timeout_ms,
-    };
+    params.client_caps = req->client_caps;
+    params.charset = req->charset;
+    params.attrs = req->attrs;
+    params.attrs_len = req->attrs_len;
     req->state = REQ_LOGIN;
     req->login = upstream_login_start(p->worker->base, p->worker->dns, &params, login_done, req);
     if (!req->login) {

@@ -175,3 +175,25 @@ void route_set_probing(struct route *r, bool probing)
 {
     __atomic_store_n(&r->probing, probing ? 1 : 0, __ATOMIC_RELEASE);
 }
+
+bool route_login_params(const struct route *r, const struct creds *c, const char *db,
+                        struct upstream_params *out)
+{
+    const char *host = route_upstream_host(r, c);
+    if (!host)
+        return false;
+    if (!db)
+        db = c->dbname;
+    *out = (struct upstream_params){
+        .host = host,
+        .port = route_upstream_port(r, c),
+        .tls_mode = route_tls_mode(r, host),
+        .tls_ctx = r->upstream_tls,
+        .user = c->username,
+        .password = c->password,
+        .database = db,
+        .database_len = db ? strlen(db) : 0,
+        .timeout_ms = r->cfg->connect_timeout_ms,
+    };
+    return true;
+}

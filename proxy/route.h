@@ -70,6 +70,17 @@ void route_prefer(struct route *r, struct creds *c, uint64_t over);
 const char *route_upstream_host(const struct route *r, const struct creds *c);
 int route_upstream_port(const struct route *r, const struct creds *c);
 
+struct upstream_params;
+
+/*
+ * Fills where and as whom a login with creds c goes: host and port (the
+ * route's overrides first), TLS, user, password, database (db, or the
+ * secret's dbname when db is NULL) and timeout. Strings point into c and
+ * the route. Returns false when neither the secret nor the route has a host.
+ */
+bool route_login_params(const struct route *r, const struct creds *c, const char *db,
+                        struct upstream_params *out) __attribute__((warn_unused_result));
+
 /* AUTO resolved: verify-identity, or preferred for a loopback host. */
 enum upstream_tls_mode route_tls_mode(const struct route *r, const char *host);
 

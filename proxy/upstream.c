@@ -215,17 +215,24 @@ static void put_response_head(struct wire_writer *w, uint64_t caps, uint8_t char
     wire_put_u32(w, (uint32_t)(caps >> 32));
 }
 
-static void send_handshake_response(struct upstream_login *l)
+/* The current plugin's answer to the nonce, or -1 after failing (and freeing) the login. */
+static int plugin_reply(struct upstream_login *l, uint8_t reply[CLIENT_AUTH_MAX_REPLY])
 {
     char err[160];
-    uint8_t reply[CLIENT_AUTH_MAX_REPLY];
     int n = client_auth_first_reply(l->plugin, l->password, l->nonce, l->nonce_len, l->info.tls,
                                     reply, err, sizeof(err));
-    if (n < 0) {
+    if (n < 0)
         login_fail(l, 2059, "HY000", "credproxy: login to %s:%d as '%s': %s", l->host, l->port,
                    l->user, err);
+    return n;
+}
+
+static void send_handshake_response(struct upstream_login *l)
+{
+    uint8_t reply[CLIENT_AUTH_MAX_REPLY];
+    int n = plugin_reply(l, reply);
+    if (n < 0)
         return;
-    }
     struct wire_writer w;
     wire_writer_init(&w);
     put_response_head(&w, l->info.caps, l->charset);
@@ -376,15 +383,10 @@ static bool handle_auth_switch(struct upstream_login *l, const uint8_t *p, size_
         dlen = sizeof(l->nonce);
     memcpy(l->nonce, data, dlen);
     l->nonce_len = dlen;
-    char err[160];
     uint8_t reply[CLIENT_AUTH_MAX_REPLY];
-    int n = client_auth_first_reply(l->plugin, l->password, l->nonce, l->nonce_len, l->info.tls,
-                                    reply, err, sizeof(err));
-    if (n < 0) {
-        login_fail(l, 2059, "HY000", "credproxy: login to %s:%d as '%s': %s", l->host, l->port,
-                   l->user, err);
+    int n = plugin_reply(l, reply);
+    if (n < 0)
         return false;
-    }
     l->awaiting_pubkey = l->plugin == CLIENT_AUTH_SHA256 && !l->info.tls;
     send_packet(l, reply, (size_t)n);
     OPENSSL_cleanse(reply, sizeof(reply));
