@@ -120,11 +120,14 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg);
 /* The one way a session ends: logs why and frees everything it holds. */
 static void session_close(struct session *s, const char *why)
 {
-    if (s->state == SESSION_HANDSHAKE || s->state == SESSION_AUTH_SWITCH ||
-        s->state == SESSION_CONNECTING)
+    /* Port probes and health checks connect and leave; only a login cut short upstream is news. */
+    if (s->state == SESSION_CONNECTING)
         log_info("C-%llu %s: closed during login: %s", (unsigned long long)s->id, s->peer, why);
     else
-        log_debug("C-%llu %s: closed: %s", (unsigned long long)s->id, s->peer, why);
+        log_debug("C-%llu %s: closed%s: %s", (unsigned long long)s->id, s->peer,
+                  s->state == SESSION_HANDSHAKE || s->state == SESSION_AUTH_SWITCH ? " during login"
+                                                                                   : "",
+                  why);
     if (s->req)
         pool_cancel(s->req);
     drop_conn(s, session_conn_clean(s));
