@@ -1,5 +1,6 @@
 /* Asynchronous HTTP(S) requests: libcurl's multi interface driven by a libevent loop. */
 #include "secrets/http_client.h"
+#include "secrets/wipe_buf.h"
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -29,8 +30,7 @@ struct http_request {
     struct curl_slist *headers;
     char *body; /* our copy of the request body, wiped when done */
     size_t body_len;
-    char *resp; /* response body so far, wiped when done */
-    size_t resp_len, resp_cap;
+    struct wipe_buf resp; /* response body so far, wiped when done */
     bool too_big;
     char error_type[128]; /* x-amzn-ErrorType */
     char errbuf[CURL_ERROR_SIZE];
@@ -82,10 +82,7 @@ static void request_free(struct http_request *r)
         OPENSSL_cleanse(r->body, r->body_len);
         free(r->body);
     }
-    if (r->resp) {
-        OPENSSL_cleanse(r->resp, r->resp_cap);
-        free(r->resp);
-    }
+    wipe_buf_wipe(&r->resp);
     free(r);
 }
 
@@ -94,29 +91,12 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct http_request *r = arg;
     size_t n = size * nmemb;
-    if (r->resp_len + n + 1 > RESPONSE_MAX) {
+    if (r->resp.len + n + 1 > RESPONSE_MAX) {
         r->too_big = true;
         return 0;
     }
-    if (r->resp_len + n + 1 > r->resp_cap) {
-        size_t cap = r->resp_cap ? r->resp_cap : 4096;
-        while (cap < r->resp_len + n + 1)
-            cap *= 2;
-        char *p = malloc(cap);
-        if (!p)
-            return 0;
-        if (r->resp) {
-            memcpy(p, r->resp, r->resp_len);
-            OPENSSL_cleanse(r->resp, r->resp_cap);
-            free(r->resp);
-        }
-        r->resp = p;
-        r->resp_cap = cap;
-    }
-    memcpy(r->resp + r->resp_len, data, n);
-    r->resp_len += n;
-    r->resp[r->resp_len] = '\0';
-    return n;
+    wipe_buf_putn(&r->resp, data, n);
+    return r->resp.oom ? 0 : n; /* 0 makes curl fail the transfer */
 }
 
 /* Keeps x-amzn-ErrorType, which JSON-protocol errors carry besides the body's __type. */
@@ -144,8 +124,8 @@ static void finish(struct http_request *r, CURLcode code)
 {
     struct http_response res = {0};
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &res.status);
-    res.body = r->resp ? r->resp : "";
-    res.body_len = r->resp_len;
+    res.body = r->resp.p ? r->resp.p : "";
+    res.body_len = r->resp.len;
     res.error_type = r->error_type[0] ? r->error_type : NULL;
     if (code != CURLE_OK) {
         res.timed_out = code == CURLE_OPERATION_TIMEDOUT;

@@ -1,5 +1,6 @@
 /* AWS Signature Version 4: canonical request, string to sign, signing key and Authorization. */
 #include "secrets/sigv4.h"
+#include "secrets/wipe_buf.h"
 
 #include <ctype.h>
 #include <openssl/crypto.h>
@@ -11,96 +12,30 @@
 #include <string.h>
 #include <strings.h>
 
-/* A growable string; oom is sticky so callers check once at the end. */
-struct sb {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void sb_putn(struct sb *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = malloc(cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        if (b->p) {
-            memcpy(p, b->p, b->len);
-            OPENSSL_cleanse(b->p, b->cap);
-            free(b->p);
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_puts(struct sb *b, const char *s)
-{
-    sb_putn(b, s, strlen(s));
-}
-
-static void sb_putc(struct sb *b, char c)
-{
-    sb_putn(b, &c, 1);
-}
-
-static void sb_wipe(struct sb *b)
-{
-    if (b->p) {
-        OPENSSL_cleanse(b->p, b->cap);
-        free(b->p);
-    }
-    memset(b, 0, sizeof(*b));
-}
-
-/* The finished string (never NULL unless out of memory); the buffer is handed over. */
-static char *sb_take(struct sb *b)
-{
-    if (!b->oom && !b->p)
-        sb_putn(b, "", 0);
-    if (b->oom) {
-        sb_wipe(b);
-        return NULL;
-    }
-    char *p = b->p;
-    memset(b, 0, sizeof(*b));
-    return p;
-}
-
 static bool unreserved(unsigned char c)
 {
     return isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~';
 }
 
-static void sb_encode(struct sb *b, const char *s, size_t len, bool keep_slash)
+static void sb_encode(struct wipe_buf *b, const char *s, size_t len, bool keep_slash)
 {
     static const char hex[] = "0123456789ABCDEF";
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
         if (unreserved(c) || (keep_slash && c == '/')) {
-            sb_putc(b, (char)c);
+            wipe_buf_putc(b, (char)c);
         } else {
             char e[3] = {'%', hex[c >> 4], hex[c & 15]};
-            sb_putn(b, e, 3);
+            wipe_buf_putn(b, e, 3);
         }
     }
 }
 
 char *sigv4_uri_encode(const char *s, size_t len, bool keep_slash)
 {
-    struct sb b = {0};
+    struct wipe_buf b = {0};
     sb_encode(&b, s, len, keep_slash);
-    return sb_take(&b);
+    return wipe_buf_take(&b);
 }
 
 static void hex_encode(const unsigned char *in, size_t n, char *out)
@@ -133,7 +68,7 @@ void sigv4_format_date(time_t t, char *out)
  * Removes empty and "." segments and resolves ".." (never above the root);
  * a trailing slash stays. Then each byte is encoded, keeping '/'.
  */
-static void canonical_path(struct sb *b, const char *path)
+static void canonical_path(struct wipe_buf *b, const char *path)
 {
     size_t plen = strlen(path);
     const char **seg = malloc((plen / 2 + 2) * sizeof(*seg));
@@ -162,14 +97,14 @@ static void canonical_path(struct sb *b, const char *path)
         seg[n] = s;
         seglen[n++] = len;
     }
-    sb_putc(b, '/');
+    wipe_buf_putc(b, '/');
     for (size_t i = 0; i < n; i++) {
         if (i)
-            sb_putc(b, '/');
+            wipe_buf_putc(b, '/');
         sb_encode(b, seg[i], seglen[i], false);
     }
     if (n && plen && path[plen - 1] == '/')
-        sb_putc(b, '/');
+        wipe_buf_putc(b, '/');
     free(seg);
     free(seglen);
 }
@@ -225,7 +160,7 @@ static char *encode_component(const char *s, size_t len)
 }
 
 /* Decodes, re-encodes and sorts the parameters by key, then value. */
-static void canonical_query(struct sb *b, const char *query)
+static void canonical_query(struct wipe_buf *b, const char *query)
 {
     if (!query || !*query)
         return;
@@ -259,10 +194,10 @@ static void canonical_query(struct sb *b, const char *query)
         qsort(q, n, sizeof(*q), qparam_cmp);
         for (size_t i = 0; i < n; i++) {
             if (i)
-                sb_putc(b, '&');
-            sb_puts(b, q[i].key);
-            sb_putc(b, '=');
-            sb_puts(b, q[i].value);
+                wipe_buf_putc(b, '&');
+            wipe_buf_puts(b, q[i].key);
+            wipe_buf_putc(b, '=');
+            wipe_buf_puts(b, q[i].value);
         }
     }
     for (size_t i = 0; i < n; i++) {
@@ -275,7 +210,7 @@ static void canonical_query(struct sb *b, const char *query)
 /* A header after canonicalization: lower-case name, trimmed value, duplicates joined. */
 struct cheader {
     char *name;
-    struct sb value;
+    struct wipe_buf value;
     size_t order; /* first appearance, so the sort is stable */
 };
 
@@ -289,7 +224,7 @@ static int cheader_cmp(const void *a, const void *b)
 }
 
 /* Appends v with folded lines joined, ends trimmed and runs of blanks collapsed to one space. */
-static void put_trimmed(struct sb *b, const char *v)
+static void put_trimmed(struct wipe_buf *b, const char *v)
 {
     bool space = false, any = false;
     for (const char *p = v; *p; p++) {
@@ -298,8 +233,8 @@ static void put_trimmed(struct sb *b, const char *v)
             continue;
         }
         if (space)
-            sb_putc(b, ' ');
-        sb_putc(b, *p);
+            wipe_buf_putc(b, ' ');
+        wipe_buf_putc(b, *p);
         space = false;
         any = true;
     }
@@ -313,7 +248,8 @@ static char *lower_dup(const char *s)
     return d;
 }
 
-static void canonical_headers(struct sb *b, struct sb *signed_list, const struct sigv4_request *req)
+static void canonical_headers(struct wipe_buf *b, struct wipe_buf *signed_list,
+                              const struct sigv4_request *req)
 {
     struct cheader *h = calloc(req->n_headers ? req->n_headers : 1, sizeof(*h));
     if (!h) {
@@ -337,7 +273,7 @@ static void canonical_headers(struct sb *b, struct sb *signed_list, const struct
             n++;
         } else {
             free(name);
-            sb_putc(&h[j].value, ',');
+            wipe_buf_putc(&h[j].value, ',');
         }
         put_trimmed(&h[j].value, req->headers[i].value ? req->headers[i].value : "");
         if (h[j].value.oom)
@@ -345,42 +281,42 @@ static void canonical_headers(struct sb *b, struct sb *signed_list, const struct
     }
     qsort(h, n, sizeof(*h), cheader_cmp);
     for (size_t i = 0; i < n; i++) {
-        sb_puts(b, h[i].name);
-        sb_putc(b, ':');
+        wipe_buf_puts(b, h[i].name);
+        wipe_buf_putc(b, ':');
         if (h[i].value.p)
-            sb_puts(b, h[i].value.p);
-        sb_putc(b, '\n');
+            wipe_buf_puts(b, h[i].value.p);
+        wipe_buf_putc(b, '\n');
         if (i)
-            sb_putc(signed_list, ';');
-        sb_puts(signed_list, h[i].name);
+            wipe_buf_putc(signed_list, ';');
+        wipe_buf_puts(signed_list, h[i].name);
     }
     for (size_t i = 0; i < n; i++) {
         free(h[i].name);
-        sb_wipe(&h[i].value);
+        wipe_buf_wipe(&h[i].value);
     }
     free(h);
 }
 
 char *sigv4_canonical_request(const struct sigv4_request *req, char **signed_headers)
 {
-    struct sb b = {0}, sh = {0};
+    struct wipe_buf b = {0}, sh = {0};
     char hash[65];
-    sb_puts(&b, req->method);
-    sb_putc(&b, '\n');
+    wipe_buf_puts(&b, req->method);
+    wipe_buf_putc(&b, '\n');
     canonical_path(&b, req->path && *req->path ? req->path : "/");
-    sb_putc(&b, '\n');
+    wipe_buf_putc(&b, '\n');
     canonical_query(&b, req->query);
-    sb_putc(&b, '\n');
+    wipe_buf_putc(&b, '\n');
     canonical_headers(&b, &sh, req);
-    sb_putc(&b, '\n');
-    sb_puts(&b, sh.p ? sh.p : "");
-    sb_putc(&b, '\n');
+    wipe_buf_putc(&b, '\n');
+    wipe_buf_puts(&b, sh.p ? sh.p : "");
+    wipe_buf_putc(&b, '\n');
     sigv4_sha256_hex(req->payload, req->payload_len, hash);
-    sb_puts(&b, hash);
+    wipe_buf_puts(&b, hash);
     if (sh.oom)
         b.oom = true;
-    char *out = sb_take(&b);
-    char *list = sb_take(&sh);
+    char *out = wipe_buf_take(&b);
+    char *list = wipe_buf_take(&sh);
     if (!out || !list || !signed_headers) {
         free(list);
         list = NULL;
@@ -397,30 +333,30 @@ char *sigv4_canonical_request(const struct sigv4_request *req, char **signed_hea
 
 /* ---- Task 2 and 3: string to sign, signing key, signature ------------------------------ */
 
-static void credential_scope(struct sb *b, const struct sigv4_key *key)
+static void credential_scope(struct wipe_buf *b, const struct sigv4_key *key)
 {
-    sb_putn(b, key->amz_date, 8);
-    sb_putc(b, '/');
-    sb_puts(b, key->region);
-    sb_putc(b, '/');
-    sb_puts(b, key->service);
-    sb_puts(b, "/aws4_request");
+    wipe_buf_putn(b, key->amz_date, 8);
+    wipe_buf_putc(b, '/');
+    wipe_buf_puts(b, key->region);
+    wipe_buf_putc(b, '/');
+    wipe_buf_puts(b, key->service);
+    wipe_buf_puts(b, "/aws4_request");
 }
 
 char *sigv4_string_to_sign(const char *canonical_request, const struct sigv4_key *key)
 {
     if (strlen(key->amz_date) != SIGV4_DATE_LEN)
         return NULL;
-    struct sb b = {0};
+    struct wipe_buf b = {0};
     char hash[65];
-    sb_puts(&b, "AWS4-HMAC-SHA256\n");
-    sb_puts(&b, key->amz_date);
-    sb_putc(&b, '\n');
+    wipe_buf_puts(&b, "AWS4-HMAC-SHA256\n");
+    wipe_buf_puts(&b, key->amz_date);
+    wipe_buf_putc(&b, '\n');
     credential_scope(&b, key);
-    sb_putc(&b, '\n');
+    wipe_buf_putc(&b, '\n');
     sigv4_sha256_hex(canonical_request, strlen(canonical_request), hash);
-    sb_puts(&b, hash);
-    return sb_take(&b);
+    wipe_buf_puts(&b, hash);
+    return wipe_buf_take(&b);
 }
 
 static bool hmac(const unsigned char *k, size_t klen, const char *msg, size_t mlen,
@@ -462,19 +398,19 @@ bool sigv4_authorization(const struct sigv4_request *req, const struct sigv4_key
     bool ok = sts && signing_key(key, k) && hmac(k, 32, sts, strlen(sts), sig);
     if (ok) {
         hex_encode(sig, 32, sighex);
-        struct sb b = {0};
-        sb_puts(&b, "AWS4-HMAC-SHA256 Credential=");
-        sb_puts(&b, key->access_key_id);
-        sb_putc(&b, '/');
+        struct wipe_buf b = {0};
+        wipe_buf_puts(&b, "AWS4-HMAC-SHA256 Credential=");
+        wipe_buf_puts(&b, key->access_key_id);
+        wipe_buf_putc(&b, '/');
         credential_scope(&b, key);
-        sb_puts(&b, ", SignedHeaders=");
-        sb_puts(&b, signed_headers);
-        sb_puts(&b, ", Signature=");
-        sb_puts(&b, sighex);
+        wipe_buf_puts(&b, ", SignedHeaders=");
+        wipe_buf_puts(&b, signed_headers);
+        wipe_buf_puts(&b, ", Signature=");
+        wipe_buf_puts(&b, sighex);
         ok = !b.oom && b.len < outlen;
         if (ok)
             memcpy(out, b.p, b.len + 1);
-        sb_wipe(&b);
+        wipe_buf_wipe(&b);
     }
     OPENSSL_cleanse(k, sizeof(k));
     if (creq) {
