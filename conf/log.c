@@ -39,3 +39,33 @@ void log_write(enum log_level level, const char *fmt, ...)
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
 }
+
+const char *log_escape(char *buf, size_t n, const void *data, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = data;
+    size_t o = 0;
+    if (n == 0)
+        return buf;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = p[i];
+        size_t need = (c >= 0x20 && c < 0x7f && c != '\\') ? 1 : 4;
+        if (o + need + 4 > n) { /* room for this, "..." and the NUL */
+            if (o + 4 <= n) {
+                memcpy(buf + o, "...", 3);
+                o += 3;
+            }
+            break;
+        }
+        if (need == 1) {
+            buf[o++] = (char)c;
+        } else {
+            buf[o++] = '\\';
+            buf[o++] = 'x';
+            buf[o++] = hex[c >> 4];
+            buf[o++] = hex[c & 15];
+        }
+    }
+    buf[o] = '\0';
+    return buf;
+}

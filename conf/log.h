@@ -11,6 +11,14 @@ void log_set_level(enum log_level level);
 /* Writes "TIME LEVEL message\n" to stderr as one write, so threads do not interleave. */
 void log_write(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/*
+ * Copies len bytes of client-supplied data into buf (size n) for a log line:
+ * printable ASCII stays, backslash and every other byte (control characters,
+ * newlines, non-ASCII) become \xNN, and the copy is cut with "..." when it
+ * does not fit. Returns buf.
+ */
+const char *log_escape(char *buf, size_t n, const void *data, size_t len);
+
 #define LOG_AT(lvl, ...)                                                                           \
     do {                                                                                           \
         if ((lvl) <= log_current_level)                                                            \
