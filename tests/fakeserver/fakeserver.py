@@ -176,7 +176,8 @@ def eof_payload(status=SERVER_STATUS_AUTOCOMMIT, warnings=0):
 
 
 def sysvar_record(name, value):
-    return bytes([SESSION_TRACK_SYSTEM_VARIABLES]) + lenenc_str(lenenc_str(name) + lenenc_str(value))
+    record = lenenc_str(name) + lenenc_str(value)
+    return bytes([SESSION_TRACK_SYSTEM_VARIABLES]) + lenenc_str(record)
 
 
 def big_session_state(size):
@@ -236,7 +237,8 @@ class Rule:
                 and COM_STMT_PREPARE, the schema of COM_INIT_DB
       conn      index of the connection (0 = the first accepted), None for any
       nth       the command is the nth (1-based) packet received on its connection after login
-      times     fire at most this many times (None: always); fired counts the matches
+      skip      let the first `skip` matching commands through untouched
+      times     fire at most this many times (None: always); fired counts the firings
 
     action:
       "reply"   the normal reply (default), altered by the modifiers below
@@ -253,7 +255,8 @@ class Rule:
       close_after=True        close the connection after the reply
     """
 
-    def __init__(self, command=None, query=None, conn=None, nth=None, times=None, action="reply",
+    def __init__(self, command=None, query=None, conn=None, nth=None, skip=0, times=None,
+                 action="reply",
                  error=None, state_size=0, packets=None, partial=None, trickle=None,
                  seq_offset=0, extra=b"", close_after=False):
         if isinstance(command, str):
@@ -266,6 +269,8 @@ class Rule:
         self.query = re.compile(query, re.I | re.S) if query else None
         self.conn = conn
         self.nth = nth
+        self.skip = skip
+        self.skipped = 0
         self.times = times
         self.action = action
         self.error = tuple(error) if error else (1105, "HY000", "fakeserver: scripted error")
@@ -289,6 +294,9 @@ class Rule:
         if self.nth is not None and self.nth != nth:
             return False
         if self.query is not None and (text is None or not self.query.search(text)):
+            return False
+        if self.skipped < self.skip:
+            self.skipped += 1
             return False
         return True
 

@@ -194,8 +194,9 @@ class Rules(FakeTestCase):
         self.assertEqual(cm.exception.args[0], 1045)
 
     def test_reply_to_a_command_that_has_none(self):
-        # An OK after COM_QUIT's would-be reply: the client sees the bytes before the close.
-        srv = self.fake(rules=[Rule(command="COM_PING", extra=bytes.fromhex("0700000200000002000000"))])
+        # A second OK after the answer to COM_PING: the client reads it as the next reply.
+        stray_ok = bytes.fromhex("0700000200000002000000")
+        srv = self.fake(rules=[Rule(command="COM_PING", extra=stray_ok)])
         c = self.connect(srv)
         c.ping(reconnect=False)
         # The stray OK answers the next command in the client's eyes: a reply out of place.
