@@ -13,17 +13,19 @@ sanitizer build: CREDPROXY_BIN=build-asan/proxy/credproxy ASAN_OPTIONS=detect_le
 Needs neither the MariaDB fixture nor credentials.
 """
 
+import os
 import socket
 import struct
 import sys
 import tempfile
 import time
+import unittest
 from pathlib import Path
 
 import pymysql
 
 import harness
-from harness import Proxy, ProxyTestCase, err_packet, recv_packet
+from harness import Fixture, Proxy, ProxyTestCase, err_packet, recv_packet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakeserver"))
 from fakeserver import FakeServer, Rule  # noqa: E402
@@ -557,6 +559,63 @@ class TruncatedClientPackets(LifecycleTestCase):
         elif pkt is not None:
             self.assertIsNotNone(err_packet(pkt[1]), "neither OK nor ERR: %r" % (pkt[1][:20],))
         self.assert_serves(proxy)
+
+
+# --- a, b against the real MariaDB fixture -----------------------------------------------------
+
+@unittest.skipUnless(os.environ.get("CREDPROXY_TEST_DIR"),
+                     "needs the MariaDB fixture (tests/run-all.sh exports it)")
+class WithMariaDB(LifecycleTestCase):
+    """The same regressions against the real server, where it can produce the fault itself."""
+
+    def real_proxy(self, secret, *args):
+        workdir = Path(tempfile.mkdtemp(prefix="p", dir=self.workdir))
+        p = Proxy(workdir, ["--upstream-tls", "disabled", "--workers", "1"] + list(args), secret)
+        self.proxies.append(p)
+        self.addCleanup(p.stop)
+        return p.start()
+
+    def test_login_and_quit_in_one_write_on_a_pooled_connection(self):
+        fixture = Fixture()
+        proxy = self.real_proxy(fixture.secret())
+        self.raw_select_1_and_quit(proxy)
+        self.wait_quits(proxy, 1)
+        for _ in range(3):
+            s = self.raw(proxy)
+            s.sendall(handshake_response() + COM_QUIT)
+            harness.recv_until_closed(s)
+            s.close()
+        s = self.raw(proxy)
+        s.sendall(handshake_response() + packet(0, b"\x03SELECT 1") + COM_QUIT)
+        self.read_login_ok(s)
+        self.assertEqual(self.read_text_result(s), [["1"]])
+        s.close()
+        self.assert_serves(proxy)
+
+    def test_secret_dbname_dropped_while_a_client_is_connected(self):
+        fixture = Fixture()
+        secret = fixture.secret()
+        db = harness.unique_name("lc_gone")
+        fixture.root_sql("CREATE DATABASE %s; GRANT ALL ON %s.* TO '%s'@'127.0.0.1';"
+                         % (db, db, secret["username"]))
+        self.addCleanup(fixture.root_sql, "DROP DATABASE IF EXISTS %s;" % db)
+        proxy = self.real_proxy(dict(secret, dbname=db))
+        c = harness.connect(proxy.port)
+        self.assertEqual(harness.scalar(c, "SELECT DATABASE()"), db)
+        with c.cursor() as cur:
+            cur.execute("SET SESSION sql_mode=''")  # dirty: the pool resets it on return
+        fixture.root_sql("DROP DATABASE %s;" % db)
+        c.close()  # the reset's COM_INIT_DB now fails with 1049
+        time.sleep(0.5)
+        self.assertTrue(proxy.alive(), "credproxy died:\n" + harness.log_tail(proxy.log_path))
+        # The secret's schema is gone: a clean 1049; a client naming another schema gets in.
+        with self.assertRaises(pymysql.err.OperationalError) as cm:
+            harness.connect(proxy.port)
+        self.assertEqual(cm.exception.args[0], harness.ER_BAD_DB)
+        c = harness.connect(proxy.port, database=secret.get("dbname") or "app")
+        self.assertEqual(harness.scalar(c, "SELECT 1"), 1)
+        c.close()
+        self.assertTrue(proxy.alive())
 
 
 if __name__ == "__main__":
