@@ -5,6 +5,7 @@ look to them like what they claim to be. Needs neither credproxy nor the MariaDB
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -212,6 +213,7 @@ class Rules(FakeTestCase):
 class Process(FakeTestCase):
     def test_runs_as_a_process_and_logs_commands(self):
         d = tempfile.mkdtemp(prefix="fakeserver.")
+        self.addCleanup(shutil.rmtree, d, ignore_errors=True)
         log = os.path.join(d, "log.json")
         rules = json.dumps([{"command": "COM_QUERY", "query": "boom", "action": "err",
                              "error": [1146, "42S02", "Table 'boom' doesn't exist"]}])
