@@ -373,6 +373,11 @@ static enum response_event step(struct response_tracker *t, const uint8_t *p, si
     return lose(t);
 }
 
+bool response_lost(const struct response_tracker *t)
+{
+    return t->state == RESPONSE_S_LOST;
+}
+
 bool response_next_may_be_ok(const struct response_tracker *t, uint8_t first)
 {
     enum response_state st = t->state;

@@ -102,6 +102,9 @@ enum response_event response_feed(struct response_tracker *t, const uint8_t *pre
  */
 bool response_next_may_be_ok(const struct response_tracker *t, uint8_t first);
 
+/* True once the tracker has given up on this connection (every packet is untrackable). */
+bool response_lost(const struct response_tracker *t);
+
 /*
  * True when no reply is pending: every command sent has been fully answered.
  * Then status tells whether the server holds a transaction open

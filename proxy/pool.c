@@ -340,6 +340,11 @@ static void internal_read(struct pool_conn *c)
         }
         c->replies_left--;
     }
+    if (evbuffer_get_length(in) > 0) {
+        /* More than was asked for: the stream is out of step; never lend it. */
+        c->lost = true;
+        bufferevent_disable(c->bev, EV_READ);
+    }
     c->internal_done(c, c->internal_arg);
 }
 

@@ -102,8 +102,7 @@ static bool is_stmt_command(uint8_t cmd)
 static void lose_track(struct session *s)
 {
     s->untrackable = 1;
-    if (!s->st.unrestorable)
-        s->st.unrestorable = "credproxy lost track of the server's replies";
+    session_state_stop_recording(&s->st, "credproxy lost track of the server's replies");
 }
 
 /*
@@ -133,9 +132,7 @@ static bool note_command(struct session *s, struct evbuffer *in, size_t avail, u
     }
     if (cmd == PROTO_COM_STMT_PREPARE) {
         if (len > TEXT_LOOK_MAX) {
-            session_state_prepare_sent(&s->st, (const uint8_t *)"", 0);
-            if (!s->st.unrestorable)
-                s->st.unrestorable = "a prepared statement is too large to re-prepare";
+            session_state_stop_recording(&s->st, "a prepared statement is too large to re-prepare");
         } else {
             if (avail < 4 + (size_t)len)
                 return false;
@@ -151,7 +148,7 @@ static bool note_command(struct session *s, struct evbuffer *in, size_t avail, u
             s->cursor_open = 0;
     }
     (void)response_begin(&s->rt, cmd);
-    if (s->rt.state == RESPONSE_S_LOST && !s->untrackable)
+    if (response_lost(&s->rt) && !s->untrackable)
         lose_track(s);
     return true;
 }
@@ -217,6 +214,13 @@ void relay_client_to_server(struct session *s)
             break;
         if (command && h[4] == PROTO_COM_QUIT) {
             flush_to_server(s);
+            if (s->state == SESSION_RELAY && (!response_idle(&s->rt) || s->to_client_left)) {
+                /* Pipelined: the server answers what came before, then the session ends. */
+                evbuffer_drain(in, avail < 4 + (size_t)len ? avail : 4 + (size_t)len);
+                s->quit_pending = 1;
+                bufferevent_disable(s->client, EV_READ);
+                return;
+            }
             session_close(s, "client quit");
             return;
         }
@@ -419,6 +423,12 @@ static void server_read(void *arg)
     }
     if (evbuffer_get_length(out))
         session_send_now(s->client, out);
+    if (s->quit_pending && !s->to_client_left && response_idle(&s->rt)) {
+        session_drop_conn(s, "client quit after its last replies");
+        session_set_state(s, SESSION_CLOSING, "client quit after its last replies");
+        session_close_after_flush(s, "client quit");
+        return;
+    }
     throttle(s, s->server, s->client);
     if (s->route->cfg->pool_release_idle_ms > 0 && !s->to_client_left && response_idle(&s->rt))
         reconnect_arm_idle_release(s);
