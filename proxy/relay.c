@@ -195,6 +195,7 @@ static uint8_t *take_packet(struct evbuffer *in, uint32_t len)
 void relay_client_to_server(struct session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->client);
+    s->last_active_ms = session_now_ms(s);
     while (s->state == SESSION_RELAY || s->state == SESSION_DETACHED) {
         size_t avail = evbuffer_get_length(in);
         if (avail == 0)
@@ -406,8 +407,10 @@ static void server_read(void *arg)
                 lose_track(s);
             if (s->rt.prepare_ok)
                 map_prepare_ok(s, in);
-            if (ev == RESPONSE_DONE)
+            if (ev == RESPONSE_DONE) {
                 reply_done(s);
+                s->last_active_ms = session_now_ms(s);
+            }
             if (s->rt.ok_packet && (s->rt.status & PROTO_STATUS_STATE_CHANGED) &&
                 avail >= 4 + len && state_changed_ok(s, in, out, len)) {
                 s->server_continues = 0;

@@ -454,6 +454,34 @@ void session_handle_reset_connection(struct session *s)
     free(keep);
 }
 
+uint64_t session_now_ms(const struct session *s)
+{
+    struct timeval tv;
+    event_base_gettimeofday_cached(s->worker->base, &tv);
+    return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+/*
+ * client_idle_timeout: closes sessions that sent no command for that long
+ * with no reply pending (as the server's wait_timeout would). Runs once a
+ * second from the worker's loop.
+ */
+void session_sweep_idle(struct worker *w)
+{
+    struct session *s = w->sessions;
+    while (s) {
+        struct session *next = s->next;
+        int limit = s->route->cfg->client_idle_timeout_ms;
+        bool between_commands = (s->state == SESSION_RELAY && response_idle(&s->rt) &&
+                                 !s->to_client_left && !s->to_server_left) ||
+                                s->state == SESSION_DETACHED;
+        if (limit > 0 && between_commands &&
+            session_now_ms(s) - s->last_active_ms >= (uint64_t)limit)
+            session_close(s, "idle for longer than client_idle_timeout");
+        s = next;
+    }
+}
+
 /* --- start ----------------------------------------------------------------------------------- */
 
 static bool peer_allowed(const struct route_config *cfg, uid_t uid, gid_t gid)
@@ -518,6 +546,7 @@ void session_start(struct worker *w, struct route *r, int fd, const struct socka
     s->id = id;
     s->is_unix = is_unix;
     s->state = SESSION_GREET_WAIT;
+    s->last_active_ms = session_now_ms(s);
     w->n_sessions++;
     s->next = w->sessions;
     if (s->next)

@@ -69,9 +69,10 @@ struct session {
     struct event *timer;        /* the current state's timer (see enum session_phase) */
     enum session_phase state;
     uint64_t id;
-    char peer[80];      /* "ADDR:PORT" or "unix:uid=N" for logs */
-    char user[129];     /* the name the client gave, for password mode */
-    char user_log[160]; /* the same, escaped for logs (a client's bytes are not log lines) */
+    uint64_t last_active_ms; /* last command or completed reply, for client_idle_timeout */
+    char peer[80];           /* "ADDR:PORT" or "unix:uid=N" for logs */
+    char user[129];          /* the name the client gave, for password mode */
+    char user_log[160];      /* the same, escaped for logs (a client's bytes are not log lines) */
     uint8_t scramble[PROTO_SCRAMBLE_LEN];
     uint64_t offered_caps; /* what the greeting offered */
     uint64_t caps;         /* what the client asked for */
@@ -129,6 +130,9 @@ void session_send(struct session *s, const struct wire_writer *w);
 void session_send_now(struct bufferevent *dst, struct evbuffer *data);
 void session_handle_change_user(struct session *s, const uint8_t *p, size_t len);
 void session_handle_reset_connection(struct session *s);
+
+/* The loop's cached clock in milliseconds: cheap enough for the hot path. */
+uint64_t session_now_ms(const struct session *s);
 
 /* login.c */
 void login_greet_when_ready(struct session *s);

@@ -120,8 +120,21 @@ static int ensure_pool(struct worker *w, struct route *r)
     return w->pools[r->index] ? 0 : -1;
 }
 
+static void sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    session_sweep_idle(arg);
+}
+
 int worker_listen(struct worker *w, int fd, struct route *r)
 {
+    if (r->cfg->client_idle_timeout_ms > 0 && !w->sweep_event) {
+        struct timeval one_second = {1, 0};
+        w->sweep_event = event_new(w->base, -1, EV_PERSIST, sweep_cb, w);
+        if (!w->sweep_event || event_add(w->sweep_event, &one_second) < 0)
+            return -1;
+    }
     if (ensure_pool(w, r) < 0) {
         close(fd);
         return -1;
@@ -200,6 +213,8 @@ void worker_destroy(struct worker *w)
         pool_free(w->pools[i]);
     free(w->pools);
     worker_reap_now(w);
+    if (w->sweep_event)
+        event_free(w->sweep_event);
     if (w->reap_event)
         event_free(w->reap_event);
     if (w->stop_event)

@@ -45,6 +45,7 @@ struct worker {
     struct evbuffer *scratch;   /* staging for relayed bytes; empty between callbacks */
     struct deferred_free *reap; /* closed objects waiting for the safe point */
     struct event *reap_event;   /* activated when reap becomes non-empty */
+    struct event *sweep_event;  /* once a second: client_idle_timeout */
 };
 
 /* Queues d; free_fn(d) runs from the worker's loop, never inside the caller's stack. */
