@@ -114,6 +114,22 @@ static bool start_client_tls(struct session *s)
     return true;
 }
 
+bool login_plugin_is_native(const char *plugin, size_t len)
+{
+    return !plugin || (len == 21 && !memcmp(plugin, "mysql_native_password", 21));
+}
+
+/* AuthSwitchRequest to mysql_native_password with the session's scramble. */
+void login_send_auth_switch(struct session *s)
+{
+    struct wire_writer w;
+    wire_writer_init(&w);
+    auth_switch_request_write(&w, s->seq++, "mysql_native_password", s->scramble,
+                              sizeof(s->scramble));
+    session_send(s, &w);
+    wire_writer_free(&w);
+}
+
 bool login_verify_local_password(struct session *s, const uint8_t *reply, size_t len)
 {
     const uint8_t *stage2 = local_users_find(s->route->users, s->user, strlen(s->user));
@@ -207,26 +223,23 @@ static void handle_login_request(struct session *s, const uint8_t *p, size_t len
         session_fail(s, PROTO_ER_ACCESS_DENIED, "28000", msg);
         return;
     }
-    if (s->route->cfg->client_auth != CLIENT_AUTH_PASSWORD) {
-        begin_upstream(s);
-        return;
-    }
-    bool native = !hr.auth_plugin || (hr.auth_plugin_len == 21 &&
-                                      !memcmp(hr.auth_plugin, "mysql_native_password", 21));
-    if (native && hr.auth_len == 20) {
-        if (login_verify_local_password(s, hr.auth, hr.auth_len))
+    bool native = login_plugin_is_native(hr.auth_plugin, hr.auth_plugin_len);
+    bool password_mode = s->route->cfg->client_auth == CLIENT_AUTH_PASSWORD;
+    if (native && (!password_mode || hr.auth_len == 20)) {
+        if (!password_mode || login_verify_local_password(s, hr.auth, hr.auth_len))
             begin_upstream(s);
         else
             login_deny_local(s);
         return;
     }
-    /* The client used another plugin (caching_sha2 from MySQL 8 clients): ask for native. */
-    struct wire_writer w;
-    wire_writer_init(&w);
-    auth_switch_request_write(&w, s->seq++, "mysql_native_password", s->scramble,
-                              sizeof(s->scramble));
-    session_send(s, &w);
-    wire_writer_free(&w);
+    /*
+     * The client answered with another plugin (caching_sha2_password from
+     * MySQL 8 clients, sha256_password, client_ed25519): as a server whose
+     * account uses mysql_native_password would, ask it to switch. Even in
+     * trust mode, an OK in place of what its plugin expects next is an error
+     * to the client.
+     */
+    login_send_auth_switch(s);
     session_set_state(s, SESSION_AUTH_SWITCH, "asked the client for mysql_native_password");
     session_arm_timer(s, s->route->cfg->handshake_timeout_ms, handshake_timeout_cb);
 }
@@ -265,7 +278,8 @@ void login_read(struct session *s)
         struct bufferevent *before = s->client;
         if (s->state == SESSION_HANDSHAKE)
             handle_login_request(s, p, len);
-        else if (login_verify_local_password(s, p, len))
+        else if (s->route->cfg->client_auth != CLIENT_AUTH_PASSWORD ||
+                 login_verify_local_password(s, p, len))
             begin_upstream(s);
         else
             login_deny_local(s);

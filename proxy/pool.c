@@ -335,6 +335,13 @@ static void internal_read(struct pool_conn *c)
         if (first == 0xff && !c->error && (c->error = malloc(len))) {
             evbuffer_remove(in, c->error, len);
             c->error_len = len;
+        } else if (first == 0x00 && len <= 1024) {
+            /* Keep the status the server reports, for the OK credproxy sends its client. */
+            uint8_t ok[1024];
+            struct server_reply rep;
+            evbuffer_remove(in, ok, len);
+            if (server_reply_parse(ok, len, &rep) && rep.kind == REPLY_OK)
+                c->info.status = rep.status;
         } else {
             evbuffer_drain(in, len);
         }
@@ -1032,11 +1039,26 @@ static void client_reset_cb(struct pool_conn *c, void *arg)
 }
 
 void pool_conn_reset(struct pool_conn *c, const char *database, size_t database_len,
-                     pool_reset_fn done, void *arg)
+                     uint16_t charset, pool_reset_fn done, void *arg)
 {
     struct wire_writer w;
     wire_writer_init(&w);
     unsigned n = write_reset(c, &w, database, database_len);
+    if (charset && charset != c->info.charset) {
+        /*
+         * The reset restores the login's character set. A number names a
+         * collation to these variables, which is what the handshake and
+         * COM_CHANGE_USER carry; the server sets exactly what a login with
+         * that collation gets.
+         */
+        char sql[200];
+        snprintf(sql, sizeof(sql),
+                 "SET character_set_client=%u, character_set_connection=%u, "
+                 "character_set_results=%u, collation_connection=%u",
+                 charset, charset, charset, charset);
+        put_query(&w, sql);
+        n++;
+    }
     c->reset_done = done;
     c->reset_arg = arg;
     if (w.failed)

@@ -79,13 +79,15 @@ bool pool_conn_tracked(const struct pool_conn *c);
 
 /*
  * Resets a lent connection's session and selects database (may be NULL or
- * empty), on behalf of its client (COM_CHANGE_USER, COM_RESET_CONNECTION).
+ * empty), on behalf of its client (COM_CHANGE_USER, COM_RESET_CONNECTION);
+ * charset (a collation id; 0 keeps the login's) becomes the session's
+ * character set, as a COM_CHANGE_USER naming one asks.
  * done runs from the loop with the first error packet's payload (or NULL),
  * or with lost true when the connection died meanwhile (then the caller
  * gives it back with POOL_CLOSE). The handler is detached meanwhile.
  */
 typedef void (*pool_reset_fn)(void *arg, const uint8_t *err_payload, size_t err_len, bool lost);
 void pool_conn_reset(struct pool_conn *c, const char *database, size_t database_len,
-                     pool_reset_fn done, void *arg);
+                     uint16_t charset, pool_reset_fn done, void *arg);
 
 #endif

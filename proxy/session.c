@@ -38,6 +38,7 @@ static const char *const state_names[SESSION_N_STATES] = {
     [SESSION_DETACHED] = "detached",
     [SESSION_RECONNECTING] = "reconnecting",
     [SESSION_RESTORING] = "restoring",
+    [SESSION_CHANGE_USER_AUTH] = "change-user-auth",
     [SESSION_RESETTING] = "resetting",
     [SESSION_CLOSING] = "closing",
     [SESSION_CLOSED] = "closed",
@@ -50,7 +51,8 @@ static const unsigned legal_next[SESSION_N_STATES] = {
     [SESSION_HANDSHAKE] = S(SESSION_AUTH_SWITCH) | S(SESSION_CONNECTING) | S(SESSION_DETACHED),
     [SESSION_AUTH_SWITCH] = S(SESSION_CONNECTING) | S(SESSION_DETACHED),
     [SESSION_CONNECTING] = S(SESSION_RELAY),
-    [SESSION_RELAY] = S(SESSION_DETACHED) | S(SESSION_RESETTING),
+    [SESSION_RELAY] = S(SESSION_DETACHED) | S(SESSION_RESETTING) | S(SESSION_CHANGE_USER_AUTH),
+    [SESSION_CHANGE_USER_AUTH] = S(SESSION_RESETTING),
     [SESSION_DETACHED] = S(SESSION_RECONNECTING),
     [SESSION_RECONNECTING] = S(SESSION_RESTORING) | S(SESSION_RELAY),
     [SESSION_RESTORING] = S(SESSION_RELAY),
@@ -184,6 +186,7 @@ static void session_free(struct deferred_free *d)
     session_state_free(&s->st);
     free(s->restore);
     free(s->set_names_collation);
+    free(s->change_db);
     OPENSSL_cleanse(s->scramble, sizeof(s->scramble));
     free(s);
 }
@@ -290,6 +293,8 @@ void session_close_after_flush(struct session *s, const char *why)
 
 /* --- client socket callbacks ----------------------------------------------------------------- */
 
+static void change_user_auth_read(struct session *s);
+
 static void client_read_cb(struct bufferevent *bev, void *arg)
 {
     (void)bev;
@@ -303,6 +308,9 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
     case SESSION_RELAY:
     case SESSION_DETACHED:
         relay_client_to_server(s);
+        break;
+    case SESSION_CHANGE_USER_AUTH:
+        change_user_auth_read(s);
         break;
     case SESSION_GREET_WAIT:
     case SESSION_CONNECTING:
@@ -375,8 +383,10 @@ static void reset_done(void *arg, const uint8_t *err, size_t err_len, bool lost)
         wire_put_bytes(&w, err, err_len);
         wire_end_packet(&w);
     } else {
-        ok_packet_write(&w, s->seq, 0, 0, PROTO_STATUS_AUTOCOMMIT, 0);
-        s->rt.status = PROTO_STATUS_AUTOCOMMIT;
+        /* The server's own status after the reset; its tracking is credproxy's, not shown. */
+        uint16_t status = pool_conn_info(s->conn)->status & ~PROTO_STATUS_STATE_CHANGED;
+        ok_packet_write(&w, s->seq, 0, 0, status, 0);
+        s->rt.status = status;
     }
     session_send(s, &w);
     wire_writer_free(&w);
@@ -388,24 +398,52 @@ static void reset_done(void *arg, const uint8_t *err, size_t err_len, bool lost)
     relay_resume(s);
 }
 
-/* Resets the server session (and what credproxy knows of it), then selects db. */
-static void reset_session(struct session *s, const char *db, size_t db_len)
+/*
+ * Resets the server session (and what credproxy knows of it), selects db
+ * and, for a COM_CHANGE_USER that names one, the character set.
+ */
+static void reset_session(struct session *s, const char *db, size_t db_len, uint16_t charset)
 {
     session_state_reset(&s->st);
     s->cursor_open = 0;
     s->dirty = 0;
     if (db_len)
         s->st.schema = strndup(db, db_len);
+    if (charset && charset <= 255 && charset != s->charset) {
+        /* New connections for this session (a reconnect) log in with it too. */
+        s->charset = (uint8_t)charset;
+        s->dirty = 1; /* the connection's charset is no longer its login's */
+    }
     session_set_state(s, SESSION_RESETTING, "client asked for a reset");
     bufferevent_disable(s->client, EV_READ);
     pool_conn_attach(s->conn, NULL, NULL);
-    pool_conn_reset(s->conn, db, db_len, reset_done, s);
+    pool_conn_reset(s->conn, db, db_len, charset <= 255 ? charset : 0, reset_done, s);
+}
+
+/* Checks the COM_CHANGE_USER's password (password mode), then resets. */
+static void change_user_proceed(struct session *s, const uint8_t *auth, size_t auth_len)
+{
+    if (s->route->cfg->client_auth == CLIENT_AUTH_PASSWORD &&
+        !login_verify_local_password(s, auth, auth_len)) {
+        login_deny_local(s);
+        return;
+    }
+    log_debug("C-%llu %s: COM_CHANGE_USER to '%s': session reset", (unsigned long long)s->id,
+              s->peer, s->user_log);
+    char *db = s->change_db;
+    uint16_t charset = s->change_charset;
+    s->change_db = NULL;
+    s->change_charset = 0;
+    reset_session(s, db, db ? strlen(db) : 0, charset);
+    free(db);
 }
 
 /*
  * COM_CHANGE_USER is answered by credproxy: the upstream identity stays the
- * secret's, the session is reset (COM_RESET_CONNECTION) and the schema the
- * client names is selected (COM_INIT_DB).
+ * secret's, the session is reset (COM_RESET_CONNECTION), the schema the
+ * client names is selected (COM_INIT_DB) and its character set applied. A
+ * client that answers with another plugin than mysql_native_password is
+ * asked to switch, as at login.
  */
 void session_handle_change_user(struct session *s, const uint8_t *p, size_t len)
 {
@@ -419,20 +457,49 @@ void session_handle_change_user(struct session *s, const uint8_t *p, size_t len)
         session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "Bad COM_CHANGE_USER: user name too long");
         return;
     }
-    snprintf(s->user, sizeof(s->user), "%.*s", (int)cu.user_len, cu.user);
-    log_escape(s->user_log, sizeof(s->user_log), cu.user, cu.user_len);
-    if (s->route->cfg->client_auth == CLIENT_AUTH_PASSWORD &&
-        !login_verify_local_password(s, cu.auth, cu.auth_len)) {
-        login_deny_local(s);
-        return;
-    }
     if (!response_idle(&s->rt) || s->to_client_left) {
         session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "COM_CHANGE_USER while a reply is pending");
         return;
     }
-    log_debug("C-%llu %s: COM_CHANGE_USER to '%s': session reset", (unsigned long long)s->id,
-              s->peer, s->user_log);
-    reset_session(s, cu.database, cu.database_len);
+    snprintf(s->user, sizeof(s->user), "%.*s", (int)cu.user_len, cu.user);
+    log_escape(s->user_log, sizeof(s->user_log), cu.user, cu.user_len);
+    free(s->change_db);
+    s->change_db = cu.database_len ? strndup(cu.database, cu.database_len) : NULL;
+    s->change_charset = cu.charset;
+    if (!login_plugin_is_native(cu.auth_plugin, cu.auth_plugin_len)) {
+        login_send_auth_switch(s);
+        session_set_state(s, SESSION_CHANGE_USER_AUTH, "COM_CHANGE_USER: asked for native auth");
+        change_user_auth_read(s); /* the answer may be in already */
+        return;
+    }
+    change_user_proceed(s, cu.auth, cu.auth_len);
+}
+
+/* The client's answer to the auth switch of a COM_CHANGE_USER. */
+static void change_user_auth_read(struct session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->client);
+    uint8_t hdr[4];
+    if (evbuffer_copyout(in, hdr, 4) < 4)
+        return;
+    uint32_t len = wire_header_len(hdr);
+    if (len > LOGIN_MAX_PACKET || wire_header_seq(hdr) != s->seq) {
+        session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "Bad COM_CHANGE_USER auth answer");
+        return;
+    }
+    if (evbuffer_get_length(in) < 4 + (size_t)len)
+        return;
+    uint8_t *p = malloc(len ? len : 1);
+    if (!p) {
+        session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "out of memory");
+        return;
+    }
+    evbuffer_drain(in, 4);
+    evbuffer_remove(in, p, len);
+    s->seq++;
+    change_user_proceed(s, p, len);
+    OPENSSL_cleanse(p, len);
+    free(p);
 }
 
 /*
@@ -450,7 +517,7 @@ void session_handle_reset_connection(struct session *s)
     }
     const char *db = s->st.schema ? s->st.schema : s->database;
     char *keep = db ? strdup(db) : NULL;
-    reset_session(s, keep, keep ? strlen(keep) : 0);
+    reset_session(s, keep, keep ? strlen(keep) : 0, 0);
     free(keep);
 }
 

@@ -41,17 +41,18 @@ struct route;
  * new state arms it if it needs one.
  */
 enum session_phase {
-    SESSION_GREET_WAIT,   /* accepted; waiting for the upstream's profile before greeting */
-    SESSION_HANDSHAKE,    /* greeting sent; waiting for the login request or SSLRequest */
-    SESSION_AUTH_SWITCH,  /* asked the client to answer with mysql_native_password */
-    SESSION_CONNECTING,   /* logged in; waiting for the pool to lend a first connection */
-    SESSION_RELAY,        /* moving packets both ways on a lent connection */
-    SESSION_DETACHED,     /* logged in with no connection: the next command borrows one */
-    SESSION_RECONNECTING, /* borrowing a connection for a detached session */
-    SESSION_RESTORING,    /* replaying the session's state on that connection */
-    SESSION_RESETTING,    /* credproxy's own reset (change-user, reset-connection) upstream */
-    SESSION_CLOSING,      /* flushing a last packet to the client, then closed */
-    SESSION_CLOSED,       /* queued; freed at the worker's next safe point */
+    SESSION_GREET_WAIT,       /* accepted; waiting for the upstream's profile before greeting */
+    SESSION_HANDSHAKE,        /* greeting sent; waiting for the login request or SSLRequest */
+    SESSION_AUTH_SWITCH,      /* asked the client to answer with mysql_native_password */
+    SESSION_CONNECTING,       /* logged in; waiting for the pool to lend a first connection */
+    SESSION_RELAY,            /* moving packets both ways on a lent connection */
+    SESSION_DETACHED,         /* logged in with no connection: the next command borrows one */
+    SESSION_RECONNECTING,     /* borrowing a connection for a detached session */
+    SESSION_RESTORING,        /* replaying the session's state on that connection */
+    SESSION_CHANGE_USER_AUTH, /* COM_CHANGE_USER: asked the client for mysql_native_password */
+    SESSION_RESETTING,        /* credproxy's own reset (change-user, reset-connection) upstream */
+    SESSION_CLOSING,          /* flushing a last packet to the client, then closed */
+    SESSION_CLOSED,           /* queued; freed at the worker's next safe point */
     SESSION_N_STATES
 };
 
@@ -77,9 +78,11 @@ struct session {
     uint64_t offered_caps; /* what the greeting offered */
     uint64_t caps;         /* what the client asked for */
     uint8_t charset;
-    uint8_t seq;    /* next sequence id toward the client during login */
-    char *database; /* schema asked for at login, or NULL */
-    uint8_t *attrs; /* connect attributes, forwarded upstream */
+    uint16_t change_charset; /* charset of a COM_CHANGE_USER awaiting its auth answer */
+    char *change_db;         /* its schema */
+    uint8_t seq;             /* next sequence id toward the client during login */
+    char *database;          /* schema asked for at login, or NULL */
+    uint8_t *attrs;          /* connect attributes, forwarded upstream */
     size_t attrs_len;
     /* relay state */
     struct response_tracker rt;    /* where the server is in its reply to the current command */
@@ -138,6 +141,8 @@ uint64_t session_now_ms(const struct session *s);
 void login_greet_when_ready(struct session *s);
 void login_read(struct session *s);
 bool login_verify_local_password(struct session *s, const uint8_t *reply, size_t len);
+bool login_plugin_is_native(const char *plugin, size_t len);
+void login_send_auth_switch(struct session *s);
 void login_deny_local(struct session *s);
 
 /* relay.c */
