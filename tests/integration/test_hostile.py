@@ -333,6 +333,10 @@ class HostileCase(ProxyTestCase):
 
 
 MUX = ("--pool-release-idle-after", "50ms")
+# For the cases that measure RSS: a small ASan quarantine (freed memory is reused soon, as with
+# glibc) and freed pages returned to the system, so RSS shows what credproxy itself keeps.
+ASAN_SMALL = ("quarantine_size_mb=4:thread_local_quarantine_size_kb=64:"
+              "allocator_release_to_os_interval_ms=100")
 
 
 # --- 1. pipelined streams ------------------------------------------------------------------
@@ -455,7 +459,8 @@ class EveryCommand(HostileCase):
             payload = bytes([cmd]) + body
             hdr = struct.pack("<I", len(payload) + declared_extra)[:3] + b"\0"
             c.send(hdr + payload)
-            c.sock.settimeout(0.3)
+            # Read what comes: up to 0.5 s for a first answer, then until 50 ms of quiet.
+            c.sock.settimeout(0.5)
             try:
                 got = 0
                 while got < 1 << 20:
@@ -463,6 +468,7 @@ class EveryCommand(HostileCase):
                     if not chunk:
                         break
                     got += len(chunk)
+                    c.sock.settimeout(0.05)
             except (socket.timeout, ConnectionResetError):
                 pass
             return None
@@ -473,7 +479,12 @@ class EveryCommand(HostileCase):
                 c.rst() if rst else c.close()
 
     def test_every_command_byte_with_random_bodies(self):
-        p = self.proxy("--workers", "2", "--handshake-timeout", "5s")
+        self.fuzz(self.proxy("--workers", "2", "--handshake-timeout", "5s"))
+
+    def test_every_command_byte_with_random_bodies_multiplexed(self):
+        self.fuzz(self.proxy("--workers", "2", "--handshake-timeout", "5s", *MUX))
+
+    def fuzz(self, p):
         rng = random.Random(20261130)
         jobs = []
         for cmd in range(256):
@@ -540,6 +551,7 @@ class HalfClose(HostileCase):
             for how in ("shut_wr", "rst"):
                 with self.subTest(stage=stage, how=how):
                     c = self.drive(p.port, stage)
+                    self.assertGreaterEqual(open_sessions(p.port), 1, "the session is not seen")
                     if how == "shut_wr":
                         c.sock.shutdown(socket.SHUT_WR)
                         start = time.monotonic()
@@ -567,22 +579,13 @@ class NeverFinish(HostileCase):
     TIMEOUT = 2.0
     MARGIN = 15.0  # ASan on 2 shared cores
 
-    def test_5000_unfinished_handshakes_are_closed(self):
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        want = self.N + 500
-        if soft < want:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
-            self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
-        self.assertGreaterEqual(resource.getrlimit(resource.RLIMIT_NOFILE)[0], want,
-                                "the test needs RLIMIT_NOFILE >= %d (ulimit -Hn is %d)"
-                                % (want, hard))
-        p = self.proxy("--handshake-timeout", "%dms" % (self.TIMEOUT * 1000), "--log-level",
-                       "info", asan_extra="quarantine_size_mb=4:thread_local_quarantine_size_kb=64")
-        rss_before = rss_kib(p.proc.pid)
+    def one_round(self, p):
+        """Opens N connections that never log in; checks each is closed by the timeout while
+        a real client is served. Returns the peak RSS (KiB) seen."""
         sel = selectors.DefaultSelector()
         opened = {}
         closed = {}
-        peak = rss_before
+        peak = rss_kib(p.proc.pid)
 
         def poll(timeout):
             for key, _ in sel.select(timeout):
@@ -598,7 +601,7 @@ class NeverFinish(HostileCase):
                     sel.unregister(s)
 
         try:
-            for batch in range(0, self.N, 500):
+            for _ in range(0, self.N, 500):
                 for _ in range(500):
                     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                     s.settimeout(10)
@@ -627,14 +630,36 @@ class NeverFinish(HostileCase):
                 s.close()
             sel.close()
         self.assert_sessions_gone(p, "unfinished logins")
-        time.sleep(1.0)
-        rss_after = rss_kib(p.proc.pid)
-        grown = (rss_after - rss_before) / 1024
-        sys_msg = "RSS before %.1f MiB, peak %.1f MiB, after %.1f MiB" % (
-            rss_before / 1024, peak / 1024, rss_after / 1024)
-        print("\n  5000 unfinished logins: " + sys_msg)
-        self.assertLess(grown, max(16.0, (peak - rss_before) / 1024 / 2),
-                        "RSS did not come back down: " + sys_msg)
+        return peak
+
+    def test_5000_unfinished_handshakes_are_closed(self):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = self.N + 500
+        if soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+            self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        self.assertGreaterEqual(resource.getrlimit(resource.RLIMIT_NOFILE)[0], want,
+                                "the test needs RLIMIT_NOFILE >= %d (ulimit -Hn is %d)"
+                                % (want, hard))
+        p = self.proxy("--handshake-timeout", "%dms" % (self.TIMEOUT * 1000), "--log-level",
+                       "info", asan_extra=ASAN_SMALL)
+        before = rss_kib(p.proc.pid)
+        peak1 = self.one_round(p)
+        time.sleep(0.5)
+        after1 = rss_kib(p.proc.pid)
+        peak2 = self.one_round(p)
+        time.sleep(0.5)
+        after2 = rss_kib(p.proc.pid)
+        msg = ("RSS before %.1f MiB; round 1 peak %.1f, after %.1f; round 2 peak %.1f, after "
+               "%.1f MiB" % (before / 1024, peak1 / 1024, after1 / 1024, peak2 / 1024,
+                             after2 / 1024))
+        print("\n  2 x %d unfinished logins: %s" % (self.N, msg))
+        # Came back down: some of what the 5,000 sessions took is given back (allocator and
+        # libevent caches keep part of it; ASan's more so, measured on main: ~60% stays)...
+        self.assertLess(after1 - before, max(4096, (peak1 - before) * 0.8),
+                        "RSS did not come back down: " + msg)
+        # ...and the second round reuses it instead of adding to it.
+        self.assertLess(after2 - after1, 4096, "RSS grew round after round: " + msg)
         self.assert_live(p)
 
 
@@ -751,7 +776,7 @@ class UntrackedPrepareMemory(HostileCase):
 
     def prepares_after(self, lose_track):
         p = self.proxy("--workers", "1",
-                       asan_extra="quarantine_size_mb=4:thread_local_quarantine_size_kb=64")
+                       asan_extra=ASAN_SMALL)
         c = Raw(p.port, timeout=60)
         c.login()
         lose_track(c)
