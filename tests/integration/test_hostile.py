@@ -409,7 +409,8 @@ class Pipelined(HostileCase):
         c.send(self.LOGIN + query("SET @before = 1") + packet(0, change_user_payload())
                + query("SELECT CONCAT(DATABASE(), ':', IFNULL(@before, 'reset'))"))
         c.expect_ok("login")
-        self.assertEqual(c.read_result()[0], "ok", "SET @before")
+        r = c.read_result()
+        self.assertEqual(r[0], "ok", "SET @before was answered %r" % (r,))
         c.expect_ok("COM_CHANGE_USER")
         self.assertEqual(c.read_result(), ("rows", [b"app:reset"]))
 
@@ -419,21 +420,25 @@ class Pipelined(HostileCase):
         c.send(self.LOGIN + query("SET @before = 1") + packet(0, bytes([COM_RESET_CONNECTION]))
                + query("SELECT IFNULL(@before, 'reset')"))
         c.expect_ok("login")
-        self.assertEqual(c.read_result()[0], "ok", "SET @before")
+        r = c.read_result()
+        self.assertEqual(r[0], "ok", "SET @before was answered %r" % (r,))
         c.expect_ok("COM_RESET_CONNECTION")
         self.assertEqual(c.read_result(), ("rows", [b"reset"]))
 
-    def run_stream(self, name, mux):
-        # One worker, and a raw client with the same capabilities ran a plain read first: its
-        # connection is idle in the pool, so the pool can lend it at once (synchronously).
-        p = self.proxy("--workers", "1", *(MUX if mux else ()))
-        c = self.raw(p.port)
-        c.login()
-        c.send(query("SELECT 1"))
-        self.assertEqual(c.read_result(), ("rows", [b"1"]))
-        c.send(packet(0, bytes([COM_QUIT])))
-        self.assertTrue(c.wait_closed(10))
-        time.sleep(0.3)
+    def run_stream(self, name, mode):
+        """mode: "warm" (an idle pooled connection with the client's capabilities, lent at
+        once), "cold" (the pool must connect first) or "multiplexed"."""
+        p = self.proxy("--workers", "1", *(MUX if mode == "multiplexed" else ()))
+        if mode != "cold":
+            # A raw client with the same capabilities runs a plain read and quits: its
+            # connection goes back idle without a reset, into the one worker's pool.
+            c = self.raw(p.port)
+            c.login()
+            c.send(query("SELECT 1"))
+            self.assertEqual(c.read_result(), ("rows", [b"1"]))
+            c.send(packet(0, bytes([COM_QUIT])))
+            self.assertTrue(c.wait_closed(10))
+            time.sleep(0.3)
         getattr(self, name)(p)
         self.close_raws()
         self.assert_sessions_gone(p, name)
@@ -442,9 +447,9 @@ class Pipelined(HostileCase):
 
 for _name in ("login_quit", "before_greeting", "login_query_quit", "login_20_queries",
               "login_change_user", "login_reset", "query_change_user", "query_reset"):
-    for _mux in (False, True):
-        setattr(Pipelined, "test_%s%s" % (_name, "_multiplexed" if _mux else ""),
-                lambda self, n=_name, m=_mux: self.run_stream(n, m))
+    for _mode in ("warm", "cold", "multiplexed"):
+        setattr(Pipelined, "test_%s_%s" % (_name, _mode),
+                lambda self, n=_name, m=_mode: self.run_stream(n, m))
 
 
 # --- 2. every command byte with random bodies ------------------------------------------------
