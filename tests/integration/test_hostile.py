@@ -660,11 +660,11 @@ class NeverFinish(HostileCase):
                "%.1f MiB" % (before / 1024, peak1 / 1024, after1 / 1024, peak2 / 1024,
                              after2 / 1024))
         print("\n  2 x %d unfinished logins: %s" % (self.N, msg))
-        # Came back down: some of what the 5,000 sessions took is given back (allocator and
-        # libevent caches keep part of it; ASan's more so, measured on main: ~60% stays)...
-        self.assertLess(after1 - before, max(4096, (peak1 - before) * 0.8),
-                        "RSS did not come back down: " + msg)
-        # ...and the second round reuses it instead of adding to it.
+        # What thousands of idle logins cost stays within the README's 16 KiB per idle client.
+        self.assertLess(peak1 - before, self.N * 16, "more than 16 KiB per pending login: " + msg)
+        # Whether RSS falls right after the sessions close depends on the allocator (under ASan
+        # anything from 10% to 60% of the growth was returned on main, run to run), so the check
+        # is that the memory is kept for reuse: a second round of 5,000 adds (almost) nothing.
         self.assertLess(after2 - after1, 4096, "RSS grew round after round: " + msg)
         self.assert_live(p)
 
