@@ -140,12 +140,16 @@ static bool ok_status(struct response_tracker *t, const uint8_t *p, size_t n)
     struct wire_reader r;
     wire_reader_init(&r, p, n);
     wire_get_u8(&r);
-    wire_get_lenenc(&r, NULL);
-    wire_get_lenenc(&r, NULL);
+    uint64_t affected = wire_get_lenenc(&r, NULL);
+    uint64_t insert_id = wire_get_lenenc(&r, NULL);
     uint16_t status = wire_get_u16(&r);
     if (r.failed)
         return false;
+    uint16_t warnings = wire_remaining(&r) >= 2 ? wire_get_u16(&r) : 0;
     t->status = status;
+    t->warnings = warnings;
+    t->affected_rows = affected;
+    t->last_insert_id = insert_id;
     t->ok_packet = true;
     return true;
 }
@@ -174,11 +178,14 @@ static bool terminator_status(struct response_tracker *t, const uint8_t *p, size
     struct wire_reader r;
     wire_reader_init(&r, p, n);
     wire_get_u8(&r);
-    wire_get_u16(&r);
+    uint16_t warnings = wire_get_u16(&r);
     uint16_t status = wire_get_u16(&r);
     if (r.failed)
         return false;
     t->status = status;
+    t->warnings = warnings;
+    t->affected_rows = 0;
+    t->last_insert_id = 0;
     return true;
 }
 

@@ -46,6 +46,9 @@ struct response_tracker {
     uint8_t queue_len;                    /* number of queued commands (private) */
 
     uint16_t status;           /* last server status flags seen in an OK or EOF */
+    uint16_t warnings;         /* warning count of the last OK or EOF */
+    uint64_t affected_rows;    /* of the last OK (0 after an EOF) */
+    uint64_t last_insert_id;   /* of the last OK (0 after an EOF) */
     bool last_was_error;       /* the reply that just completed ended with ERR */
     uint16_t last_error_code;  /* its error code */
     uint32_t prepared_stmt_id; /* after a COM_STMT_PREPARE reply completes without error */

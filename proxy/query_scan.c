@@ -7,10 +7,6 @@
 
 #include <event2/buffer.h>
 
-/* Keywords that start statements returning rows and, by themselves, changing nothing. */
-static const char *const read_keywords[] = {"SELECT", "SHOW",   "EXPLAIN", "DESCRIBE", "DESC",
-                                            "WITH",   "VALUES", "TABLE",   NULL};
-
 /* Skips spaces and comments; returns the offset of the first keyword character. */
 static size_t skip_blank(const char *p, size_t n)
 {
@@ -19,8 +15,10 @@ static size_t skip_blank(const char *p, size_t n)
         if (isspace((unsigned char)p[i])) {
             i++;
         } else if (p[i] == '/' && i + 1 < n && p[i + 1] == '*' && !(i + 2 < n && p[i + 2] == '!')) {
-            const char *end = i + 2 < n ? strstr(p + i + 2, "*/") : NULL;
-            i = end ? (size_t)(end - p) + 2 : n;
+            size_t j = i + 2;
+            while (j + 1 < n && !(p[j] == '*' && p[j + 1] == '/'))
+                j++;
+            i = j + 1 < n ? j + 2 : n;
         } else if (p[i] == '#' || (p[i] == '-' && i + 2 < n && p[i + 1] == '-' &&
                                    isspace((unsigned char)p[i + 2]))) {
             const char *nl = memchr(p + i, '\n', n - i);
@@ -32,62 +30,110 @@ static size_t skip_blank(const char *p, size_t n)
     return i;
 }
 
-static bool contains(struct evbuffer *buf, size_t start, size_t len, const char *what)
+static bool is_word_char(char c)
 {
-    struct evbuffer_ptr s, e;
-    if (evbuffer_ptr_set(buf, &s, start, EVBUFFER_PTR_SET) < 0 ||
-        evbuffer_ptr_set(buf, &e, start + len, EVBUFFER_PTR_SET) < 0)
-        return false;
-    return evbuffer_search_range(buf, what, strlen(what), &s, &e).pos >= 0;
+    return isalnum((unsigned char)c) || c == '_' || c == '$';
 }
 
-/* A user variable: '@' not part of '@@' (system variables are tracked). */
-static bool has_user_variable(struct evbuffer *buf, size_t start, size_t len)
+static bool word_is(const char *w, size_t wl, const char *kw)
 {
-    struct evbuffer_ptr s, e;
-    if (evbuffer_ptr_set(buf, &s, start, EVBUFFER_PTR_SET) < 0 ||
-        evbuffer_ptr_set(buf, &e, start + len, EVBUFFER_PTR_SET) < 0)
-        return false;
-    for (;;) {
-        struct evbuffer_ptr at = evbuffer_search_range(buf, "@", 1, &s, &e);
-        if (at.pos < 0)
-            return false;
-        char next[2] = {0, 0};
-        struct evbuffer_ptr after = at;
-        if (evbuffer_ptr_set(buf, &after, 1, EVBUFFER_PTR_ADD) == 0 && after.pos < e.pos)
-            evbuffer_copyout_from(buf, &after, next, 1);
-        if (next[0] != '@')
-            return true;
-        s = after;
-        if (evbuffer_ptr_set(buf, &s, 1, EVBUFFER_PTR_ADD) < 0 || s.pos >= e.pos)
-            return false;
-    }
+    return strlen(kw) == wl && strncasecmp(w, kw, wl) == 0;
 }
 
-enum query_kind query_scan(struct evbuffer *buf, size_t start, size_t len)
+/* Functions whose effect outlives the statement and no reply reports. */
+static const char *const lock_functions[] = {"GET_LOCK", "IS_USED_LOCK", "RELEASE_ALL_LOCKS", NULL};
+
+const char *query_pin_reason(const char *p, size_t n)
 {
-    char head[64];
-    size_t n = len < sizeof(head) - 1 ? len : sizeof(head) - 1;
-    struct evbuffer_ptr s;
-    if (evbuffer_ptr_set(buf, &s, start, EVBUFFER_PTR_SET) < 0)
-        return QUERY_WRITE;
-    n = (size_t)evbuffer_copyout_from(buf, &s, head, n);
-    head[n] = 0;
-    size_t i = skip_blank(head, n);
-    bool read = false;
-    for (int k = 0; read_keywords[k] && !read; k++) {
-        size_t kl = strlen(read_keywords[k]);
-        read = n - i >= kl && strncasecmp(head + i, read_keywords[k], kl) == 0 &&
-               (i + kl == n || !isalnum((unsigned char)head[i + kl]));
+    size_t i = 0;
+    bool statement_start = true;
+    char prev[16] = "";
+    while (i < n) {
+        i += skip_blank(p + i, n - i);
+        if (i >= n)
+            break;
+        char c = p[i];
+        if (c == '\'' || c == '"' || c == '`') {
+            size_t j = i + 1;
+            while (j < n && p[j] != c) {
+                if (p[j] == '\\' && c != '`')
+                    j++;
+                j++;
+            }
+            i = j + 1;
+            statement_start = false;
+            continue;
+        }
+        if (c == '/' && i + 2 < n && p[i + 1] == '*' && p[i + 2] == '!') {
+            i += 3; /* executable comment: its contents are code */
+            while (i < n && isdigit((unsigned char)p[i]))
+                i++;
+            continue;
+        }
+        if (c == '*' && i + 1 < n && p[i + 1] == '/') {
+            i += 2;
+            continue;
+        }
+        if (c == '@') {
+            if (i + 1 < n && p[i + 1] == '@') {
+                i += 2; /* a system variable: the server reports its changes */
+                while (i < n && (is_word_char(p[i]) || p[i] == '.'))
+                    i++;
+                continue;
+            }
+            return "the session uses user variables";
+        }
+        if (c == ';') {
+            statement_start = true;
+            prev[0] = 0;
+            i++;
+            continue;
+        }
+        if (!is_word_char(c)) {
+            i++;
+            statement_start = false;
+            continue;
+        }
+        const char *w = p + i;
+        size_t wl = 0;
+        while (i + wl < n && is_word_char(p[i + wl]))
+            wl++;
+        i += wl;
+        size_t after = i + skip_blank(p + i, n - i);
+        bool call = after < n && p[after] == '(';
+        for (int k = 0; lock_functions[k]; k++)
+            if (call && word_is(w, wl, lock_functions[k]))
+                return "the session took a user lock (GET_LOCK)";
+        if (call && word_is(w, wl, "LAST_INSERT_ID")) {
+            size_t j = after + 1;
+            j += skip_blank(p + j, n - j);
+            if (j < n && p[j] != ')')
+                return "the session set LAST_INSERT_ID(expr)";
+        }
+        if (word_is(w, wl, "TEMPORARY"))
+            return "the session uses temporary tables";
+        if (word_is(w, wl, "SQL_CALC_FOUND_ROWS") || (call && word_is(w, wl, "FOUND_ROWS")))
+            return "the session uses FOUND_ROWS()";
+        if ((word_is(w, wl, "TABLES") || word_is(w, wl, "TABLE")) &&
+            word_is(prev, strlen(prev), "LOCK"))
+            return "the session locked tables (LOCK TABLES)";
+        if (statement_start &&
+            (word_is(w, wl, "HANDLER") || word_is(w, wl, "XA") || word_is(w, wl, "CALL") ||
+             word_is(w, wl, "PREPARE") || word_is(w, wl, "EXECUTE") || word_is(w, wl, "LOCK")))
+            return word_is(w, wl, "HANDLER") ? "the session opened a HANDLER"
+                   : word_is(w, wl, "XA")    ? "the session used XA transactions"
+                   : word_is(w, wl, "CALL")  ? "the session called a stored procedure"
+                   : word_is(w, wl, "LOCK")  ? "the session locked tables (LOCK TABLES)"
+                                             : "the session used SQL-level prepared statements";
+        if (wl < sizeof(prev)) {
+            memcpy(prev, w, wl);
+            prev[wl] = 0;
+        } else {
+            prev[0] = 0;
+        }
+        statement_start = false;
     }
-    /* Session-wide effects no OK packet will report. */
-    if (contains(buf, start, len, "GET_LOCK") || contains(buf, start, len, "get_lock") ||
-        contains(buf, start, len, "LAST_INSERT_ID(") ||
-        contains(buf, start, len, "last_insert_id("))
-        return QUERY_PINNED;
-    if (!read)
-        return QUERY_WRITE;
-    return has_user_variable(buf, start, len) ? QUERY_PINNED : QUERY_READ;
+    return NULL;
 }
 
 /* Consumes keyword kw (case-insensitive, whole word) at *i, with the blanks after it. */

@@ -1,4 +1,4 @@
-/* A quick look at a COM_QUERY's text: does it leave state the server will not report? */
+/* A quick look at a statement's text: does it leave state the server will not report? */
 #ifndef CREDPROXY_PROXY_QUERY_SCAN_H
 #define CREDPROXY_PROXY_QUERY_SCAN_H
 
@@ -7,17 +7,16 @@
 
 struct evbuffer;
 
-enum query_kind {
-    QUERY_READ,   /* SELECT / SHOW / EXPLAIN ... with no side effect credproxy must know of */
-    QUERY_WRITE,  /* anything else: its OK reports session-state changes, if any */
-    QUERY_PINNED, /* leaves state that no OK reports: user variables set by a SELECT, GET_LOCK */
-};
-
 /*
- * Classifies the query text at [start, start + len) of buf without copying
- * it. Conservative: when unsure, a SELECT is QUERY_PINNED rather than READ.
+ * Why the statement text [p, p + n) leaves session state that no reply
+ * reports and credproxy cannot rebuild on another connection, or NULL.
+ * Case-insensitive, outside quotes and comments: user variables, GET_LOCK
+ * and the other user-lock functions, LAST_INSERT_ID(expr), LOCK TABLES,
+ * HANDLER, XA, CALL (a procedure may do any of these), temporary tables,
+ * SQL-level PREPARE/EXECUTE, SQL_CALC_FOUND_ROWS/FOUND_ROWS(). When unsure
+ * it names a reason: a pinned session only loses multiplexing.
  */
-enum query_kind query_scan(struct evbuffer *buf, size_t start, size_t len);
+const char *query_pin_reason(const char *p, size_t n);
 
 /*
  * True when the query is SET NAMES / SET CHARACTER SET / SET CHARSET; then

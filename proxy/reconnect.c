@@ -70,7 +70,7 @@ static void idle_release_cb(evutil_socket_t fd, short what, void *arg)
                  !s->client_continues && !s->untrackable &&
                  evbuffer_get_length(bufferevent_get_input(s->client)) == 0 &&
                  evbuffer_get_length(bufferevent_get_input(s->server)) == 0;
-    bool replayable = !(s->rt.status & PROTO_STATUS_IN_TRANS) && !s->cursor_open &&
+    bool replayable = !(s->rt.status & PROTO_STATUS_IN_TRANS) && !s->cursor_open && !s->hold_conn &&
                       !s->st.unrestorable && pool_conn_tracked(s->conn);
     if (!quiet || !replayable)
         return;

@@ -105,45 +105,54 @@ static void lose_track(struct session *s)
     session_state_stop_recording(&s->st, "credproxy lost track of the server's replies");
 }
 
+/* Pins the session when the statement text leaves state credproxy cannot carry over. */
+static void scan_text(struct session *s, const uint8_t *text, size_t len)
+{
+    const char *why = query_pin_reason((const char *)text, len);
+    if (why && !s->st.unrestorable)
+        s->st.unrestorable = why;
+}
+
 /*
  * Bookkeeping for one client command before it is forwarded. Returns false
- * when more bytes must arrive first.
+ * when more bytes must arrive first. Every command but COM_PING and
+ * COM_STATISTICS marks the session for a reset before its connection serves
+ * anyone else: no reply tells reliably that nothing changed (GET_LOCK,
+ * LAST_INSERT_ID(n) and stored functions leave no trace in them).
  */
 static bool note_command(struct session *s, struct evbuffer *in, size_t avail, uint8_t cmd,
                          uint32_t len)
 {
-    if (cmd == PROTO_COM_QUERY) {
-        if (len <= TEXT_LOOK_MAX && avail < 4 + (size_t)len)
-            return false;
-        enum query_kind kind = len <= TEXT_LOOK_MAX ? query_scan(in, 5, len - 1) : QUERY_WRITE;
-        if (kind == QUERY_PINNED && !s->st.unrestorable)
-            s->st.unrestorable = "the session used user variables, GET_LOCK or LAST_INSERT_ID() "
-                                 "in a way credproxy cannot carry to a new connection";
-        if (kind != QUERY_READ)
-            s->dirty = 1;
-        char collation[65];
-        if (len <= TEXT_LOOK_MAX && query_set_names(in, 5, len - 1, collation, sizeof(collation))) {
-            free(s->set_names_collation);
-            s->set_names_collation = strdup(collation);
-        }
-    } else if (cmd != PROTO_COM_PING && cmd != PROTO_COM_STATISTICS &&
-               cmd != PROTO_COM_FIELD_LIST) {
+    bool text = cmd == PROTO_COM_QUERY || cmd == PROTO_COM_STMT_PREPARE;
+    if (text && len <= TEXT_LOOK_MAX && avail < 4 + (size_t)len)
+        return false;
+    if (is_stmt_command(cmd) && len >= 5 && avail < 9)
+        return false;
+    s->hold_conn = 0; /* warnings and ROW_COUNT() of the last reply are past */
+    if (cmd != PROTO_COM_PING && cmd != PROTO_COM_STATISTICS)
         s->dirty = 1;
-    }
-    if (cmd == PROTO_COM_STMT_PREPARE) {
-        if (len > TEXT_LOOK_MAX) {
-            session_state_stop_recording(&s->st, "a prepared statement is too large to re-prepare");
-        } else {
-            if (avail < 4 + (size_t)len)
-                return false;
-            const uint8_t *p = evbuffer_pullup(in, 4 + (ssize_t)len);
-            session_state_prepare_sent(&s->st, p ? p + 5 : (const uint8_t *)"", p ? len - 1 : 0);
+    if (text) {
+        /* The whole text when it is small; else the part that has arrived. */
+        size_t look = len <= TEXT_LOOK_MAX ? len : (avail - 4 < len ? avail - 4 : len);
+        const uint8_t *p = evbuffer_pullup(in, 4 + (ssize_t)look);
+        if (p && look > 1)
+            scan_text(s, p + 5, look - 1);
+        if (cmd == PROTO_COM_QUERY && p && len <= TEXT_LOOK_MAX) {
+            char collation[65];
+            if (query_set_names(in, 5, len - 1, collation, sizeof(collation))) {
+                free(s->set_names_collation);
+                s->set_names_collation = strdup(collation);
+            }
         }
-    } else if (is_stmt_command(cmd)) {
-        if (len >= 5 && avail < 9)
-            return false;
-        if (len >= 5)
-            map_stmt_id(s, in, cmd);
+        if (cmd == PROTO_COM_STMT_PREPARE) {
+            if (len > TEXT_LOOK_MAX || !p)
+                session_state_stop_recording(&s->st,
+                                             "a prepared statement is too large to re-prepare");
+            else
+                session_state_prepare_sent(&s->st, p + 5, len - 1);
+        }
+    } else if (is_stmt_command(cmd) && len >= 5) {
+        map_stmt_id(s, in, cmd);
         if (cmd == PROTO_COM_STMT_RESET)
             s->cursor_open = 0;
     }
@@ -339,6 +348,10 @@ static void map_prepare_ok(struct session *s, struct evbuffer *in)
 /* What a finished reply tells about the session beyond its status. */
 static void reply_done(struct session *s)
 {
+    /* SHOW WARNINGS and ROW_COUNT() still refer to this reply: keep the connection a while. */
+    s->hold_conn = s->rt.warnings > 0 || s->rt.affected_rows > 0;
+    if (s->rt.last_insert_id)
+        s->st.last_insert_id = s->rt.last_insert_id;
     if (s->rt.cmd == PROTO_COM_STMT_PREPARE && s->rt.last_was_error)
         (void)session_state_prepare_done(&s->st, false, 0);
     if (s->rt.cmd == PROTO_COM_STMT_EXECUTE && (s->rt.status & PROTO_STATUS_CURSOR_EXISTS))

@@ -1,6 +1,7 @@
 /* Bookkeeping for transparent reconnects: variables, schema, prepared statements. */
 #include "proxy/session_state.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,6 +86,7 @@ void session_state_reset(struct session_state *st)
     free_stmts(st);
     /* Prepares still awaiting their reply stay: their replies are on their way. */
     st->remapped = false;
+    st->last_insert_id = 0;
     st->unrestorable = st->stopped;
 }
 
@@ -412,6 +414,17 @@ void session_state_write_restore(const struct session_state *st, struct wire_wri
             put_value(w, v->value);
             sep = ", ";
         }
+        wire_end_packet(w);
+        (*n_replies)++;
+    }
+    if (st->last_insert_id) {
+        /* LAST_INSERT_ID(n) sets what LAST_INSERT_ID() returns, as the insert did. */
+        char sql[48];
+        int n = snprintf(sql, sizeof(sql), "DO LAST_INSERT_ID(%llu)",
+                         (unsigned long long)st->last_insert_id);
+        wire_begin_packet(w, 0);
+        wire_put_u8(w, PROTO_COM_QUERY);
+        wire_put_bytes(w, sql, (size_t)n);
         wire_end_packet(w);
         (*n_replies)++;
     }

@@ -43,7 +43,8 @@ struct session_state {
     const char *unrestorable;              /* why the state cannot be rebuilt, or NULL */
     const char *stopped;                   /* why recording stopped (also unrestorable), or NULL */
     uint32_t max_client_id;                /* highest statement id the client knows */
-    bool remapped; /* some statement's server id differs from the client's */
+    bool remapped;           /* some statement's server id differs from the client's */
+    uint64_t last_insert_id; /* what LAST_INSERT_ID() returns, from the last OK that set it */
 };
 
 void session_state_free(struct session_state *st);
