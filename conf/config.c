@@ -968,7 +968,7 @@ static void file_line(struct loader *ld, char *line, int lineno)
 
 static void file_load(struct loader *ld, const char *path)
 {
-    FILE *f = fopen(path, "r");
+    FILE *f = fopen(path, "re");
     if (!f) {
         errs_add(ld->errs, "%s: cannot open config file: %s", path, strerror(errno));
         return;

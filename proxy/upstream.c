@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -61,10 +62,14 @@ struct upstream_login {
     enum client_auth_plugin plugin;
     bool awaiting_pubkey;
     struct upstream_info info;
+    struct evdns_getaddrinfo_request *dns_req; /* the lookup in flight, or NULL */
+    char setup_error[160]; /* a DNS or socket failure, reported from the timer */
 };
 
 static void login_free(struct upstream_login *l)
 {
+    if (l->dns_req)
+        evdns_getaddrinfo_cancel(l->dns_req); /* its callback sees EVUTIL_EAI_CANCEL, not l */
     if (l->timer)
         event_free(l->timer);
     if (l->bev)
@@ -547,9 +552,53 @@ static void login_timeout_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct upstream_login *l = arg;
+    if (l->setup_error[0]) {
+        login_fail(l, 2003, "HY000", "credproxy could not reach %s:%d: %s", l->host, l->port,
+                   l->setup_error);
+        return;
+    }
     login_fail(l, l->state == LOGIN_CONNECTING ? 2003 : 2013, "HY000",
                "credproxy could not %s %s:%d: timed out",
                l->state == LOGIN_CONNECTING ? "reach" : "log in to", l->host, l->port);
+}
+
+/* Fails the login from the timer, never inside upstream_login_start() itself. */
+static void fail_soon(struct upstream_login *l, const char *why)
+{
+    snprintf(l->setup_error, sizeof(l->setup_error), "%s", why);
+    struct timeval now = {0, 0};
+    evtimer_add(l->timer, &now);
+}
+
+/*
+ * The host is resolved here rather than by bufferevent_socket_connect_hostname(), because
+ * libevent would create the socket without close-on-exec: created here with SOCK_CLOEXEC,
+ * no spawned process (credential_process) can inherit a database connection.
+ */
+static void resolved_cb(int result, struct evutil_addrinfo *ai, void *arg)
+{
+    if (result == EVUTIL_EAI_CANCEL)
+        return; /* the login was freed; arg is gone */
+    struct upstream_login *l = arg;
+    l->dns_req = NULL;
+    char why[160];
+    if (result != 0 || !ai) {
+        snprintf(why, sizeof(why), "cannot resolve host: %s", evutil_gai_strerror(result));
+        fail_soon(l, why);
+    } else {
+        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+        if (fd < 0 || bufferevent_setfd(l->bev, fd) < 0) {
+            snprintf(why, sizeof(why), "cannot create a socket: %s", strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            fail_soon(l, why);
+        } else if (bufferevent_socket_connect(l->bev, ai->ai_addr, (int)ai->ai_addrlen) < 0) {
+            snprintf(why, sizeof(why), "%s", strerror(errno));
+            fail_soon(l, why); /* the bufferevent owns fd and closes it */
+        }
+    }
+    if (ai)
+        evutil_freeaddrinfo(ai);
 }
 
 struct upstream_login *upstream_login_start(struct event_base *base, struct evdns_base *dns,
@@ -590,9 +639,12 @@ struct upstream_login *upstream_login_start(struct event_base *base, struct evdn
     evtimer_add(l->timer, &tv);
     bufferevent_setcb(l->bev, login_read_cb, NULL, login_event_cb, l);
     bufferevent_enable(l->bev, EV_READ | EV_WRITE);
-    if (bufferevent_socket_connect_hostname(l->bev, dns, AF_UNSPEC, l->host, l->port) < 0) {
-        /* The error event has been (or will be) reported through login_event_cb. */
-    }
+    struct evutil_addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_protocol = IPPROTO_TCP};
+    char port[8];
+    snprintf(port, sizeof(port), "%d", l->port);
+    /* May answer at once (an IP literal): resolved_cb then fails only through the timer. */
+    l->dns_req = evdns_getaddrinfo(dns, l->host, port, &hints, resolved_cb, l);
     return l;
 }
 
