@@ -25,6 +25,7 @@
 #include "auth/proto.h"
 #include "auth/reply.h"
 #include "auth/wire.h"
+#include "secrets/secure_mem.h"
 
 /* Login packets are small; anything bigger is not a MySQL server talking. */
 #define LOGIN_MAX_PACKET (64 * 1024)
@@ -49,7 +50,7 @@ struct upstream_login {
     enum upstream_tls_mode tls_mode;
     SSL_CTX *tls_ctx;
     char *user;
-    char *password; /* wiped on free */
+    char *password; /* secure memory: not in core dumps, wiped on free */
     char *database;
     uint64_t client_caps;
     uint8_t charset;
@@ -74,10 +75,7 @@ static void login_free(struct upstream_login *l)
         event_free(l->timer);
     if (l->bev)
         bufferevent_free(l->bev);
-    if (l->password) {
-        OPENSSL_cleanse(l->password, strlen(l->password));
-        free(l->password);
-    }
+    secure_free(l->password); /* wipes it */
     OPENSSL_cleanse(l->nonce, sizeof(l->nonce));
     free(l->host);
     free(l->user);
@@ -124,6 +122,32 @@ static void send_packet(struct upstream_login *l, const uint8_t *payload, size_t
     struct evbuffer *out = bufferevent_get_output(l->bev);
     evbuffer_add(out, hdr, 4);
     evbuffer_add(out, payload, len);
+}
+
+static void wipe_and_free(const void *data, size_t len, void *extra)
+{
+    (void)extra;
+    OPENSSL_cleanse((void *)data, len);
+    free((void *)data);
+}
+
+/*
+ * For packets that hold the password or what is derived from it: the output buffer only
+ * references our copy, which is wiped when libevent is done with it (sent, or the
+ * connection freed). evbuffer_add() would copy it into chains that are freed unwiped.
+ */
+static void send_secret_packet(struct upstream_login *l, const uint8_t *payload, size_t len)
+{
+    uint8_t *p = malloc(4 + len);
+    if (!p)
+        return; /* the server times the login out */
+    p[0] = (uint8_t)len;
+    p[1] = (uint8_t)(len >> 8);
+    p[2] = (uint8_t)(len >> 16);
+    p[3] = l->seq++;
+    memcpy(p + 4, payload, len);
+    if (evbuffer_add_reference(bufferevent_get_output(l->bev), p, 4 + len, wipe_and_free, NULL) < 0)
+        wipe_and_free(p, 4 + len, NULL);
 }
 
 /* Parses the server's Initial Handshake Packet into l->info and l->nonce. */
@@ -256,7 +280,7 @@ static void send_handshake_response(struct upstream_login *l)
         wire_put_lenenc_bytes(&w, l->attrs, l->attrs_len);
     OPENSSL_cleanse(reply, sizeof(reply));
     if (!w.failed)
-        send_packet(l, w.buf, w.len);
+        send_secret_packet(l, w.buf, w.len);
     OPENSSL_cleanse(w.buf, w.len);
     wire_writer_free(&w);
     l->state = LOGIN_AUTH;
@@ -393,7 +417,7 @@ static bool handle_auth_switch(struct upstream_login *l, const uint8_t *p, size_
     if (n < 0)
         return false;
     l->awaiting_pubkey = l->plugin == CLIENT_AUTH_SHA256 && !l->info.tls;
-    send_packet(l, reply, (size_t)n);
+    send_secret_packet(l, reply, (size_t)n);
     OPENSSL_cleanse(reply, sizeof(reply));
     return true;
 }
@@ -411,7 +435,7 @@ static bool handle_more_data(struct upstream_login *l, const uint8_t *p, size_t 
             login_fail(l, 2059, "HY000", "credproxy: login to %s:%d: %s", l->host, l->port, err);
             return false;
         }
-        send_packet(l, reply, (size_t)n);
+        send_secret_packet(l, reply, (size_t)n);
         OPENSSL_cleanse(reply, sizeof(reply));
         return true;
     }
@@ -427,7 +451,7 @@ static bool handle_more_data(struct upstream_login *l, const uint8_t *p, size_t 
     /* Full authentication: the password itself, protected by TLS or by the server's RSA key. */
     if (l->info.tls) {
         size_t n = strlen(l->password) + 1;
-        send_packet(l, (const uint8_t *)l->password, n);
+        send_secret_packet(l, (const uint8_t *)l->password, n);
     } else {
         uint8_t req = 2;
         l->awaiting_pubkey = true;
@@ -616,7 +640,7 @@ struct upstream_login *upstream_login_start(struct event_base *base, struct evdn
     l->tls_mode = p->tls_mode;
     l->tls_ctx = p->tls_ctx;
     l->user = strdup(p->user);
-    l->password = strdup(p->password);
+    l->password = secure_strdup(p->password);
     l->database = p->database ? strndup(p->database, p->database_len) : NULL;
     l->client_caps = p->client_caps;
     l->charset = p->charset;
