@@ -373,6 +373,37 @@ static enum response_event step(struct response_tracker *t, const uint8_t *p, si
     return lose(t);
 }
 
+bool response_lost(const struct response_tracker *t)
+{
+    return t->state == RESPONSE_S_LOST;
+}
+
+bool response_next_may_be_ok(const struct response_tracker *t, uint8_t first)
+{
+    enum response_state st = t->state;
+    if (st == RESPONSE_S_IDLE) {
+        if (t->queue_len == 0)
+            return false;
+        st = first_state(t->queue[t->queue_head]);
+    }
+    switch (st) {
+    case RESPONSE_S_SIMPLE:
+        return first == 0x00 || first == 0xfe;
+    case RESPONSE_S_CHANGE_USER:
+    case RESPONSE_S_RESULT:
+    case RESPONSE_S_INFILE:
+        return first == 0x00;
+    case RESPONSE_S_COLUMNS_EOF:
+    case RESPONSE_S_ROWS:
+    case RESPONSE_S_PARAMS_EOF:
+    case RESPONSE_S_PREP_COLS_EOF:
+    case RESPONSE_S_FIELD_LIST:
+        return first == 0xfe;
+    default:
+        return false;
+    }
+}
+
 enum response_event response_feed(struct response_tracker *t, const uint8_t *prefix,
                                   size_t prefix_len, size_t payload_len)
 {

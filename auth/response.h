@@ -95,6 +95,17 @@ enum response_event response_feed(struct response_tracker *t, const uint8_t *pre
                                   size_t prefix_len, size_t payload_len);
 
 /*
+ * True when the server's next packet, beginning with the byte first, would
+ * be read as an OK or EOF (which may carry session-state changes) rather
+ * than a row, a definition or a prepare's reply. The caller also checks
+ * that the packet is shorter than 0xffffff bytes (a longer 0xfe one is a row).
+ */
+bool response_next_may_be_ok(const struct response_tracker *t, uint8_t first);
+
+/* True once the tracker has given up on this connection (every packet is untrackable). */
+bool response_lost(const struct response_tracker *t);
+
+/*
  * True when no reply is pending: every command sent has been fully answered.
  * Then status tells whether the server holds a transaction open
  * (PROTO_STATUS_IN_TRANS). An ERR carries no status, so after one status is

@@ -53,6 +53,7 @@ struct setting {
 static const char *const tls_names[] = {"auto",      "disabled",        "preferred", "required",
                                         "verify-ca", "verify-identity", NULL};
 static const char *const auth_names[] = {"trust", "peer", "password", NULL};
+static const char *const client_tls_names[] = {"optional", "required", NULL};
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const bool_names[] = {"false", "true", NULL};
 
@@ -155,6 +156,13 @@ static const struct setting settings[] = {
      .offset = RC(tls_key),
      .metavar = "PATH",
      .help = "private key (PEM) of tls_cert"},
+    {.key = "client_tls",
+     .type = T_ENUM,
+     .offset = RC(client_tls_required),
+     .def = "optional",
+     .names = client_tls_names,
+     .metavar = "MODE",
+     .help = "optional, or required: TCP clients must use TLS (tls_cert); unix sockets are exempt"},
     {.key = "server_version",
      .type = T_STRING,
      .offset = RC(server_version),
@@ -167,6 +175,14 @@ static const struct setting settings[] = {
     {.key = "handshake_timeout",
      DURATION(handshake_timeout_ms, "10s"),
      .help = "a client must finish logging in within this"},
+    {.key = "client_idle_timeout",
+     .type = T_DURATION,
+     .offset = RC(client_idle_timeout_ms),
+     .def = "0",
+     .min = 0,
+     .max = DURATION_MAX_MS,
+     .metavar = "DURATION",
+     .help = "close a client that sends no command for this long (0: never)"},
     {.key = "secret_poll_interval",
      DURATION(secret_poll_ms, "1s"),
      .help = "how often secret_file is checked for changes"},
@@ -1236,6 +1252,8 @@ static void check_files(struct loader *ld, size_t r)
         route_err(ld, r, "tls_cert", "tls_key must be set too");
     if (rc->tls_key && !rc->tls_cert)
         route_err(ld, r, "tls_key", "tls_cert must be set too");
+    if (rc->client_tls_required && !rc->tls_cert)
+        route_err(ld, r, "client_tls", "required needs tls_cert and tls_key");
     if (rc->upstream_ca && access(rc->upstream_ca, R_OK) != 0)
         route_err(ld, r, "upstream_ca", "cannot read '%.200s': %s", rc->upstream_ca,
                   strerror(errno));

@@ -42,23 +42,25 @@ struct route_config {
     size_t n_peer_uids;
     unsigned *peer_gids;
     size_t n_peer_gids;
-    char *users_file;         /* "name:*HEX" lines for password mode */
-    char *tls_cert;           /* frontend TLS certificate (PEM); TLS offered when set */
-    char *tls_key;            /* frontend TLS private key (PEM) */
-    char *server_version;     /* greeting version until the upstream's is learned */
-    int connect_timeout_ms;   /* upstream connect + login */
-    int handshake_timeout_ms; /* client must finish its login within this */
-    int secret_poll_ms;       /* how often the secret file is checked for changes */
-    char *region;             /* AWS region for secret_id, or NULL for the SDKs' resolution */
-    char *secrets_endpoint;   /* Secrets Manager endpoint URL, or NULL for the region's */
-    int secret_refresh_ms;    /* how often Secrets Manager is asked for a new AWSCURRENT */
-    int aws_timeout_ms;       /* limit of each AWS HTTP request */
-    int pool_size;            /* most upstream connections, all workers together */
-    int pool_min_idle;        /* idle connections kept warm */
-    int pool_idle_timeout_ms; /* idle connections beyond min_idle close after this */
-    int pool_max_lifetime_ms; /* connections older than this are not reused */
-    int pool_wait_timeout_ms; /* how long a client waits when the pool is full */
-    int pool_release_idle_ms; /* multiplexing: release an idle client's connection (0: never) */
+    char *users_file;           /* "name:*HEX" lines for password mode */
+    char *tls_cert;             /* frontend TLS certificate (PEM); TLS offered when set */
+    char *tls_key;              /* frontend TLS private key (PEM) */
+    char *server_version;       /* greeting version until the upstream's is learned */
+    int connect_timeout_ms;     /* upstream connect + login */
+    int handshake_timeout_ms;   /* client must finish its login within this */
+    int secret_poll_ms;         /* how often the secret file is checked for changes */
+    char *region;               /* AWS region for secret_id, or NULL for the SDKs' resolution */
+    char *secrets_endpoint;     /* Secrets Manager endpoint URL, or NULL for the region's */
+    int secret_refresh_ms;      /* how often Secrets Manager is asked for a new AWSCURRENT */
+    int aws_timeout_ms;         /* limit of each AWS HTTP request */
+    int pool_size;              /* most upstream connections, all workers together */
+    int pool_min_idle;          /* idle connections kept warm */
+    int pool_idle_timeout_ms;   /* idle connections beyond min_idle close after this */
+    int pool_max_lifetime_ms;   /* connections older than this are not reused */
+    int pool_wait_timeout_ms;   /* how long a client waits when the pool is full */
+    int pool_release_idle_ms;   /* multiplexing: release an idle client's connection (0: never) */
+    int client_tls_required;    /* client_tls: 1 when TCP clients must log in over TLS */
+    int client_idle_timeout_ms; /* close a client silent this long between commands (0: never) */
 };
 
 /* The whole validated configuration. */

@@ -1,6 +1,16 @@
-/* Per-worker upstream pools: lend, reset and reuse connections; log in through rotations. */
+/*
+ * Per-worker upstream pools: lend connections, take them back (reset or
+ * closed as the session's cleanup decided), log new ones in. Which secret
+ * version a login tries is proxy/login_policy.c's business.
+ *
+ * Lifetimes: a connection or request that ends is marked closed and queued
+ * on the worker (worker_defer_free); nothing is freed inside a callback
+ * chain. Callbacks to the pool's users (ready, reset done) always run from
+ * the loop, never inside the call that asked for them.
+ */
 #include "proxy/pool.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -12,14 +22,18 @@
 #include <openssl/ssl.h>
 
 #include "auth/proto.h"
+#include "auth/reply.h"
 #include "auth/wire.h"
 #include "conf/log.h"
+#include "proxy/login_policy.h"
 #include "proxy/route.h"
 #include "proxy/worker.h"
 #include "secrets/secret_source.h"
 
 /* How often a login refused during a rotation, or a down server, is tried again. */
 #define RETRY_DELAY_MS 200
+/* How often a pool whose route is at pool_size looks for a slot another worker gave up. */
+#define STARVED_POLL_MS 50
 
 /* Capability bits that do not change what goes over the wire after login. */
 #define LOGIN_ONLY_CAPS                                                                            \
@@ -27,35 +41,56 @@
      PROTO_CAP_SECURE_CONNECTION | PROTO_CAP_PLUGIN_AUTH | PROTO_CAP_PLUGIN_AUTH_LENENC |          \
      PROTO_CAP_CONNECT_ATTRS | PROTO_CAP_EXPIRED_PASSWORDS)
 
+/* Who drives a connection's stream now. */
+enum conn_mode {
+    CONN_INTERNAL, /* credproxy's own commands (tracking, schema, reset) are in flight */
+    CONN_IDLE,     /* in the idle list */
+    CONN_LENT,     /* a session's: events go to its handler */
+    CONN_CLOSED,   /* queued for the safe point */
+};
+
 struct pool_conn {
+    struct deferred_free reap;             /* first: freed through it */
     struct pool_conn *prev, *next;         /* the pool's idle list */
     struct pool_conn *all_prev, *all_next; /* every connection of the pool, for shutdown */
     struct pool *pool;
     struct bufferevent *bev;
+    enum conn_mode mode;
+    const struct pool_conn_handler *handler; /* while CONN_LENT */
+    void *handler_arg;
     struct upstream_info info;
     struct creds *creds; /* the version it logged in with */
     char *database;      /* its schema as credproxy last set it; NULL if unknown */
-    time_t created;
-    time_t idle_since;
-    bool idle;
+    uint64_t created_ms;
+    uint64_t idle_since_ms;
     bool tracked; /* session-state tracking is on */
-    /* credproxy's own commands in flight (reset, schema) */
+    /* credproxy's own commands in flight */
     unsigned replies_left;
     uint8_t *error; /* first ERR payload among their replies */
     size_t error_len;
+    bool lost; /* the connection died before every reply came */
     void (*internal_done)(struct pool_conn *c, void *arg);
     void *internal_arg;
     pool_reset_fn reset_done; /* pool_conn_reset's caller */
     void *reset_arg;
 };
 
-enum request_state { REQ_WAITING, REQ_LOGIN, REQ_RETRY, REQ_PREPARING };
+enum request_state {
+    REQ_WAITING,    /* queued: the route's connections are all open */
+    REQ_LOGIN,      /* logging in a new connection */
+    REQ_RETRY,      /* waiting to try the login again */
+    REQ_PREPARING,  /* a connection is being set up for it (tracking, schema) */
+    REQ_DELIVERING, /* its result waits for the loop to call ready */
+    REQ_DONE,       /* delivered or dropped; queued for the safe point */
+};
 
 struct pool_request {
-    struct pool_request *next; /* wait queue */
+    struct deferred_free reap;                /* first: freed through it */
+    struct pool_request *next;                /* wait queue */
+    struct pool_request *all_prev, *all_next; /* every live request, for shutdown */
     struct pool *pool;
     enum request_state state;
-    pool_ready_fn ready;
+    pool_ready_fn ready; /* NULL once cancelled, and for the janitor's warm-ups */
     void *arg;
     uint64_t client_caps;
     uint8_t charset;
@@ -63,14 +98,15 @@ struct pool_request {
     uint8_t *attrs;
     size_t attrs_len;
     struct upstream_login *login;
-    struct creds *creds;           /* the version being tried */
-    struct event *timer;           /* queue timeout, or the next retry */
-    struct timespec deadline;      /* connect_timeout from the first attempt */
-    uint64_t refused_current;      /* generation of AWSCURRENT the server refused (0: none) */
-    struct creds *refused_pending; /* pending version the server refused */
+    struct login_attempt attempt;
+    struct event *timer;  /* queue timeout, next retry, or delivery */
+    uint64_t deadline_ms; /* connect_timeout from the first attempt */
     struct upstream_error last_error;
-    struct pool_conn *conn; /* while its schema is being selected */
-    bool warming;           /* opened by the janitor for pool_min_idle */
+    struct pool_conn *conn; /* while PREPARING or DELIVERING */
+    struct upstream_error result;
+    bool failed;     /* result holds the error to deliver */
+    bool holds_slot; /* counts in the route's upstream_open (logging in) */
+    bool warming;    /* opened by the janitor for pool_min_idle */
 };
 
 struct pool {
@@ -78,31 +114,24 @@ struct pool {
     struct route *route;
     struct pool_conn *idle; /* most recently returned first */
     size_t n_idle;
-    size_t n_open; /* idle + lent + logging in + resetting */
-    size_t max;    /* this worker's share of pool_size */
-    size_t min_idle;
+    size_t n_open;   /* this worker's share of route->upstream_open */
+    size_t min_idle; /* this worker's share of pool_min_idle */
     struct pool_request *wait_head, *wait_tail;
+    struct pool_request *requests; /* every live request */
     struct event *janitor;
+    struct event *starved_poll;
     uint64_t last_caps; /* the last client's wants, for warming */
     uint8_t last_charset;
     bool have_last;
     bool warming;
-    struct pool_request *warm_req; /* the janitor's login in flight, if any */
-    struct pool_conn *all;         /* every open connection */
+    struct pool_conn *all; /* every open connection */
 };
 
-static time_t now_s(void)
+static uint64_t now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec;
-}
-
-static bool past(const struct timespec *t)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec > t->tv_sec || (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static void start_timer(struct event *ev, int ms)
@@ -110,6 +139,28 @@ static void start_timer(struct event *ev, int ms)
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     evtimer_add(ev, &tv);
 }
+
+/* --- slots: at most pool_size connections per route, whichever worker opens them ------------- */
+
+static bool take_slot(struct pool *p)
+{
+    struct route *r = p->route;
+    int n = __atomic_add_fetch(&r->upstream_open, 1, __ATOMIC_ACQ_REL);
+    if (n > r->cfg->pool_size) {
+        __atomic_sub_fetch(&r->upstream_open, 1, __ATOMIC_ACQ_REL);
+        return false;
+    }
+    p->n_open++;
+    return true;
+}
+
+static void give_slot(struct pool *p)
+{
+    p->n_open--;
+    __atomic_sub_fetch(&p->route->upstream_open, 1, __ATOMIC_ACQ_REL);
+}
+
+static void serve_waiters(struct pool *p);
 
 /* --- connections ----------------------------------------------------------------------------- */
 
@@ -124,15 +175,26 @@ static void unlink_idle(struct pool_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     c->prev = c->next = NULL;
-    c->idle = false;
     p->n_idle--;
 }
 
+static void conn_free(struct deferred_free *d)
+{
+    struct pool_conn *c = (struct pool_conn *)d;
+    creds_unref(c->creds);
+    free(c->database);
+    free(c->error);
+    free(c);
+}
+
+/* Closes c now (socket, slot, lists) and frees it at the worker's safe point. */
 static void conn_close(struct pool_conn *c)
 {
     static const uint8_t quit[5] = {1, 0, 0, 0, PROTO_COM_QUIT};
+    if (c->mode == CONN_CLOSED)
+        return;
     struct pool *p = c->pool;
-    if (c->idle)
+    if (c->mode == CONN_IDLE)
         unlink_idle(c);
     if (c->all_prev)
         c->all_prev->all_next = c->all_next;
@@ -140,66 +202,127 @@ static void conn_close(struct pool_conn *c)
         p->all = c->all_next;
     if (c->all_next)
         c->all_next->all_prev = c->all_prev;
+    c->all_prev = c->all_next = NULL;
     /* A polite COM_QUIT when the socket is idle: a tiny write that cannot block. */
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+    if (!c->lost && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
         SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
         if (ssl)
             (void)SSL_write(ssl, quit, sizeof(quit));
         else
             (void)!send(bufferevent_getfd(c->bev), quit, sizeof(quit), MSG_NOSIGNAL | MSG_DONTWAIT);
     }
+    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
     bufferevent_free(c->bev);
-    creds_unref(c->creds);
-    free(c->database);
-    free(c->error);
-    free(c);
-    p->n_open--;
+    c->bev = NULL;
+    c->mode = CONN_CLOSED;
+    c->handler = NULL;
+    give_slot(p);
+    worker_defer_free(p->worker, &c->reap, conn_free);
 }
 
-static void idle_event_cb(struct bufferevent *bev, short what, void *arg)
+static void internal_read(struct pool_conn *c);
+static void internal_lost(struct pool_conn *c);
+
+/* The stream's only callbacks: each event goes to whoever drives the connection now. */
+static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
     (void)bev;
-    (void)what;
     struct pool_conn *c = arg;
-    log_debug("route %s: idle upstream connection (thread %u) closed by the server",
-              c->pool->route->cfg->name, c->info.thread_id);
-    conn_close(c);
+    switch (c->mode) {
+    case CONN_LENT:
+        if (c->handler && c->handler->read)
+            c->handler->read(c->handler_arg);
+        break;
+    case CONN_INTERNAL:
+        internal_read(c);
+        break;
+    case CONN_IDLE: {
+        /* An idle connection has nothing to say; whatever it is (a kill notice), drop it. */
+        struct pool *p = c->pool;
+        log_debug("route %s: idle upstream connection (thread %u) spoke unasked; closed",
+                  p->route->cfg->name, c->info.thread_id);
+        conn_close(c);
+        serve_waiters(p);
+        break;
+    }
+    case CONN_CLOSED:
+        break;
+    }
 }
 
-static void idle_read_cb(struct bufferevent *bev, void *arg)
+static void conn_write_cb(struct bufferevent *bev, void *arg)
 {
     (void)bev;
-    /* An idle connection has nothing to say; whatever it is (a kill notice), drop it. */
-    idle_event_cb(bev, BEV_EVENT_EOF, arg);
+    struct pool_conn *c = arg;
+    if (c->mode == CONN_LENT && c->handler && c->handler->write)
+        c->handler->write(c->handler_arg);
 }
 
-static void internal_read_cb(struct bufferevent *bev, void *arg);
-static void internal_event_cb(struct bufferevent *bev, short what, void *arg);
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    struct pool_conn *c = arg;
+    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+        return;
+    switch (c->mode) {
+    case CONN_LENT:
+        if (c->handler && c->handler->event)
+            c->handler->event(c->handler_arg, what);
+        break;
+    case CONN_INTERNAL:
+        internal_lost(c);
+        break;
+    case CONN_IDLE: {
+        struct pool *p = c->pool;
+        log_debug("route %s: idle upstream connection (thread %u) closed by the server",
+                  p->route->cfg->name, c->info.thread_id);
+        c->lost = true;
+        conn_close(c);
+        serve_waiters(p);
+        break;
+    }
+    case CONN_CLOSED:
+        break;
+    }
+}
+
+void pool_conn_attach(struct pool_conn *c, const struct pool_conn_handler *h, void *arg)
+{
+    c->handler = h;
+    c->handler_arg = arg;
+    if (h)
+        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
 
 /*
  * Sends credproxy's own commands (already framed) and swallows their n
- * replies, keeping the first error; then calls done. Each reply to these
- * commands is a single OK or ERR packet.
+ * replies, keeping the first error; then calls done from the read callback.
+ * Each reply to these commands is a single OK or ERR packet. A connection
+ * lost meanwhile calls done with c->lost set.
  */
 static void conn_run(struct pool_conn *c, const uint8_t *pkts, size_t len, unsigned n,
                      void (*done)(struct pool_conn *, void *), void *arg)
 {
+    c->mode = CONN_INTERNAL;
+    c->handler = NULL;
     c->replies_left = n;
     c->internal_done = done;
     c->internal_arg = arg;
+    c->lost = false;
     free(c->error);
     c->error = NULL;
-    bufferevent_setcb(c->bev, internal_read_cb, NULL, internal_event_cb, c);
-    bufferevent_write(c->bev, pkts, len);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    if (bufferevent_write(c->bev, pkts, len) < 0)
+        c->lost = true; /* reported when the write fails for good, through the event */
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
-static void internal_read_cb(struct bufferevent *bev, void *arg)
+static void internal_read(struct pool_conn *c)
 {
-    struct pool_conn *c = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *in = bufferevent_get_input(c->bev);
     while (c->replies_left) {
-        uint8_t hdr[5];
+        uint8_t hdr[4];
         if (evbuffer_copyout(in, hdr, 4) < 4)
             return;
         uint32_t len = wire_header_len(hdr);
@@ -212,29 +335,30 @@ static void internal_read_cb(struct bufferevent *bev, void *arg)
         if (first == 0xff && !c->error && (c->error = malloc(len))) {
             evbuffer_remove(in, c->error, len);
             c->error_len = len;
+        } else if (first == 0x00 && len <= 1024) {
+            /* Keep the status the server reports, for the OK credproxy sends its client. */
+            uint8_t ok[1024];
+            struct server_reply rep;
+            evbuffer_remove(in, ok, len);
+            if (server_reply_parse(ok, len, &rep) && rep.kind == REPLY_OK)
+                c->info.status = rep.status;
         } else {
             evbuffer_drain(in, len);
         }
         c->replies_left--;
     }
-    bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+    if (evbuffer_get_length(in) > 0) {
+        /* More than was asked for: the stream is out of step; never lend it. */
+        c->lost = true;
+        bufferevent_disable(c->bev, EV_READ);
+    }
     c->internal_done(c, c->internal_arg);
 }
 
-static void internal_event_cb(struct bufferevent *bev, short what, void *arg)
+static void internal_lost(struct pool_conn *c)
 {
-    (void)bev;
-    (void)what;
-    struct pool_conn *c = arg;
-    static const uint8_t lost[] = {0xff, 0xdd, 0x07, '#', 'H', 'Y', '0', '0', '0', 'c', 'o', 'n',
-                                   'n',  'e',  'c',  't', 'i', 'o', 'n', ' ', 'l', 'o', 's', 't'};
-    /* Report the loss as an error reply (2013); done decides what happens to c. */
-    if (!c->error && (c->error = malloc(sizeof(lost)))) {
-        memcpy(c->error, lost, sizeof(lost));
-        c->error_len = sizeof(lost);
-    }
+    c->lost = true;
     c->replies_left = 0;
-    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
     bufferevent_disable(c->bev, EV_READ);
     c->internal_done(c, c->internal_arg);
 }
@@ -264,19 +388,52 @@ static void put_init_db(struct wire_writer *w, const char *db, size_t len)
     wire_end_packet(w);
 }
 
-/* --- lending --------------------------------------------------------------------------------- */
-
-static void request_free(struct pool_request *req)
+static bool conn_reusable(const struct pool_conn *c)
 {
-    if (req->pool->warm_req == req)
-        req->pool->warm_req = NULL;
-    if (req->login)
-        upstream_login_cancel(req->login);
+    const struct route_config *cfg = c->pool->route->cfg;
+    if (now_ms() - c->created_ms >= (uint64_t)cfg->pool_max_lifetime_ms)
+        return false;
+    /* Recycle connections of a superseded secret version as their clients leave. */
+    struct creds *cur = login_policy_current(c->pool->route);
+    bool same = cur && creds_same_login(cur, c->creds);
+    creds_unref(cur);
+    return same;
+}
+
+/* Puts c in the idle list (or closes it for a starved worker), then serves waiters. */
+static void add_idle(struct pool *p, struct pool_conn *c)
+{
+    c->handler = NULL;
+    if (!p->wait_head && __atomic_load_n(&p->route->starved, __ATOMIC_ACQUIRE) &&
+        __atomic_exchange_n(&p->route->starved, 0, __ATOMIC_ACQ_REL)) {
+        conn_close(c); /* another worker waits for a slot at pool_size: give it this one */
+        return;
+    }
+    c->mode = CONN_IDLE;
+    c->idle_since_ms = now_ms();
+    c->prev = NULL;
+    c->next = p->idle;
+    if (p->idle)
+        p->idle->prev = c;
+    p->idle = c;
+    p->n_idle++;
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    bufferevent_enable(c->bev, EV_READ);
+    serve_waiters(p);
+}
+
+/* --- requests -------------------------------------------------------------------------------- */
+
+static void request_free(struct deferred_free *d)
+{
+    struct pool_request *req = (struct pool_request *)d;
     if (req->timer)
         event_free(req->timer);
-    creds_unref(req->creds);
-    creds_unref(req->refused_pending);
+    login_attempt_clear(&req->attempt);
     free(req->database);
+    if (req->attrs)
+        OPENSSL_cleanse(req->attrs, req->attrs_len);
     free(req->attrs);
     free(req);
 }
@@ -298,24 +455,104 @@ static void unqueue(struct pool_request *req)
     req->next = NULL;
 }
 
-static void deliver(struct pool_request *req, struct pool_conn *c, const struct upstream_error *err)
+/* Ends a request: gives back what it holds and queues it for the safe point. */
+static void request_finish(struct pool_request *req)
 {
-    pool_ready_fn ready = req->ready;
-    void *arg = req->arg;
     struct pool *p = req->pool;
-    bool warming = req->warming;
-    request_free(req);
-    if (warming)
+    if (req->state == REQ_DONE)
+        return;
+    if (req->state == REQ_WAITING)
+        unqueue(req);
+    if (req->login) {
+        upstream_login_cancel(req->login);
+        req->login = NULL;
+    }
+    if (req->holds_slot) {
+        req->holds_slot = false;
+        give_slot(p);
+    }
+    if (req->warming)
         p->warming = false;
-    if (ready)
-        ready(arg, c, err);
-    else if (c)
-        pool_release(c, true, false); /* nobody wants it any more (cancelled, or warming) */
+    event_del(req->timer);
+    req->state = REQ_DONE;
+    if (req->all_prev)
+        req->all_prev->all_next = req->all_next;
+    else
+        p->requests = req->all_next;
+    if (req->all_next)
+        req->all_next->all_prev = req->all_prev;
+    req->all_prev = req->all_next = NULL;
+    worker_defer_free(p->worker, &req->reap, request_free);
 }
 
-static const char *wanted_db(const struct pool_request *req)
+static void request_event_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Hands the result (c, or the error) to the loop, which calls ready. */
+static void deliver(struct pool_request *req, struct pool_conn *c, const struct upstream_error *err)
 {
-    return req->database;
+    req->state = REQ_DELIVERING;
+    req->conn = c;
+    req->failed = err != NULL;
+    if (err)
+        req->result = *err;
+    if (c)
+        c->mode = CONN_LENT; /* lent to the request until its session attaches */
+    event_del(req->timer);
+    event_active(req->timer, EV_TIMEOUT, 0);
+}
+
+static void deliver_error(struct pool_request *req, uint16_t code, const char *sqlstate,
+                          const char *msg)
+{
+    struct upstream_error err = {.code = code};
+    snprintf(err.sqlstate, sizeof(err.sqlstate), "%s", sqlstate);
+    snprintf(err.message, sizeof(err.message), "%s", msg);
+    deliver(req, NULL, &err);
+}
+
+static void start_login(struct pool_request *req);
+static void dispatch(struct pool_request *req);
+
+/* The request's one event: queue timeout, login retry, or delivery. */
+static void request_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pool_request *req = arg;
+    struct pool *p = req->pool;
+    switch (req->state) {
+    case REQ_WAITING: {
+        unqueue(req);
+        char msg[300];
+        snprintf(msg, sizeof(msg),
+                 "credproxy: all %d upstream connections of route %s are in use; waited %d ms",
+                 p->route->cfg->pool_size, p->route->cfg->name,
+                 p->route->cfg->pool_wait_timeout_ms);
+        deliver_error(req, 1040, "08004", msg);
+        break;
+    }
+    case REQ_RETRY:
+        start_login(req);
+        break;
+    case REQ_DELIVERING: {
+        pool_ready_fn ready = req->ready;
+        void *rarg = req->arg;
+        struct pool_conn *c = req->conn;
+        struct upstream_error err = req->result;
+        bool failed = req->failed;
+        req->conn = NULL;
+        request_finish(req);
+        if (ready)
+            ready(rarg, c, failed ? &err : NULL);
+        else if (c)
+            add_idle(p, c); /* a warm-up, or nobody wants it any more */
+        break;
+    }
+    case REQ_LOGIN:
+    case REQ_PREPARING:
+    case REQ_DONE:
+        break;
+    }
 }
 
 static bool same_db(const char *a, const char *b)
@@ -326,71 +563,67 @@ static bool same_db(const char *a, const char *b)
 static void prepared_cb(struct pool_conn *c, void *arg)
 {
     struct pool_request *req = arg;
+    struct pool *p = req->pool;
     req->conn = NULL;
+    if (c->lost) {
+        conn_close(c);
+        if (req->ready)
+            dispatch(req); /* try another connection */
+        else
+            request_finish(req);
+        serve_waiters(p);
+        return;
+    }
     if (c->error) {
         /* Unknown schema or no access: the client's error, and the connection stays good. */
         struct upstream_error err = {.code = 1049};
-        struct wire_reader r;
-        wire_reader_init(&r, c->error, c->error_len);
-        wire_get_u8(&r);
-        err.code = wire_get_u16(&r);
-        size_t mlen;
-        const uint8_t *m = wire_get_rest(&r, &mlen);
-        if (mlen > 6 && m[0] == '#') {
-            memcpy(err.sqlstate, m + 1, 5);
-            m += 6;
-            mlen -= 6;
+        struct server_reply rep;
+        if (server_reply_parse(c->error, c->error_len, &rep) && rep.kind == REPLY_ERR) {
+            err.code = rep.error_code;
+            snprintf(err.sqlstate, sizeof(err.sqlstate), "%s", rep.sqlstate);
+            snprintf(err.message, sizeof(err.message), "%.*s", (int)rep.message_len, rep.message);
         } else {
             strcpy(err.sqlstate, "HY000");
+            strcpy(err.message, "credproxy: the server refused the schema");
         }
-        snprintf(err.message, sizeof(err.message), "%.*s", (int)mlen, (const char *)m);
-        pool_release(c, true, false);
+        free(c->database);
+        c->database = NULL;
         deliver(req, NULL, &err);
+        add_idle(p, c);
         return;
     }
     free(c->database);
-    c->database = wanted_db(req) ? strdup(wanted_db(req)) : NULL;
+    c->database = req->database ? strdup(req->database) : NULL;
     deliver(req, c, NULL);
 }
 
-/*
- * Hands c to req, first selecting the schema the client wants when c is
- * elsewhere. Returns true while that is in flight, false once req is done.
- */
-static bool lend(struct pool_request *req, struct pool_conn *c)
+/* Hands c to req, first selecting the schema the client wants when c is elsewhere. */
+static void lend(struct pool_request *req, struct pool_conn *c)
 {
-    const char *db = wanted_db(req);
-    if (same_db(db, c->database) || !db || !*db) {
+    const char *db = req->database;
+    if (!db || !*db || same_db(db, c->database)) {
         deliver(req, c, NULL);
-        return false;
+        return;
     }
     struct wire_writer w;
     wire_writer_init(&w);
     put_init_db(&w, db, strlen(db));
-    req->state = REQ_PREPARING;
-    req->conn = c;
     if (w.failed) {
         wire_writer_free(&w);
         conn_close(c);
-        struct upstream_error err = {.code = 2008, .sqlstate = "HY000", .message = "out of memory"};
-        deliver(req, NULL, &err);
-        return false;
+        deliver_error(req, 2008, "HY000", "credproxy: out of memory");
+        return;
     }
+    req->state = REQ_PREPARING;
+    req->conn = c;
     conn_run(c, w.buf, w.len, 1, prepared_cb, req);
     wire_writer_free(&w);
-    return true;
 }
 
 static bool conn_matches(const struct pool_conn *c, uint64_t client_caps, uint8_t charset)
 {
     uint64_t want = upstream_caps_for(client_caps, c->info.server_caps);
     return c->info.charset == charset && ((want ^ c->info.caps) & ~(uint64_t)LOGIN_ONLY_CAPS) == 0;
-}
-
-static void take_idle(struct pool_conn *c)
-{
-    unlink_idle(c);
-    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
 }
 
 static struct pool_conn *find_idle(struct pool *p, uint64_t caps, uint8_t charset)
@@ -408,121 +641,175 @@ static struct pool_conn *find_idle(struct pool *p, uint64_t caps, uint8_t charse
     return fallback;
 }
 
-static bool start_login(struct pool_request *req);
-
-static void retry_cb(evutil_socket_t fd, short what, void *arg)
+static void take_idle(struct pool_conn *c)
 {
-    (void)fd;
-    (void)what;
-    struct pool_request *req = arg;
-    if (req->state == REQ_WAITING) {
-        unqueue(req);
-        struct upstream_error err = {.code = 1040, .sqlstate = "08004"};
-        snprintf(err.message, sizeof(err.message),
-                 "credproxy: all %d upstream connections of route %s are in use; waited %d ms",
-                 req->pool->route->cfg->pool_size, req->pool->route->cfg->name,
-                 req->pool->route->cfg->pool_wait_timeout_ms);
-        deliver(req, NULL, &err);
-        return;
-    }
-    (void)start_login(req);
-}
-
-/* True when the server already refused c during this request. */
-static bool was_refused(const struct pool_request *req, const struct creds *c)
-{
-    if (c->generation != 0 && c->generation == req->refused_current)
-        return true;
-    return req->refused_pending && creds_same_login(c, req->refused_pending);
+    unlink_idle(c);
+    c->mode = CONN_LENT;
+    c->handler = NULL;
 }
 
 /*
- * The next version to try: AWSCURRENT (or the version standing in for it),
- * then AWSPENDING, skipping what the server refused. NULL when every
- * candidate has failed for now.
+ * Gets req a connection: an idle one that fits, a new login when the route
+ * has a free slot (closing an idle misfit to make one), or a place in the
+ * queue.
  */
-static struct creds *next_candidate(struct pool_request *req)
+static void dispatch(struct pool_request *req)
 {
-    struct route *r = req->pool->route;
-    struct creds *cur = route_login_creds(r);
-    if (cur && !was_refused(req, cur))
-        return cur;
-    creds_unref(cur);
-    struct creds *pend = secret_store_get_pending(r->store);
-    if (pend && !was_refused(req, pend))
-        return pend;
-    creds_unref(pend);
-    return NULL;
+    struct pool *p = req->pool;
+    struct pool_conn *c = find_idle(p, req->client_caps, req->charset);
+    if (c) {
+        take_idle(c);
+        lend(req, c);
+        return;
+    }
+    bool slot = take_slot(p);
+    if (!slot && p->idle) {
+        conn_close(p->idle); /* an idle mismatch makes room for a connection that fits */
+        slot = take_slot(p);
+    }
+    if (slot) {
+        req->holds_slot = true;
+        start_login(req);
+        return;
+    }
+    req->state = REQ_WAITING;
+    req->next = NULL;
+    if (p->wait_tail)
+        p->wait_tail->next = req;
+    else
+        p->wait_head = req;
+    p->wait_tail = req;
+    event_del(req->timer);
+    start_timer(req->timer, p->route->cfg->pool_wait_timeout_ms);
+    /* Other workers may hold the route's slots idle: ask them to give one up, and look again. */
+    __atomic_store_n(&p->route->starved, 1, __ATOMIC_RELEASE);
+    if (!event_pending(p->starved_poll, EV_TIMEOUT, NULL))
+        start_timer(p->starved_poll, STARVED_POLL_MS);
 }
+
+/* A freed slot or a returned connection: serve the waiters in order while they can be. */
+static void serve_waiters(struct pool *p)
+{
+    while (p->wait_head) {
+        struct pool_request *req = p->wait_head;
+        struct pool_conn *c = find_idle(p, req->client_caps, req->charset);
+        bool slot = !c && take_slot(p);
+        if (!c && !slot && p->idle) {
+            conn_close(p->idle);
+            slot = take_slot(p);
+        }
+        if (!c && !slot)
+            return;
+        unqueue(req);
+        event_del(req->timer);
+        if (c) {
+            take_idle(c);
+            lend(req, c);
+        } else {
+            req->holds_slot = true;
+            start_login(req);
+        }
+    }
+}
+
+static void starved_poll_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pool *p = arg;
+    serve_waiters(p);
+    if (p->wait_head) {
+        __atomic_store_n(&p->route->starved, 1, __ATOMIC_RELEASE);
+        start_timer(p->starved_poll, STARVED_POLL_MS);
+    }
+}
+
+/* --- logging in ------------------------------------------------------------------------------ */
 
 static void login_done(void *arg, struct bufferevent *bev, const struct upstream_info *info,
                        const struct upstream_error *err);
 
-/* Tries the next version of the secret. Returns true while req is pending, false once done. */
-static bool start_login(struct pool_request *req)
+/* A login that will not succeed: give its slot back and tell the client. */
+static void login_give_up(struct pool_request *req, const struct upstream_error *err)
+{
+    struct pool *p = req->pool;
+    req->holds_slot = false;
+    give_slot(p);
+    deliver(req, NULL, err);
+    serve_waiters(p);
+}
+
+/* Tries the next version of the secret, within what is left of connect_timeout. */
+static void start_login(struct pool_request *req)
 {
     struct pool *p = req->pool;
     struct route *r = p->route;
-    struct creds *c = next_candidate(req);
-    if (!c) {
-        /* Nothing new to try yet: ask the source again and look back shortly. */
-        if (past(&req->deadline)) {
-            struct upstream_error err = req->last_error;
-            p->n_open--;
-            deliver(req, NULL, &err);
-            return false;
+    uint64_t now = now_ms();
+    if (!login_policy_next(r, &req->attempt)) {
+        if (now >= req->deadline_ms) {
+            login_give_up(req, &req->last_error);
+            return;
         }
-        secret_source_refresh_now(r->source);
         req->state = REQ_RETRY;
         start_timer(req->timer, RETRY_DELAY_MS);
-        return true;
+        return;
     }
-    creds_unref(req->creds);
-    req->creds = c;
     struct upstream_params params;
-    if (!route_login_params(r, c, req->database, &params)) {
+    if (!route_login_params(r, req->attempt.creds, req->database, &params)) {
         struct upstream_error err = {.code = 2003, .sqlstate = "HY000"};
         snprintf(err.message, sizeof(err.message),
                  "credproxy: the secret has no host and upstream_host is not set");
-        p->n_open--;
-        deliver(req, NULL, &err);
-        return false;
+        login_give_up(req, &err);
+        return;
     }
     params.client_caps = req->client_caps;
     params.charset = req->charset;
     params.attrs = req->attrs;
     params.attrs_len = req->attrs_len;
+    /* A retry gets what is left of connect_timeout, not a whole one again. */
+    uint64_t left = req->deadline_ms > now ? req->deadline_ms - now : 1;
+    if ((uint64_t)params.timeout_ms > left)
+        params.timeout_ms = (int)left;
     req->state = REQ_LOGIN;
     req->login = upstream_login_start(p->worker->base, p->worker->dns, &params, login_done, req);
     if (!req->login) {
-        struct upstream_error err = {.code = 2008, .sqlstate = "HY000", .message = "out of memory"};
-        p->n_open--;
-        deliver(req, NULL, &err);
-        return false;
+        struct upstream_error err = {
+            .code = 2008, .sqlstate = "HY000", .message = "credproxy: out of memory"};
+        login_give_up(req, &err);
     }
-    return true;
 }
 
-static void add_idle(struct pool *p, struct pool_conn *c);
-
-/* A new connection is ready (tracking on, or not available): lend it or keep it. */
+/* A new connection's set-up is done (tracking on, or not available): lend it or keep it. */
 static void tracking_on_cb(struct pool_conn *c, void *arg)
 {
     struct pool_request *req = arg;
     struct pool *p = req->pool;
     req->conn = NULL;
+    if (c->lost) {
+        /* Lost while being set up: not a server's answer about tracking. Try again. */
+        conn_close(c);
+        if (!req->ready) {
+            request_finish(req);
+        } else if (now_ms() < req->deadline_ms && take_slot(p)) {
+            req->holds_slot = true;
+            start_login(req);
+        } else {
+            struct upstream_error err = {.code = 2013, .sqlstate = "HY000"};
+            snprintf(err.message, sizeof(err.message),
+                     "credproxy: lost the new connection to route %s's server while setting it up",
+                     p->route->cfg->name);
+            deliver(req, NULL, &err);
+        }
+        serve_waiters(p);
+        return;
+    }
     c->tracked = (c->info.caps & PROTO_CAP_SESSION_TRACK) && !c->error;
     if (c->error)
         log_warn("route %s: session tracking is unavailable on this server; clients cannot be "
                  "moved to a new connection if theirs is lost",
                  p->route->cfg->name);
-    if (!req->ready) {
-        if (req->warming)
-            p->warming = false;
-        request_free(req);
-        add_idle(p, c);
-        return;
-    }
+    free(c->error);
+    c->error = NULL;
     deliver(req, c, NULL);
 }
 
@@ -536,66 +823,49 @@ static void login_done(void *arg, struct bufferevent *bev, const struct upstream
     if (err) {
         req->last_error = *err;
         bool refused = err->code == PROTO_ER_ACCESS_DENIED;
-        if (refused) {
-            /* Published versions have a generation; AWSPENDING and its stand-in do not. */
-            if (req->creds->generation != 0) {
-                req->refused_current = req->creds->generation;
-            } else {
-                creds_unref(req->refused_pending);
-                req->refused_pending = creds_ref(req->creds);
-            }
-            secret_source_refresh_now(r->source); /* perhaps the secret was rotated */
-            log_info("route %s: login as '%s' (version %s) refused; trying the secret's other "
-                     "versions",
-                     r->cfg->name, req->creds->username,
-                     req->creds->version ? req->creds->version : "?");
-        }
+        if (refused)
+            login_policy_refused(r, &req->attempt);
         /* Refused (rotation) or unreachable (restart, failover): retry until the deadline. */
-        bool retryable = refused || err->code == 2003 || err->code == 2013 || err->code == 1040 ||
-                         err->code == 1129 || err->code == 2026 || err->code == 1053;
-        if (retryable && !past(&req->deadline)) {
-            if (!refused) {
+        if (login_policy_retryable(err->code) && now_ms() < req->deadline_ms) {
+            if (refused) {
+                start_login(req);
+            } else {
                 req->state = REQ_RETRY;
                 start_timer(req->timer, RETRY_DELAY_MS);
-            } else {
-                (void)start_login(req);
             }
             return;
         }
-        p->n_open--;
         struct upstream_error e = *err;
-        if (refused)
-            snprintf(e.message, sizeof(e.message),
-                     "credproxy: every version of the secret for route %s was refused by the "
-                     "server (tried AWSCURRENT%s): %.300s",
-                     r->cfg->name, req->refused_pending ? " and AWSPENDING" : "",
-                     req->last_error.message);
-        deliver(req, NULL, &e);
+        login_policy_final_error(r, &req->attempt, &e);
+        login_give_up(req, &e);
         return;
     }
     route_learn(r, info);
-    uint64_t gen = secret_store_generation(r->store);
-    if (req->creds->generation != gen && req->refused_current == gen)
-        route_prefer(r, req->creds, gen);
+    login_policy_succeeded(r, &req->attempt);
     struct pool_conn *c = calloc(1, sizeof(*c));
     if (!c) {
         bufferevent_free(bev);
-        p->n_open--;
-        struct upstream_error e = {.code = 2008, .sqlstate = "HY000", .message = "out of memory"};
-        deliver(req, NULL, &e);
+        struct upstream_error e = {
+            .code = 2008, .sqlstate = "HY000", .message = "credproxy: out of memory"};
+        login_give_up(req, &e);
         return;
     }
+    req->holds_slot = false; /* the slot is the connection's now */
     c->pool = p;
     c->bev = bev;
     c->info = *info;
+    c->mode = CONN_INTERNAL;
     c->all_next = p->all;
     if (p->all)
         p->all->all_prev = c;
     p->all = c;
-    c->creds = creds_ref(req->creds);
-    const char *db = req->database ? req->database : req->creds->dbname;
+    c->creds = creds_ref(req->attempt.creds);
+    const char *db = req->database ? req->database : req->attempt.creds->dbname;
     c->database = db ? strdup(db) : NULL;
-    c->created = now_s();
+    c->created_ms = now_ms();
+    bufferevent_setcb(bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    req->state = REQ_PREPARING;
+    req->conn = c;
     if (!(info->caps & PROTO_CAP_SESSION_TRACK)) {
         tracking_on_cb(c, req);
         return;
@@ -603,8 +873,6 @@ static void login_done(void *arg, struct bufferevent *bev, const struct upstream
     struct wire_writer w;
     wire_writer_init(&w);
     put_query(&w, TRACKING_SQL);
-    req->state = REQ_PREPARING;
-    req->conn = c;
     conn_run(c, w.buf, w.len, 1, tracking_on_cb, req);
     wire_writer_free(&w);
 }
@@ -625,19 +893,20 @@ static struct pool_request *request_new(struct pool *p, const struct pool_want *
         memcpy(req->attrs, want->attrs, want->attrs_len);
         req->attrs_len = want->attrs_len;
     }
-    req->timer = evtimer_new(p->worker->base, retry_cb, req);
-    clock_gettime(CLOCK_MONOTONIC, &req->deadline);
-    int ms = p->route->cfg->connect_timeout_ms;
-    req->deadline.tv_sec += ms / 1000;
-    req->deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (req->deadline.tv_nsec >= 1000000000L) {
-        req->deadline.tv_sec++;
-        req->deadline.tv_nsec -= 1000000000L;
-    }
-    if (!req->timer) {
-        request_free(req);
+    req->timer = evtimer_new(p->worker->base, request_event_cb, req);
+    req->deadline_ms = now_ms() + (uint64_t)p->route->cfg->connect_timeout_ms;
+    if (!req->timer || (want->database && !req->database)) {
+        if (req->timer)
+            event_free(req->timer);
+        free(req->database);
+        free(req->attrs);
+        free(req);
         return NULL;
     }
+    req->all_next = p->requests;
+    if (p->requests)
+        p->requests->all_prev = req;
+    p->requests = req;
     return req;
 }
 
@@ -648,111 +917,51 @@ struct pool_request *pool_acquire(struct pool *p, const struct pool_want *want, 
     p->last_charset = want->charset;
     p->have_last = true;
     struct pool_request *req = request_new(p, want, ready, arg);
-    if (!req) {
-        struct upstream_error err = {.code = 2008, .sqlstate = "HY000", .message = "out of memory"};
-        ready(arg, NULL, &err);
-        return NULL;
-    }
-    struct pool_conn *c = find_idle(p, want->client_caps, want->charset);
-    if (c) {
-        take_idle(c);
-        return lend(req, c) ? req : NULL;
-    }
-    if (p->n_open >= p->max && p->idle) {
-        conn_close(p->idle); /* an idle mismatch makes room for a connection that fits */
-    }
-    if (p->n_open < p->max) {
-        p->n_open++;
-        return start_login(req) ? req : NULL;
-    }
-    req->state = REQ_WAITING;
-    if (p->wait_tail)
-        p->wait_tail->next = req;
-    else
-        p->wait_head = req;
-    p->wait_tail = req;
-    start_timer(req->timer, p->route->cfg->pool_wait_timeout_ms);
+    if (req)
+        dispatch(req);
     return req;
 }
 
 void pool_cancel(struct pool_request *req)
 {
-    struct pool *p = req->pool;
+    req->ready = NULL;
+    req->arg = NULL;
     switch (req->state) {
+    case REQ_PREPARING:
+        return; /* its connection's set-up is in flight: the connection goes idle after */
+    case REQ_DELIVERING: {
+        struct pool_conn *c = req->conn;
+        struct pool *p = req->pool;
+        req->conn = NULL;
+        request_finish(req);
+        if (c)
+            add_idle(p, c);
+        return;
+    }
     case REQ_WAITING:
-        unqueue(req);
-        break;
     case REQ_LOGIN:
     case REQ_RETRY:
-        p->n_open--;
-        break;
-    case REQ_PREPARING:
-        /* The schema change is in flight: let it finish, then the connection goes back. */
-        req->ready = NULL;
-        req->arg = NULL;
+        request_finish(req);
+        return;
+    case REQ_DONE:
         return;
     }
-    request_free(req);
 }
 
-/* A freed slot or a returned connection: serve the first waiter. */
-static void serve_waiter(struct pool *p)
-{
-    struct pool_request *req = p->wait_head;
-    if (!req)
-        return;
-    struct pool_conn *c = find_idle(p, req->client_caps, req->charset);
-    if (!c && p->n_open >= p->max && p->idle)
-        conn_close(p->idle);
-    if (!c && p->n_open >= p->max)
-        return;
-    unqueue(req);
-    event_del(req->timer);
-    if (c) {
-        take_idle(c);
-        (void)lend(req, c);
-    } else {
-        p->n_open++;
-        (void)start_login(req);
-    }
-}
-
-static void add_idle(struct pool *p, struct pool_conn *c)
-{
-    c->idle = true;
-    c->idle_since = now_s();
-    c->prev = NULL;
-    c->next = p->idle;
-    if (p->idle)
-        p->idle->prev = c;
-    p->idle = c;
-    p->n_idle++;
-    bufferevent_setcb(c->bev, idle_read_cb, NULL, idle_event_cb, c);
-    bufferevent_enable(c->bev, EV_READ);
-    serve_waiter(p);
-}
-
-static bool conn_reusable(const struct pool_conn *c)
-{
-    const struct route_config *cfg = c->pool->route->cfg;
-    if (now_s() - c->created >= cfg->pool_max_lifetime_ms / 1000)
-        return false;
-    /* Recycle connections of a superseded secret version as their clients leave. */
-    struct creds *cur = route_login_creds(c->pool->route);
-    bool same = cur && creds_same_login(cur, c->creds);
-    creds_unref(cur);
-    return same;
-}
+/* --- taking connections back ----------------------------------------------------------------- */
 
 static void reset_for_pool_cb(struct pool_conn *c, void *arg)
 {
     (void)arg;
-    if (c->error) {
+    struct pool *p = c->pool;
+    if (c->error || c->lost) {
+        log_debug("route %s: upstream connection (thread %u) closed: its reset %s",
+                  p->route->cfg->name, c->info.thread_id, c->lost ? "lost it" : "failed");
         conn_close(c);
-        serve_waiter(c->pool);
+        serve_waiters(p);
         return;
     }
-    add_idle(c->pool, c);
+    add_idle(p, c);
 }
 
 /*
@@ -782,15 +991,17 @@ static unsigned write_reset(struct pool_conn *c, struct wire_writer *w, const ch
     return n;
 }
 
-void pool_release(struct pool_conn *c, bool clean, bool reset)
+void pool_release(struct pool_conn *c, enum pool_return how)
 {
     struct pool *p = c->pool;
-    if (!clean || !conn_reusable(c)) {
+    if (c->mode == CONN_CLOSED)
+        return;
+    if (how == POOL_CLOSE || c->mode != CONN_LENT || !conn_reusable(c)) {
         conn_close(c);
-        serve_waiter(p);
+        serve_waiters(p);
         return;
     }
-    if (!reset) {
+    if (how == POOL_KEEP) {
         add_idle(p, c); /* only plain reads ran: nothing to undo */
         return;
     }
@@ -804,7 +1015,7 @@ void pool_release(struct pool_conn *c, bool clean, bool reset)
     if (w.failed) {
         wire_writer_free(&w);
         conn_close(c);
-        serve_waiter(p);
+        serve_waiters(p);
         return;
     }
     conn_run(c, w.buf, w.len, n, reset_for_pool_cb, NULL);
@@ -817,22 +1028,42 @@ static void client_reset_cb(struct pool_conn *c, void *arg)
     pool_reset_fn done = c->reset_done;
     void *darg = c->reset_arg;
     c->reset_done = NULL;
+    c->reset_arg = NULL;
+    c->mode = CONN_LENT;
     uint8_t *e = c->error;
     size_t elen = c->error_len;
     c->error = NULL;
-    done(darg, e, elen);
+    if (done)
+        done(darg, e, elen, c->lost);
     free(e);
 }
 
 void pool_conn_reset(struct pool_conn *c, const char *database, size_t database_len,
-                     pool_reset_fn done, void *arg)
+                     uint16_t charset, pool_reset_fn done, void *arg)
 {
     struct wire_writer w;
     wire_writer_init(&w);
     unsigned n = write_reset(c, &w, database, database_len);
+    if (charset && charset != c->info.charset) {
+        /*
+         * The reset restores the login's character set. A number names a
+         * collation to these variables, which is what the handshake and
+         * COM_CHANGE_USER carry; the server sets exactly what a login with
+         * that collation gets.
+         */
+        char sql[200];
+        snprintf(sql, sizeof(sql),
+                 "SET character_set_client=%u, character_set_connection=%u, "
+                 "character_set_results=%u, collation_connection=%u",
+                 charset, charset, charset, charset);
+        put_query(&w, sql);
+        n++;
+    }
     c->reset_done = done;
     c->reset_arg = arg;
-    conn_run(c, w.buf, w.len, n, client_reset_cb, NULL);
+    if (w.failed)
+        c->lost = true; /* cannot happen short of memory; the connection is given up */
+    conn_run(c, w.buf, w.failed ? 0 : w.len, w.failed ? 0 : n, client_reset_cb, NULL);
     wire_writer_free(&w);
 }
 
@@ -865,28 +1096,45 @@ static void janitor_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct pool *p = arg;
     const struct route_config *cfg = p->route->cfg;
-    time_t now = now_s();
+    uint64_t now = now_ms();
     struct pool_conn *c = p->idle;
+    bool closed = false;
     while (c) {
         struct pool_conn *next = c->next;
-        bool expired = now - c->created >= cfg->pool_max_lifetime_ms / 1000;
-        bool idle_too_long =
-            p->n_idle > p->min_idle && now - c->idle_since >= cfg->pool_idle_timeout_ms / 1000;
-        if (expired || idle_too_long)
+        bool expired = now - c->created_ms >= (uint64_t)cfg->pool_max_lifetime_ms;
+        bool idle_too_long = p->n_idle > p->min_idle &&
+                             now - c->idle_since_ms >= (uint64_t)cfg->pool_idle_timeout_ms;
+        bool wanted_elsewhere = !p->wait_head &&
+                                __atomic_load_n(&p->route->starved, __ATOMIC_ACQUIRE) &&
+                                __atomic_exchange_n(&p->route->starved, 0, __ATOMIC_ACQ_REL);
+        if (expired || idle_too_long || wanted_elsewhere) {
             conn_close(c);
+            closed = true;
+        }
         c = next;
     }
-    if (p->have_last && !p->warming && p->n_idle < p->min_idle && p->n_open < p->max) {
+    if (closed)
+        serve_waiters(p);
+    if (p->have_last && !p->warming && p->n_idle < p->min_idle && !p->wait_head) {
         struct pool_want want = {.client_caps = p->last_caps, .charset = p->last_charset};
         struct pool_request *req = request_new(p, &want, NULL, NULL);
-        if (req) {
-            req->warming = true; /* no ready callback: login_done puts it in the idle list */
-            p->warming = true;
-            p->warm_req = req;
-            p->n_open++;
-            (void)start_login(req);
+        if (!req)
+            return;
+        if (!take_slot(p)) {
+            request_finish(req);
+            return;
         }
+        req->warming = true; /* no ready callback: the connection goes to the idle list */
+        req->holds_slot = true;
+        p->warming = true;
+        start_login(req);
     }
+}
+
+/* This worker's part of a route-wide number: n split as evenly as the workers allow. */
+static size_t share_of(int total, int n_workers, int index)
+{
+    return (size_t)(total / n_workers + (index < total % n_workers ? 1 : 0));
 }
 
 struct pool *pool_new(struct worker *w, struct route *r)
@@ -896,12 +1144,16 @@ struct pool *pool_new(struct worker *w, struct route *r)
         return NULL;
     p->worker = w;
     p->route = r;
-    /* Unix-socket-only routes are served by one worker, which then gets the whole pool. */
+    /* Unix-socket-only routes are served by one worker, which then keeps them all warm. */
     int n = w->n_workers > 0 && r->cfg->n_listen ? w->n_workers : 1;
-    p->max = ((size_t)r->cfg->pool_size + (size_t)n - 1) / (size_t)n;
-    p->min_idle = ((size_t)r->cfg->pool_min_idle + (size_t)n - 1) / (size_t)n;
+    p->min_idle = share_of(r->cfg->pool_min_idle, n, n > 1 ? w->index : 0);
     p->janitor = event_new(w->base, -1, EV_PERSIST, janitor_cb, p);
-    if (!p->janitor) {
+    p->starved_poll = evtimer_new(w->base, starved_poll_cb, p);
+    if (!p->janitor || !p->starved_poll) {
+        if (p->janitor)
+            event_free(p->janitor);
+        if (p->starved_poll)
+            event_free(p->starved_poll);
         free(p);
         return NULL;
     }
@@ -913,16 +1165,18 @@ void pool_free(struct pool *p)
 {
     if (!p)
         return;
-    /* Sessions are closed first, so what is left is idle, resetting or warming up. */
+    /* Sessions are closed first, so what is left is idle, being reset or set up, or warming. */
+    while (p->requests) {
+        struct pool_request *req = p->requests;
+        struct pool_conn *c = req->conn;
+        req->conn = NULL;
+        request_finish(req);
+        if (c && c->mode != CONN_CLOSED)
+            conn_close(c);
+    }
     while (p->all)
         conn_close(p->all);
-    if (p->warm_req)
-        request_free(p->warm_req);
-    while (p->wait_head) {
-        struct pool_request *req = p->wait_head;
-        unqueue(req);
-        request_free(req);
-    }
     event_free(p->janitor);
+    event_free(p->starved_poll);
     free(p);
 }

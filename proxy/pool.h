@@ -24,33 +24,52 @@ struct pool_want {
 };
 
 /*
- * Called once with a ready connection (no callbacks set, reading enabled by
- * the callee), or with err. It may be called before pool_acquire returns.
+ * Called once, from the worker's loop (never inside pool_acquire), with a
+ * lent connection or with err. The connection has no handler until the
+ * callee attaches one (pool_conn_attach).
  */
 typedef void (*pool_ready_fn)(void *arg, struct pool_conn *conn, const struct upstream_error *err);
 
 struct pool *pool_new(struct worker *w, struct route *r);
-/* Closes every idle connection; lent ones must have been released. */
+/* Closes every connection and drops every request; sessions must be closed first. */
 void pool_free(struct pool *p);
 
 /*
  * Lends a matching idle connection, or logs in a new one (retrying through a
  * secret rotation or a server restart until connect_timeout), or queues the
- * request while the pool is full (pool_wait_timeout). Returns a handle for
- * pool_cancel, or NULL when ready was already called.
+ * request while the route's pool_size connections are all open
+ * (pool_wait_timeout). Returns a handle for pool_cancel; NULL only when out
+ * of memory, and then ready is never called.
  */
 struct pool_request *pool_acquire(struct pool *p, const struct pool_want *want, pool_ready_fn ready,
                                   void *arg);
+/* Drops a request whose ready has not run; ready will not run. */
 void pool_cancel(struct pool_request *req);
 
+/* What a session's cleanup decided for the connection it gives back. */
+enum pool_return {
+    POOL_KEEP,  /* nothing changed on it: back to the idle list as it is */
+    POOL_RESET, /* reset (COM_RESET_CONNECTION, tracking, schema), then idle */
+    POOL_CLOSE, /* state unknown or unwanted: closed */
+};
+
 /*
- * Gives a connection back. clean means no command is in flight and no
- * transaction is open: it is kept, after a reset (COM_RESET_CONNECTION) when
- * reset says the client may have changed session state.
- * Otherwise, or if it is too old or logged in with a superseded secret, it
- * is closed.
+ * Gives a lent connection back. Kept connections are still closed when too
+ * old or logged in with a superseded secret.
  */
-void pool_release(struct pool_conn *c, bool clean, bool reset);
+void pool_release(struct pool_conn *c, enum pool_return how);
+
+/*
+ * Who gets a lent connection's stream events. The pool is the only owner of
+ * the stream's callbacks; it forwards them to the handler attached last.
+ */
+struct pool_conn_handler {
+    void (*read)(void *arg);              /* input arrived */
+    void (*write)(void *arg);             /* output drained to its low watermark; may be NULL */
+    void (*event)(void *arg, short what); /* BEV_EVENT_EOF or BEV_EVENT_ERROR */
+};
+/* Attaches h (NULL: events are ignored) and enables reading and writing. */
+void pool_conn_attach(struct pool_conn *c, const struct pool_conn_handler *h, void *arg);
 
 struct bufferevent *pool_conn_bev(struct pool_conn *c);
 const struct upstream_info *pool_conn_info(const struct pool_conn *c);
@@ -60,12 +79,15 @@ bool pool_conn_tracked(const struct pool_conn *c);
 
 /*
  * Resets a lent connection's session and selects database (may be NULL or
- * empty), on behalf of its client (COM_CHANGE_USER). done gets the first
- * error packet's payload, or NULL. The connection's callbacks are taken over
- * until done is called, then cleared.
+ * empty), on behalf of its client (COM_CHANGE_USER, COM_RESET_CONNECTION);
+ * charset (a collation id; 0 keeps the login's) becomes the session's
+ * character set, as a COM_CHANGE_USER naming one asks.
+ * done runs from the loop with the first error packet's payload (or NULL),
+ * or with lost true when the connection died meanwhile (then the caller
+ * gives it back with POOL_CLOSE). The handler is detached meanwhile.
  */
-typedef void (*pool_reset_fn)(void *arg, const uint8_t *err_payload, size_t err_len);
+typedef void (*pool_reset_fn)(void *arg, const uint8_t *err_payload, size_t err_len, bool lost);
 void pool_conn_reset(struct pool_conn *c, const char *database, size_t database_len,
-                     pool_reset_fn done, void *arg);
+                     uint16_t charset, pool_reset_fn done, void *arg);
 
 #endif

@@ -136,36 +136,6 @@ enum upstream_tls_mode route_tls_mode(const struct route *r, const char *host)
     return config_host_is_loopback(host) ? UPSTREAM_TLS_PREFERRED : UPSTREAM_TLS_VERIFY_IDENTITY;
 }
 
-struct creds *route_login_creds(struct route *r)
-{
-    struct creds *cur = secret_store_get(r->store);
-    struct creds *stale = NULL;
-    pthread_mutex_lock(&r->lock);
-    if (r->preferred && cur && cur->generation == r->preferred_over) {
-        creds_unref(cur);
-        cur = creds_ref(r->preferred);
-    } else if (r->preferred) {
-        stale = r->preferred; /* AWSCURRENT moved on: it is the one to use now */
-        r->preferred = NULL;
-    }
-    pthread_mutex_unlock(&r->lock);
-    creds_unref(stale);
-    return cur;
-}
-
-void route_prefer(struct route *r, struct creds *c, uint64_t over)
-{
-    pthread_mutex_lock(&r->lock);
-    struct creds *old = r->preferred;
-    r->preferred = creds_ref(c);
-    r->preferred_over = over;
-    pthread_mutex_unlock(&r->lock);
-    creds_unref(old);
-    log_info("route %s: AWSCURRENT (generation %llu) is refused but version %s logs in; using it "
-             "for new connections until AWSCURRENT changes",
-             r->cfg->name, (unsigned long long)over, c->version ? c->version : "?");
-}
-
 bool route_probing(const struct route *r)
 {
     return __atomic_load_n(&r->probing, __ATOMIC_ACQUIRE) != 0;

@@ -38,6 +38,8 @@ struct route {
     struct creds *preferred; /* a non-current version that logged in (rotation window) */
     int probing;             /* atomic: the start-up login that learns the profile runs */
     uint64_t preferred_over; /* the AWSCURRENT generation it stands in for */
+    int upstream_open;       /* atomic: upstream connections of every worker, <= pool_size */
+    int starved;             /* atomic: a worker waits for a slot another worker holds idle */
 };
 
 /*
@@ -55,16 +57,6 @@ void route_profile(struct route *r, struct server_profile *out);
 bool route_probing(const struct route *r);
 void route_set_probing(struct route *r, bool probing);
 void route_learn(struct route *r, const struct upstream_info *info);
-
-/*
- * The credentials a new login should use (caller unrefs): AWSCURRENT, or a
- * version that logged in while AWSCURRENT was refused, until AWSCURRENT
- * changes.
- */
-struct creds *route_login_creds(struct route *r);
-
-/* Remembers that c logged in although the current version (generation over) was refused. */
-void route_prefer(struct route *r, struct creds *c, uint64_t over);
 
 /* The upstream host/port for creds: the route's override, else the secret's. */
 const char *route_upstream_host(const struct route *r, const struct creds *c);

@@ -17,6 +17,9 @@ struct route;
 void session_start(struct worker *w, struct route *r, int fd, const struct sockaddr *addr,
                    socklen_t addrlen, bool is_unix);
 
+/* Closes the worker's sessions idle past their route's client_idle_timeout. */
+void session_sweep_idle(struct worker *w);
+
 /* Closes every session of the worker (at shutdown). */
 void session_close_all(struct worker *w);
 

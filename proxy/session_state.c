@@ -27,49 +27,117 @@ struct pending_prepare {
     size_t sql_len;
 };
 
-static void free_vars(struct sysvar *v)
+static void free_var(struct session_state *st, struct sysvar *v)
 {
-    while (v) {
-        struct sysvar *next = v->next;
-        free(v->name);
-        free(v->value);
-        free(v);
-        v = next;
+    st->held -= strlen(v->name) + (v->value ? strlen(v->value) : 0);
+    free(v->name);
+    free(v->value);
+    free(v);
+}
+
+static void free_vars(struct session_state *st)
+{
+    while (st->vars) {
+        struct sysvar *next = st->vars->next;
+        free_var(st, st->vars);
+        st->vars = next;
     }
 }
 
-static void free_stmts(struct stmt *s)
+static void free_stmts(struct session_state *st)
 {
-    while (s) {
-        struct stmt *next = s->next;
-        free(s->sql);
-        free(s);
-        s = next;
+    while (st->stmts) {
+        struct stmt *next = st->stmts->next;
+        st->held -= st->stmts->sql_len;
+        free(st->stmts->sql);
+        free(st->stmts);
+        st->stmts = next;
     }
+}
+
+static void free_prepares(struct session_state *st)
+{
+    while (st->prepares) {
+        struct pending_prepare *next = st->prepares->next;
+        st->held -= st->prepares->sql_len;
+        free(st->prepares->sql);
+        free(st->prepares);
+        st->prepares = next;
+    }
+    st->prepares_last = NULL;
+    st->n_prepares = 0;
 }
 
 void session_state_free(struct session_state *st)
 {
     free(st->schema);
-    free_vars(st->vars);
-    free_stmts(st->stmts);
-    while (st->prepares) {
-        struct pending_prepare *next = st->prepares->next;
-        free(st->prepares->sql);
-        free(st->prepares);
-        st->prepares = next;
-    }
+    free_vars(st);
+    free_stmts(st);
+    free_prepares(st);
     memset(st, 0, sizeof(*st));
 }
 
 void session_state_reset(struct session_state *st)
 {
-    struct pending_prepare *keep = st->prepares; /* replies still on their way */
-    uint32_t max_id = st->max_client_id;
-    st->prepares = NULL;
-    session_state_free(st);
-    st->prepares = keep;
-    st->max_client_id = max_id;
+    free(st->schema);
+    st->schema = NULL;
+    free_vars(st);
+    free_stmts(st);
+    /* Prepares still awaiting their reply stay: their replies are on their way. */
+    st->remapped = false;
+    st->unrestorable = st->stopped;
+}
+
+void session_state_stop_recording(struct session_state *st, const char *why)
+{
+    if (!st->stopped)
+        st->stopped = why;
+    st->unrestorable = st->stopped;
+    free_vars(st);
+    free_prepares(st);
+    if (!st->remapped) {
+        free_stmts(st); /* client and server ids agree: nothing left to map */
+        return;
+    }
+    /* Ids still need mapping, but no text will ever be replayed. */
+    for (struct stmt *s = st->stmts; s; s = s->next) {
+        st->held -= s->sql_len;
+        free(s->sql);
+        s->sql = NULL;
+        s->sql_len = 0;
+    }
+}
+
+/* Makes room for n more bytes, or stops recording when the session would pass its cap. */
+static bool may_hold(struct session_state *st, size_t n)
+{
+    if (st->stopped)
+        return false;
+    if (n <= SESSION_STATE_MAX_BYTES && st->held <= SESSION_STATE_MAX_BYTES - n)
+        return true;
+    session_state_stop_recording(st, "the session's prepared statements and settings exceed "
+                                     "the 1 MiB credproxy keeps to replay them");
+    return false;
+}
+
+/*
+ * Variables whose value may be NULL. MariaDB's tracker reports a NULL as an
+ * empty string, and each of these refuses '' (MariaDB 10.11, every session
+ * variable tried with SET SESSION x = NULL and = ''): so an empty value of
+ * one of them is a NULL. Connector/J sends SET character_set_results = NULL.
+ */
+static const char *const nullable_vars[] = {
+    "character_set_results",  "default_tmp_storage_engine",
+    "enforce_storage_engine", "innodb_ft_user_stopword_table",
+    "innodb_tmpdir",
+};
+
+static bool nullable(const uint8_t *name, size_t nlen)
+{
+    for (size_t i = 0; i < sizeof(nullable_vars) / sizeof(nullable_vars[0]); i++)
+        if (strlen(nullable_vars[i]) == nlen && memcmp(nullable_vars[i], name, nlen) == 0)
+            return true;
+    return false;
 }
 
 static void set_var(struct session_state *st, const uint8_t *name, size_t nlen,
@@ -84,23 +152,25 @@ static void set_var(struct session_state *st, const uint8_t *name, size_t nlen,
         if (strlen((*pp)->name) == nlen && memcmp((*pp)->name, name, nlen) == 0) {
             struct sysvar *old = *pp;
             *pp = old->next;
-            free(old->name);
-            free(old->value);
-            free(old);
+            free_var(st, old);
             continue;
         }
         pp = &(*pp)->next;
     }
+    if (!may_hold(st, nlen + vlen))
+        return;
+    bool is_null = vlen == 0 && nullable(name, nlen);
     struct sysvar *v = calloc(1, sizeof(*v));
     if (!v || !(v->name = strndup((const char *)name, nlen)) ||
-        !(v->value = strndup((const char *)value, vlen))) {
+        (!is_null && !(v->value = strndup((const char *)value, vlen)))) {
         if (v) {
             free(v->name);
             free(v);
         }
-        st->unrestorable = "out of memory while tracking session state";
+        session_state_stop_recording(st, "out of memory while tracking session state");
         return;
     }
+    st->held += nlen + vlen;
     *pp = v;
 }
 
@@ -110,9 +180,7 @@ static void drop_var(struct session_state *st, const char *name)
         if (strcmp((*pp)->name, name) == 0) {
             struct sysvar *old = *pp;
             *pp = old->next;
-            free(old->name);
-            free(old->value);
-            free(old);
+            free_var(st, old);
             return;
         }
     }
@@ -177,18 +245,30 @@ void session_state_on_changes(struct session_state *st, const uint8_t *state, si
 
 void session_state_prepare_sent(struct session_state *st, const uint8_t *sql, size_t len)
 {
+    if (st->stopped)
+        return;
+    if (st->n_prepares >= SESSION_STATE_MAX_PENDING) {
+        session_state_stop_recording(st, "the client pipelined more prepared statements than "
+                                         "credproxy follows for a replay");
+        return;
+    }
+    if (!may_hold(st, len))
+        return;
     struct pending_prepare *p = calloc(1, sizeof(*p));
     if (!p || !(p->sql = malloc(len ? len : 1))) {
         free(p);
-        st->unrestorable = "out of memory while tracking prepared statements";
+        session_state_stop_recording(st, "out of memory while tracking prepared statements");
         return;
     }
     memcpy(p->sql, sql, len);
     p->sql_len = len;
-    struct pending_prepare **pp = &st->prepares;
-    while (*pp)
-        pp = &(*pp)->next;
-    *pp = p;
+    st->held += len;
+    if (st->prepares_last)
+        st->prepares_last->next = p;
+    else
+        st->prepares = p;
+    st->prepares_last = p;
+    st->n_prepares++;
 }
 
 static bool client_id_taken(const struct session_state *st, uint32_t id)
@@ -199,30 +279,56 @@ static bool client_id_taken(const struct session_state *st, uint32_t id)
     return false;
 }
 
+/* Records an open statement (sql may be NULL once recording stopped); false without memory. */
+static bool add_stmt(struct session_state *st, uint32_t client_id, uint32_t server_id, uint8_t *sql,
+                     size_t sql_len)
+{
+    struct stmt *s = calloc(1, sizeof(*s));
+    if (!s)
+        return false;
+    s->client_id = client_id;
+    s->server_id = server_id;
+    s->sql = sql;
+    s->sql_len = sql_len;
+    s->next = st->stmts;
+    st->stmts = s;
+    if (client_id > st->max_client_id)
+        st->max_client_id = client_id;
+    return true;
+}
+
 uint32_t session_state_prepare_done(struct session_state *st, bool ok, uint32_t server_id)
 {
     struct pending_prepare *p = st->prepares;
-    if (!p)
-        return server_id;
-    st->prepares = p->next;
     uint32_t client_id = server_id;
-    if (ok) {
-        struct stmt *s = calloc(1, sizeof(*s));
-        if (!s) {
-            st->unrestorable = "out of memory while tracking prepared statements";
-        } else {
-            if (st->remapped && client_id_taken(st, server_id))
+    if (!p) {
+        /* After a stop only the ids matter, and only when they were remapped. */
+        if (ok && st->stopped && st->remapped) {
+            if (client_id_taken(st, server_id))
                 client_id = st->max_client_id + 1;
-            s->client_id = client_id;
-            s->server_id = server_id;
-            s->sql = p->sql;
-            s->sql_len = p->sql_len;
-            p->sql = NULL;
-            s->next = st->stmts;
-            st->stmts = s;
-            if (client_id > st->max_client_id)
-                st->max_client_id = client_id;
+            if (!add_stmt(st, client_id, server_id, NULL, 0))
+                return server_id; /* out of memory: an unknown id maps to itself */
         }
+        return client_id;
+    }
+    st->prepares = p->next;
+    if (!st->prepares)
+        st->prepares_last = NULL;
+    st->n_prepares--;
+    if (ok) {
+        if (st->remapped && client_id_taken(st, server_id))
+            client_id = st->max_client_id + 1;
+        if (add_stmt(st, client_id, server_id, p->sql, p->sql_len)) {
+            p->sql = NULL; /* the statement holds it now, and its bytes */
+        } else {
+            st->held -= p->sql_len;
+            free(p->sql);
+            free(p);
+            session_state_stop_recording(st, "out of memory while tracking prepared statements");
+            return client_id;
+        }
+    } else {
+        st->held -= p->sql_len;
     }
     free(p->sql);
     free(p);
@@ -235,6 +341,7 @@ void session_state_stmt_closed(struct session_state *st, uint32_t client_id)
         if ((*pp)->client_id == client_id) {
             struct stmt *s = *pp;
             *pp = s->next;
+            st->held -= s->sql_len;
             free(s->sql);
             free(s);
             return;
@@ -250,13 +357,34 @@ uint32_t session_state_server_id(const struct session_state *st, uint32_t client
     return client_id;
 }
 
-/* A value as SQL: numbers bare, anything else as a quoted string. */
+/* A plain decimal number: written bare, since numeric variables refuse a quoted value. */
+static bool is_number(const char *v)
+{
+    if (*v == '-')
+        v++;
+    size_t digits = strspn(v, "0123456789");
+    if (digits == 0)
+        return false;
+    v += digits;
+    if (*v == '.') {
+        v++;
+        digits = strspn(v, "0123456789");
+        if (digits == 0)
+            return false;
+        v += digits;
+    }
+    return *v == '\0';
+}
+
+/* A value as SQL: NULL, numbers bare, anything else as a quoted string. */
 static void put_value(struct wire_writer *w, const char *v)
 {
-    size_t n = strlen(v);
-    bool numeric = n > 0 && strspn(v, "0123456789.-") == n;
-    if (numeric) {
-        wire_put_bytes(w, v, n);
+    if (!v) {
+        wire_put_bytes(w, "NULL", 4);
+        return;
+    }
+    if (is_number(v)) {
+        wire_put_bytes(w, v, strlen(v));
         return;
     }
     wire_put_u8(w, '\'');

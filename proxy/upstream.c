@@ -35,6 +35,7 @@ enum login_state {
     LOGIN_GREETING,   /* waiting for the server's handshake */
     LOGIN_TLS,        /* TLS handshake after SSLRequest */
     LOGIN_AUTH,       /* HandshakeResponse sent, answering plugin requests */
+    LOGIN_DONE,       /* done was called; freed when the callback that ended it returns */
 };
 
 struct upstream_login {
@@ -87,33 +88,51 @@ static void login_free(struct upstream_login *l)
 static void login_fail(struct upstream_login *l, uint16_t code, const char *sqlstate,
                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
-/* Reports failure once and frees the login. */
+/*
+ * Ends the login: nothing more is read or timed, and the callback that ended
+ * it frees it when it returns (login_end_of_callback), never before, so no
+ * caller up the stack holds a freed login.
+ */
+static void login_finish(struct upstream_login *l)
+{
+    l->state = LOGIN_DONE;
+    if (l->timer)
+        event_del(l->timer);
+    if (l->bev) {
+        bufferevent_disable(l->bev, EV_READ | EV_WRITE);
+        bufferevent_setcb(l->bev, NULL, NULL, NULL, NULL);
+    }
+}
+
+/* Every libevent callback of a login ends here. */
+static void login_end_of_callback(struct upstream_login *l)
+{
+    if (l->state == LOGIN_DONE)
+        login_free(l);
+}
+
+/* Reports failure once; the login is freed when the current callback returns. */
 static void login_fail(struct upstream_login *l, uint16_t code, const char *sqlstate,
                        const char *fmt, ...)
 {
+    if (l->state == LOGIN_DONE)
+        return;
     struct upstream_error err = {.code = code};
     snprintf(err.sqlstate, sizeof(err.sqlstate), "%s", sqlstate);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err.message, sizeof(err.message), fmt, ap);
     va_end(ap);
-    upstream_done_fn done = l->done;
-    void *arg = l->arg;
-    login_free(l);
-    done(arg, NULL, NULL, &err);
+    login_finish(l);
+    l->done(l->arg, NULL, NULL, &err);
 }
 
 static void login_succeed(struct upstream_login *l)
 {
     struct bufferevent *bev = l->bev;
-    struct upstream_info info = l->info;
-    upstream_done_fn done = l->done;
-    void *arg = l->arg;
-    bufferevent_disable(bev, EV_READ);
-    bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
-    l->bev = NULL;
-    login_free(l);
-    done(arg, bev, &info, NULL);
+    login_finish(l);
+    l->bev = NULL; /* the caller's now */
+    l->done(l->arg, bev, &l->info, NULL);
 }
 
 static void send_packet(struct upstream_login *l, const uint8_t *payload, size_t len)
@@ -499,37 +518,35 @@ static void login_read_cb(struct bufferevent *bev, void *arg)
 {
     struct upstream_login *l = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
-    for (;;) {
+    while ((l->state == LOGIN_GREETING || l->state == LOGIN_AUTH) && l->bev == bev) {
         uint8_t hdr[4];
         if (evbuffer_copyout(in, hdr, 4) < 4)
-            return;
+            break;
         uint32_t len = wire_header_len(hdr);
         if (len > LOGIN_MAX_PACKET) {
             login_fail(l, 2027, "HY000", "credproxy: %s:%d sent an oversized login packet", l->host,
                        l->port);
-            return;
+            break;
         }
         if (evbuffer_get_length(in) < 4 + (size_t)len)
-            return;
+            break;
         uint8_t *p = malloc(len ? len : 1);
         if (!p) {
             login_fail(l, 2008, "HY000", "credproxy: out of memory");
-            return;
+            break;
         }
         evbuffer_drain(in, 4);
         evbuffer_remove(in, p, len);
         l->seq = (uint8_t)(wire_header_seq(hdr) + 1);
-        /* After the greeting the login may be gone, or its bufferevent replaced for TLS. */
-        bool more = false;
+        /* After the greeting the login may be over, or its bufferevent replaced for TLS. */
         if (l->state == LOGIN_GREETING)
             handle_greeting(l, p, len);
-        else if (l->state == LOGIN_AUTH)
-            more = handle_auth_reply(l, p, len);
+        else
+            (void)handle_auth_reply(l, p, len);
         OPENSSL_cleanse(p, len);
         free(p);
-        if (!more)
-            return;
     }
+    login_end_of_callback(l);
 }
 
 static void login_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -545,6 +562,7 @@ static void login_event_cb(struct bufferevent *bev, short what, void *arg)
             l->info.tls = true;
             send_handshake_response(l);
         }
+        login_end_of_callback(l);
         return;
     }
     if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) {
@@ -569,6 +587,7 @@ static void login_event_cb(struct bufferevent *bev, short what, void *arg)
         login_fail(l, code, "HY000", "credproxy could not %s %s:%d: %s",
                    l->state == LOGIN_CONNECTING ? "reach" : "log in to", l->host, l->port, reason);
     }
+    login_end_of_callback(l);
 }
 
 static void login_timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -584,6 +603,7 @@ static void login_timeout_cb(evutil_socket_t fd, short what, void *arg)
     login_fail(l, l->state == LOGIN_CONNECTING ? 2003 : 2013, "HY000",
                "credproxy could not %s %s:%d: timed out",
                l->state == LOGIN_CONNECTING ? "reach" : "log in to", l->host, l->port);
+    login_end_of_callback(l);
 }
 
 /* Fails the login from the timer, never inside upstream_login_start() itself. */

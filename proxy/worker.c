@@ -16,6 +16,37 @@
 #include "proxy/route.h"
 #include "proxy/session.h"
 
+void worker_reap_now(struct worker *w)
+{
+    while (w->reap) {
+        struct deferred_free *d = w->reap;
+        w->reap = NULL;
+        while (d) {
+            struct deferred_free *next = d->next;
+            d->free_fn(d);
+            d = next;
+        }
+    }
+}
+
+/* The safe point: runs from the loop itself, after the callbacks that closed the objects. */
+static void reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    worker_reap_now(arg);
+}
+
+void worker_defer_free(struct worker *w, struct deferred_free *d,
+                       void (*free_fn)(struct deferred_free *d))
+{
+    d->free_fn = free_fn;
+    d->next = w->reap;
+    if (!w->reap && w->reap_event)
+        event_active(w->reap_event, EV_TIMEOUT, 0);
+    w->reap = d;
+}
+
 int worker_init(struct worker *w, int index, int n_workers)
 {
     memset(w, 0, sizeof(*w));
@@ -34,6 +65,9 @@ int worker_init(struct worker *w, int index, int n_workers)
         event_config_free(cfg);
     w->scratch = evbuffer_new();
     if (!w->base || !w->scratch)
+        return -1;
+    w->reap_event = event_new(w->base, -1, 0, reap_cb, w);
+    if (!w->reap_event)
         return -1;
     w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
     if (!w->dns) /* no resolv.conf: numeric hosts and /etc/hosts still work */
@@ -86,8 +120,21 @@ static int ensure_pool(struct worker *w, struct route *r)
     return w->pools[r->index] ? 0 : -1;
 }
 
+static void sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    session_sweep_idle(arg);
+}
+
 int worker_listen(struct worker *w, int fd, struct route *r)
 {
+    if (r->cfg->client_idle_timeout_ms > 0 && !w->sweep_event) {
+        struct timeval one_second = {1, 0};
+        w->sweep_event = event_new(w->base, -1, EV_PERSIST, sweep_cb, w);
+        if (!w->sweep_event || event_add(w->sweep_event, &one_second) < 0)
+            return -1;
+    }
     if (ensure_pool(w, r) < 0) {
         close(fd);
         return -1;
@@ -165,6 +212,11 @@ void worker_destroy(struct worker *w)
     for (size_t i = 0; i < w->n_pools; i++)
         pool_free(w->pools[i]);
     free(w->pools);
+    worker_reap_now(w);
+    if (w->sweep_event)
+        event_free(w->sweep_event);
+    if (w->reap_event)
+        event_free(w->reap_event);
     if (w->stop_event)
         event_free(w->stop_event);
     free(w->listener_routes);

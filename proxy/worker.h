@@ -12,6 +12,19 @@ struct evconnlistener;
 struct route;
 struct session;
 struct pool;
+struct event;
+struct evbuffer;
+
+/*
+ * Embedded in every object a worker frees late (sessions, upstream connections, pool
+ * requests): closing an object queues it here, and its free_fn runs at the next safe
+ * point of the loop, outside every callback chain, so no caller up the stack is left
+ * holding a freed pointer.
+ */
+struct deferred_free {
+    struct deferred_free *next;
+    void (*free_fn)(struct deferred_free *d);
+};
 
 struct worker {
     int index;
@@ -25,12 +38,22 @@ struct worker {
     struct route **listener_routes; /* the route each listener serves */
     size_t n_listeners;
     uint64_t next_session_id;
-    size_t n_sessions;        /* live sessions, for logs and shutdown */
-    struct session *sessions; /* every live session, so shutdown can close them */
-    struct event *stop_event; /* activated from the main thread to stop this loop */
-    int stopping;             /* shutting down: connections are closed, not pooled */
-    struct evbuffer *scratch; /* staging for relayed bytes; empty between callbacks */
+    size_t n_sessions;          /* live sessions, for logs and shutdown */
+    struct session *sessions;   /* every live session, so shutdown can close them */
+    struct event *stop_event;   /* activated from the main thread to stop this loop */
+    int stopping;               /* shutting down: connections are closed, not pooled */
+    struct evbuffer *scratch;   /* staging for relayed bytes; empty between callbacks */
+    struct deferred_free *reap; /* closed objects waiting for the safe point */
+    struct event *reap_event;   /* activated when reap becomes non-empty */
+    struct event *sweep_event;  /* once a second: client_idle_timeout */
 };
+
+/* Queues d; free_fn(d) runs from the worker's loop, never inside the caller's stack. */
+void worker_defer_free(struct worker *w, struct deferred_free *d,
+                       void (*free_fn)(struct deferred_free *d));
+
+/* Frees everything queued now (the loop has stopped). */
+void worker_reap_now(struct worker *w);
 
 /* Creates the worker's loop and resolver; listeners are added with worker_listen(). */
 int worker_init(struct worker *w, int index, int n_workers);

@@ -1,0 +1,257 @@
+/*
+ * Sessions without a connection: detaching when the connection dies while
+ * the client is idle or when multiplexing takes it back, and borrowing a new
+ * one at the next command with the session's state replayed on it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "conf/log.h"
+#include "proxy/pool.h"
+#include "proxy/route.h"
+#include "proxy/session_int.h"
+
+/* Replaying a session's state: how many replies are left, and which statement is next. */
+struct restore {
+    struct response_tracker rt;
+    unsigned replies_left;
+    size_t next_stmt;
+};
+
+/*
+ * With multiplexing, a login needs no connection yet: the client is let in
+ * at once and its first command borrows one (so thousands of idle clients
+ * cost no server connections). An unknown schema or a refused secret then
+ * shows at that first command instead of at login.
+ */
+void reconnect_lazy_login(struct session *s)
+{
+    struct server_profile prof;
+    route_profile(s->route, &prof);
+    s->released = 1;
+    relay_enter(s, upstream_caps_for(s->caps, prof.caps), PROTO_STATUS_AUTOCOMMIT);
+}
+
+/* The session is idle and gives its connection up (lost, or released); its next command reconnects.
+ */
+void reconnect_detach(struct session *s, const char *why)
+{
+    session_drop_conn(s, why);
+    session_set_state(s, SESSION_DETACHED, why);
+}
+
+static void idle_release_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Multiplexing: the client went quiet with no reply pending; release its connection later. */
+void reconnect_arm_idle_release(struct session *s)
+{
+    session_arm_timer(s, s->route->cfg->pool_release_idle_ms, idle_release_cb);
+}
+
+/*
+ * Gives the connection of a client that stayed idle back to the pool, when
+ * everything it holds on the server can be replayed: its next command then
+ * runs on whatever connection the pool lends, with its state restored.
+ */
+static void idle_release_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct session *s = arg;
+    SCRATCH_EMPTY(s);
+    if (s->state != SESSION_RELAY || !s->conn)
+        return;
+    bool quiet = response_idle(&s->rt) && !s->to_client_left && !s->to_server_left &&
+                 !s->client_continues && !s->untrackable &&
+                 evbuffer_get_length(bufferevent_get_input(s->client)) == 0 &&
+                 evbuffer_get_length(bufferevent_get_input(s->server)) == 0;
+    bool replayable = !(s->rt.status & PROTO_STATUS_IN_TRANS) && !s->cursor_open &&
+                      !s->st.unrestorable && pool_conn_tracked(s->conn);
+    if (!quiet || !replayable)
+        return;
+    s->released = 1;
+    reconnect_detach(s, "idle: connection released (multiplexing)");
+}
+
+/*
+ * The upstream connection ended. If the client was idle, it is told nothing
+ * yet: its next command runs on a new connection with its state restored.
+ * Otherwise a reply was cut short and the client loses its connection too.
+ */
+void reconnect_server_lost(struct session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->server);
+    bool idle = response_idle(&s->rt) && !s->to_client_left && !s->to_server_left &&
+                !s->client_continues && evbuffer_get_length(in) == 0 && !s->untrackable;
+    if (!idle) {
+        if (evbuffer_get_length(in))
+            bufferevent_write_buffer(s->client, in); /* often the server's last words, an ERR */
+        session_drop_conn(s, "the upstream connection was lost");
+        session_set_state(s, SESSION_CLOSING, "upstream connection lost during a command");
+        session_close_after_flush(s, "upstream connection lost during a command");
+        return;
+    }
+    bool tracked = pool_conn_tracked(s->conn);
+    if (s->rt.status & PROTO_STATUS_IN_TRANS)
+        s->st.unrestorable = "a transaction was open";
+    else if (s->cursor_open)
+        s->st.unrestorable = "a server-side cursor was open";
+    else if (!tracked)
+        s->st.unrestorable = "the server does not report session state";
+    log_info(
+        "C-%llu %s: upstream connection lost while idle; %s%s", (unsigned long long)s->id, s->peer,
+        s->st.unrestorable ? "cannot continue the session: " : "will reconnect on the next command",
+        s->st.unrestorable ? s->st.unrestorable : "");
+    s->released = 0;
+    reconnect_detach(s, "the upstream connection was lost while idle");
+}
+
+static void restore_fail(struct session *s, const char *why)
+{
+    char msg[700];
+    snprintf(msg, sizeof(msg),
+             "credproxy: could not give this session a database connection (its previous one "
+             "was lost or released): %s",
+             why);
+    s->seq = 1;
+    session_fail(s, PROTO_ER_SERVER_LOST, "HY000", msg);
+}
+
+static void restore_finish(struct session *s)
+{
+    free(s->restore);
+    s->restore = NULL;
+    response_tracker_init(&s->rt, pool_conn_info(s->conn)->caps);
+    s->rt.status = pool_conn_info(s->conn)->status;
+    session_set_state(s, SESSION_RELAY, "session state restored");
+    pool_conn_attach(s->conn, &relay_handler, s);
+    /* Replayed state differs from a fresh session's: reset before anyone else gets it. */
+    s->dirty = s->st.vars || s->st.stmts || s->st.schema;
+    LOG_AT(s->released ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO,
+           "C-%llu %s: session moved to a new upstream connection (thread %u)",
+           (unsigned long long)s->id, s->peer, pool_conn_info(s->conn)->thread_id);
+    s->released = 0;
+    if (s->route->cfg->pool_release_idle_ms > 0)
+        reconnect_arm_idle_release(s); /* released again if the command never comes */
+    bufferevent_enable(s->client, EV_READ);
+    relay_resume(s);
+}
+
+/* Swallows the replies to the restore commands, noting re-prepared statement ids. */
+static void restore_read(void *arg)
+{
+    struct session *s = arg;
+    SCRATCH_EMPTY(s);
+    if (s->state != SESSION_RESTORING)
+        return;
+    struct restore *r = s->restore;
+    struct evbuffer *in = bufferevent_get_input(s->server);
+    while (r->replies_left) {
+        uint8_t h[4 + RESPONSE_PREFIX_MAX];
+        if (evbuffer_copyout(in, h, 4) < 4)
+            return;
+        size_t len = wire_header_len(h);
+        if (evbuffer_get_length(in) < 4 + len)
+            return;
+        size_t prefix = len < RESPONSE_PREFIX_MAX ? len : RESPONSE_PREFIX_MAX;
+        evbuffer_copyout(in, h, 4 + prefix);
+        evbuffer_drain(in, 4 + len);
+        enum response_event ev = response_feed(&r->rt, h + 4, prefix, len);
+        if (ev == RESPONSE_UNTRACKABLE || (ev == RESPONSE_DONE && r->rt.last_was_error)) {
+            restore_fail(s, "the server refused to replay the session's settings");
+            return;
+        }
+        if (r->rt.prepare_ok)
+            session_state_restored(&s->st, r->next_stmt++, r->rt.prepared_stmt_id);
+        if (ev == RESPONSE_DONE)
+            r->replies_left--;
+    }
+    restore_finish(s);
+}
+
+static void restore_event(void *arg, short what)
+{
+    struct session *s = arg;
+    SCRATCH_EMPTY(s);
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        restore_fail(s, "the new connection was lost too");
+}
+
+static const struct pool_conn_handler restore_handler = {
+    .read = restore_read,
+    .event = restore_event,
+};
+
+/* A new connection for a detached session: replay variables and prepared statements. */
+static void reconnect_ready(void *arg, struct pool_conn *conn, const struct upstream_error *err)
+{
+    struct session *s = arg;
+    SCRATCH_EMPTY(s);
+    s->req = NULL;
+    if (err) {
+        restore_fail(s, err->message);
+        return;
+    }
+    session_take_conn(s, conn);
+    struct wire_writer w;
+    wire_writer_init(&w);
+    unsigned n = 0;
+    session_state_write_restore(&s->st, &w, &n);
+    if (w.failed || !(s->restore = calloc(1, sizeof(*s->restore)))) {
+        wire_writer_free(&w);
+        restore_fail(s, "out of memory");
+        return;
+    }
+    if (n == 0) {
+        wire_writer_free(&w);
+        restore_finish(s);
+        return;
+    }
+    struct restore *r = s->restore;
+    response_tracker_init(&r->rt, pool_conn_info(conn)->caps);
+    r->replies_left = n;
+    session_set_state(s, SESSION_RESTORING, "replaying the session's state");
+    /* Commands first, then one reply each: the tracker needs them queued in order. */
+    struct wire_reader rd;
+    wire_reader_init(&rd, w.buf, w.len);
+    while (wire_remaining(&rd) >= 5) {
+        uint32_t plen = wire_get_u24(&rd);
+        wire_get_u8(&rd);
+        const uint8_t *payload = wire_get_bytes(&rd, plen);
+        if (payload)
+            (void)response_begin(&r->rt, payload[0]);
+    }
+    pool_conn_attach(conn, &restore_handler, s);
+    if (bufferevent_write(s->server, w.buf, w.len) < 0) {
+        wire_writer_free(&w);
+        restore_fail(s, "could not send the session's state to the new connection");
+        return;
+    }
+    wire_writer_free(&w);
+}
+
+/* The client sent a command to a session whose connection is gone. */
+void reconnect_begin(struct session *s)
+{
+    if (s->st.unrestorable) {
+        restore_fail(s, s->st.unrestorable);
+        return;
+    }
+    struct pool_want want = {
+        .client_caps = s->caps,
+        .charset = s->charset,
+        .database = s->st.schema ? s->st.schema : s->database,
+        .attrs = s->attrs,
+        .attrs_len = s->attrs_len,
+    };
+    session_set_state(s, SESSION_RECONNECTING, "a command arrived; borrowing a connection");
+    bufferevent_disable(s->client, EV_READ);
+    s->req = pool_acquire(worker_pool(s->worker, s->route), &want, reconnect_ready, s);
+    if (!s->req)
+        restore_fail(s, "out of memory");
+}

@@ -1,0 +1,465 @@
+/*
+ * The relay, credproxy's hot path: whole packets move between the client and
+ * its lent connection as evbuffer chains. Only headers, command bytes and
+ * the first bytes of server packets are read (for the reply tracker); OK
+ * packets that report session-state changes are read whole.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <openssl/crypto.h>
+
+#include "auth/reply.h"
+#include "auth/session_track.h"
+#include "conf/log.h"
+#include "proxy/pool.h"
+#include "proxy/query_scan.h"
+#include "proxy/route.h"
+#include "proxy/session_int.h"
+
+/* Login done: OK to the client, then relay (or wait detached for the first command). */
+void relay_enter(struct session *s, uint64_t caps, uint16_t status)
+{
+    response_tracker_init(&s->rt, caps);
+    s->rt.status = status;
+    struct wire_writer w;
+    wire_writer_init(&w);
+    ok_packet_write(&w, s->seq, 0, 0, status, 0);
+    session_send(s, &w);
+    wire_writer_free(&w);
+    if (s->conn) {
+        session_set_state(s, SESSION_RELAY, "logged in");
+        pool_conn_attach(s->conn, &relay_handler, s);
+        if (s->route->cfg->pool_release_idle_ms > 0)
+            reconnect_arm_idle_release(s);
+    } else {
+        session_set_state(s, SESSION_DETACHED, "logged in; a connection is borrowed on demand");
+    }
+    bufferevent_setwatermark(s->client, EV_READ, 0, RELAY_HIGH_WATER);
+    bufferevent_enable(s->client, EV_READ);
+    relay_resume(s);
+}
+
+/* Takes up whatever the client sent while the session was busy. */
+void relay_resume(struct session *s)
+{
+    if ((s->state == SESSION_RELAY || s->state == SESSION_DETACHED) && s->client &&
+        evbuffer_get_length(bufferevent_get_input(s->client)) > 0)
+        relay_client_to_server(s);
+}
+
+/* Pauses reading from src while dst has too much unsent; dst's write callback resumes it. */
+static void throttle(struct session *s, struct bufferevent *src, struct bufferevent *dst)
+{
+    if (evbuffer_get_length(bufferevent_get_output(dst)) < RELAY_HIGH_WATER)
+        return;
+    bufferevent_disable(src, EV_READ);
+    bufferevent_setwatermark(dst, EV_WRITE, RELAY_HIGH_WATER / 2, 0);
+    if (src == s->client)
+        s->client_throttled = 1;
+    else
+        s->server_throttled = 1;
+}
+
+/* Rewrites the statement id of a COM_STMT_* command when the session was moved. */
+static void map_stmt_id(struct session *s, struct evbuffer *in, uint8_t cmd)
+{
+    uint8_t *p = evbuffer_pullup(in, 9);
+    if (!p)
+        return;
+    uint32_t id =
+        (uint32_t)p[5] | (uint32_t)p[6] << 8 | (uint32_t)p[7] << 16 | (uint32_t)p[8] << 24;
+    if (cmd == PROTO_COM_STMT_CLOSE)
+        s->cursor_open = 0;
+    uint32_t server_id = session_state_server_id(&s->st, id);
+    if (cmd == PROTO_COM_STMT_CLOSE)
+        session_state_stmt_closed(&s->st, id);
+    if (server_id == id)
+        return;
+    p[5] = (uint8_t)server_id;
+    p[6] = (uint8_t)(server_id >> 8);
+    p[7] = (uint8_t)(server_id >> 16);
+    p[8] = (uint8_t)(server_id >> 24);
+}
+
+static bool is_stmt_command(uint8_t cmd)
+{
+    return cmd == PROTO_COM_STMT_EXECUTE || cmd == PROTO_COM_STMT_SEND_LONG_DATA ||
+           cmd == PROTO_COM_STMT_CLOSE || cmd == PROTO_COM_STMT_RESET ||
+           cmd == PROTO_COM_STMT_FETCH || cmd == PROTO_COM_STMT_BULK_EXECUTE;
+}
+
+/*
+ * Largest COM_STMT_PREPARE / COM_QUERY credproxy waits for whole to look at
+ * its text; it must stay below the read watermark (RELAY_HIGH_WATER).
+ */
+#define TEXT_LOOK_MAX LOGIN_MAX_PACKET
+
+/* The reply stream can no longer be followed: the session cannot move, and records nothing. */
+static void lose_track(struct session *s)
+{
+    s->untrackable = 1;
+    session_state_stop_recording(&s->st, "credproxy lost track of the server's replies");
+}
+
+/*
+ * Bookkeeping for one client command before it is forwarded. Returns false
+ * when more bytes must arrive first.
+ */
+static bool note_command(struct session *s, struct evbuffer *in, size_t avail, uint8_t cmd,
+                         uint32_t len)
+{
+    if (cmd == PROTO_COM_QUERY) {
+        if (len <= TEXT_LOOK_MAX && avail < 4 + (size_t)len)
+            return false;
+        enum query_kind kind = len <= TEXT_LOOK_MAX ? query_scan(in, 5, len - 1) : QUERY_WRITE;
+        if (kind == QUERY_PINNED && !s->st.unrestorable)
+            s->st.unrestorable = "the session used user variables, GET_LOCK or LAST_INSERT_ID() "
+                                 "in a way credproxy cannot carry to a new connection";
+        if (kind != QUERY_READ)
+            s->dirty = 1;
+        char collation[65];
+        if (len <= TEXT_LOOK_MAX && query_set_names(in, 5, len - 1, collation, sizeof(collation))) {
+            free(s->set_names_collation);
+            s->set_names_collation = strdup(collation);
+        }
+    } else if (cmd != PROTO_COM_PING && cmd != PROTO_COM_STATISTICS &&
+               cmd != PROTO_COM_FIELD_LIST) {
+        s->dirty = 1;
+    }
+    if (cmd == PROTO_COM_STMT_PREPARE) {
+        if (len > TEXT_LOOK_MAX) {
+            session_state_stop_recording(&s->st, "a prepared statement is too large to re-prepare");
+        } else {
+            if (avail < 4 + (size_t)len)
+                return false;
+            const uint8_t *p = evbuffer_pullup(in, 4 + (ssize_t)len);
+            session_state_prepare_sent(&s->st, p ? p + 5 : (const uint8_t *)"", p ? len - 1 : 0);
+        }
+    } else if (is_stmt_command(cmd)) {
+        if (len >= 5 && avail < 9)
+            return false;
+        if (len >= 5)
+            map_stmt_id(s, in, cmd);
+        if (cmd == PROTO_COM_STMT_RESET)
+            s->cursor_open = 0;
+    }
+    (void)response_begin(&s->rt, cmd);
+    if (response_lost(&s->rt) && !s->untrackable)
+        lose_track(s);
+    return true;
+}
+
+/*
+ * Sends what the relay staged for the server. Called before anything that
+ * may end or pause the session, so staged bytes never outlive the callback
+ * (the staging buffer is the worker's, shared by all its sessions).
+ */
+static void flush_to_server(struct session *s)
+{
+    struct evbuffer *scratch = s->worker->scratch;
+    if (evbuffer_get_length(scratch) == 0)
+        return;
+    if (s->server)
+        session_send_now(s->server, scratch);
+    else
+        evbuffer_drain(scratch, evbuffer_get_length(scratch));
+}
+
+/* Takes a whole command packet (header and payload) off the client's input; false if short. */
+static uint8_t *take_packet(struct evbuffer *in, uint32_t len)
+{
+    if (evbuffer_get_length(in) < 4 + (size_t)len)
+        return NULL;
+    uint8_t *p = malloc(len ? len : 1);
+    if (!p)
+        return NULL;
+    evbuffer_drain(in, 4);
+    if (evbuffer_remove(in, p, len) != (int)len) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+/*
+ * Moves client packets to the server without copying payloads. Only the
+ * header and, at a command boundary (sequence id 0, not a continuation), the
+ * command byte are looked at: COM_QUIT, COM_CHANGE_USER and
+ * COM_RESET_CONNECTION are handled here, and prepared statements are noted
+ * for reconnects. A detached session borrows a connection at its next command.
+ */
+void relay_client_to_server(struct session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->client);
+    s->last_active_ms = session_now_ms(s);
+    while (s->state == SESSION_RELAY || s->state == SESSION_DETACHED) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail == 0)
+            break;
+        if (s->to_server_left) {
+            size_t n = avail < s->to_server_left ? avail : s->to_server_left;
+            evbuffer_remove_buffer(in, s->worker->scratch, n);
+            s->to_server_left -= n;
+            continue;
+        }
+        uint8_t h[5];
+        if (avail < 4 || evbuffer_copyout(in, h, avail < 5 ? 4 : 5) < 4)
+            break;
+        uint32_t len = wire_header_len(h);
+        bool command = !s->client_continues && wire_header_seq(h) == 0 && len > 0;
+        if (command && avail < 5)
+            break;
+        if (command && h[4] == PROTO_COM_QUIT) {
+            flush_to_server(s);
+            if (s->state == SESSION_RELAY && (!response_idle(&s->rt) || s->to_client_left)) {
+                /* Pipelined: the server answers what came before, then the session ends. */
+                evbuffer_drain(in, avail < 4 + (size_t)len ? avail : 4 + (size_t)len);
+                s->quit_pending = 1;
+                bufferevent_disable(s->client, EV_READ);
+                return;
+            }
+            session_close(s, "client quit");
+            return;
+        }
+        if (s->state == SESSION_DETACHED) {
+            flush_to_server(s);
+            if (!command) {
+                session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "Malformed packet");
+                return;
+            }
+            reconnect_begin(s);
+            return;
+        }
+        if (command && h[4] == PROTO_COM_RESET_CONNECTION) {
+            flush_to_server(s);
+            if (avail < 4 + (size_t)len)
+                break;
+            evbuffer_drain(in, 4 + (size_t)len);
+            session_handle_reset_connection(s);
+            return;
+        }
+        if (command && h[4] == PROTO_COM_CHANGE_USER) {
+            flush_to_server(s);
+            if (len > LOGIN_MAX_PACKET) {
+                s->seq = 1;
+                session_fail(s, PROTO_ER_NET_PACKET_TOO_LARGE, "08S01",
+                             "COM_CHANGE_USER packet too large");
+                return;
+            }
+            uint8_t *p = take_packet(in, len);
+            if (!p)
+                break;
+            session_handle_change_user(s, p, len);
+            OPENSSL_cleanse(p, len);
+            free(p);
+            return;
+        }
+        if (command && !note_command(s, in, avail, h[4], len))
+            break;
+        s->client_continues = len == PROTO_MAX_PAYLOAD;
+        s->to_server_left = 4 + (size_t)len;
+    }
+    flush_to_server(s);
+    if (s->state == SESSION_RELAY && s->server)
+        throttle(s, s->client, s->server);
+}
+
+/* The client's output drained: resume reading the server if it was paused for it. */
+void relay_client_write(struct session *s)
+{
+    if (s->server_throttled && s->server) {
+        s->server_throttled = 0;
+        bufferevent_setwatermark(s->client, EV_WRITE, 0, 0);
+        bufferevent_enable(s->server, EV_READ);
+        if (evbuffer_get_length(bufferevent_get_input(s->server)))
+            relay_handler.read(s);
+    }
+}
+
+/* Records what an OK packet says changed, and hides it from clients that did not ask. */
+static bool state_changed_ok(struct session *s, struct evbuffer *in, struct evbuffer *out,
+                             size_t len)
+{
+    uint8_t *pkt = malloc(4 + len);
+    if (!pkt)
+        return false;
+    if (evbuffer_remove(in, pkt, 4 + len) != (int)(4 + len)) {
+        /* Never happens: the caller waited for the whole packet. Stop here, loudly. */
+        SESSION_CHECK(!"OK packet shorter than its header says");
+        free(pkt);
+        return false;
+    }
+    struct ok_packet ok;
+    if (!ok_packet_parse(pkt + 4, len, &ok)) {
+        s->st.unrestorable = "the server sent an OK packet credproxy could not read";
+        evbuffer_add(out, pkt, 4 + len);
+        free(pkt);
+        return true;
+    }
+    session_state_on_changes(&s->st, ok.state, ok.state_len, s->set_names_collation);
+    free(s->set_names_collation);
+    s->set_names_collation = NULL;
+    s->dirty = 1; /* a multi-statement "SELECT ...; SET ..." ends here too */
+    if (s->caps & PROTO_CAP_SESSION_TRACK) {
+        evbuffer_add(out, pkt, 4 + len);
+    } else {
+        struct wire_writer w;
+        wire_writer_init(&w);
+        wire_begin_packet(&w, pkt[3]);
+        ok_packet_write_untracked(&w, &ok);
+        wire_end_packet(&w);
+        if (!w.failed)
+            evbuffer_add(out, w.buf, w.len);
+        wire_writer_free(&w);
+    }
+    free(pkt);
+    return true;
+}
+
+/* After a reconnect the client's ids for new statements may differ from the server's. */
+static void map_prepare_ok(struct session *s, struct evbuffer *in)
+{
+    uint32_t server_id = s->rt.prepared_stmt_id;
+    uint32_t client_id = session_state_prepare_done(&s->st, true, server_id);
+    if (client_id == server_id)
+        return;
+    uint8_t *p = evbuffer_pullup(in, 9);
+    if (p) {
+        p[5] = (uint8_t)client_id;
+        p[6] = (uint8_t)(client_id >> 8);
+        p[7] = (uint8_t)(client_id >> 16);
+        p[8] = (uint8_t)(client_id >> 24);
+    }
+}
+
+/* What a finished reply tells about the session beyond its status. */
+static void reply_done(struct session *s)
+{
+    if (s->rt.cmd == PROTO_COM_STMT_PREPARE && s->rt.last_was_error)
+        (void)session_state_prepare_done(&s->st, false, 0);
+    if (s->rt.cmd == PROTO_COM_STMT_EXECUTE && (s->rt.status & PROTO_STATUS_CURSOR_EXISTS))
+        s->cursor_open = 1;
+    if (s->rt.cmd == PROTO_COM_STMT_FETCH && (s->rt.status & PROTO_STATUS_LAST_ROW_SENT))
+        s->cursor_open = 0;
+}
+
+/*
+ * Waits for a whole OK packet of len bytes, letting the read watermark grow
+ * past RELAY_HIGH_WATER for it (an OK listing many changed variables can be
+ * large; it is still one packet, below 16 MiB).
+ */
+static void wait_whole_ok(struct session *s, size_t len)
+{
+    if (4 + len > RELAY_HIGH_WATER) {
+        bufferevent_setwatermark(s->server, EV_READ, 0, 4 + len);
+        s->big_ok_wait = 1;
+    }
+}
+
+/*
+ * Moves server packets to the client. Payloads move as buffer chains; only
+ * each packet's header and first bytes are read, for the response tracker.
+ * Packets that may be OKs are waited for whole, because an OK that reports
+ * session-state changes is read (and, for clients without session tracking,
+ * rewritten).
+ */
+static void server_read(void *arg)
+{
+    struct session *s = arg;
+    SCRATCH_EMPTY(s);
+    if (s->state != SESSION_RELAY)
+        return;
+    struct evbuffer *in = bufferevent_get_input(s->server);
+    struct evbuffer *out = s->worker->scratch; /* sent at once below, in order */
+    for (;;) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail == 0)
+            break;
+        if (s->to_client_left) {
+            size_t n = avail < s->to_client_left ? avail : s->to_client_left;
+            evbuffer_remove_buffer(in, out, n);
+            s->to_client_left -= n;
+            continue;
+        }
+        uint8_t h[4 + RESPONSE_PREFIX_MAX];
+        if (avail < 4)
+            break;
+        evbuffer_copyout(in, h, 4);
+        size_t len = wire_header_len(h);
+        size_t prefix = len < RESPONSE_PREFIX_MAX ? len : RESPONSE_PREFIX_MAX;
+        if (avail < 4 + prefix)
+            break;
+        bool tracked = !s->server_continues && !s->untrackable;
+        if (tracked) {
+            evbuffer_copyout(in, h, 4 + prefix);
+            bool maybe_ok =
+                len > 0 && len < PROTO_MAX_PAYLOAD && response_next_may_be_ok(&s->rt, h[4]);
+            if (maybe_ok && avail < 4 + len) {
+                wait_whole_ok(s, len);
+                break;
+            }
+            enum response_event ev = response_feed(&s->rt, h + 4, prefix, len);
+            if (ev == RESPONSE_UNTRACKABLE)
+                lose_track(s);
+            if (s->rt.prepare_ok)
+                map_prepare_ok(s, in);
+            if (ev == RESPONSE_DONE) {
+                reply_done(s);
+                s->last_active_ms = session_now_ms(s);
+            }
+            if (s->rt.ok_packet && (s->rt.status & PROTO_STATUS_STATE_CHANGED) &&
+                avail >= 4 + len && state_changed_ok(s, in, out, len)) {
+                s->server_continues = 0;
+                continue;
+            }
+        }
+        s->server_continues = len == PROTO_MAX_PAYLOAD;
+        s->to_client_left = 4 + len;
+    }
+    if (s->big_ok_wait && evbuffer_get_length(in) < RELAY_HIGH_WATER) {
+        s->big_ok_wait = 0;
+        bufferevent_setwatermark(s->server, EV_READ, 0, RELAY_HIGH_WATER);
+    }
+    if (evbuffer_get_length(out))
+        session_send_now(s->client, out);
+    if (s->quit_pending && !s->to_client_left && response_idle(&s->rt)) {
+        session_drop_conn(s, "client quit after its last replies");
+        session_set_state(s, SESSION_CLOSING, "client quit after its last replies");
+        session_close_after_flush(s, "client quit");
+        return;
+    }
+    throttle(s, s->server, s->client);
+    if (s->route->cfg->pool_release_idle_ms > 0 && !s->to_client_left && response_idle(&s->rt))
+        reconnect_arm_idle_release(s);
+}
+
+/* The server's output drained: resume reading the client if it was paused for it. */
+static void server_write(void *arg)
+{
+    struct session *s = arg;
+    SCRATCH_EMPTY(s);
+    if (s->client_throttled && s->state == SESSION_RELAY) {
+        s->client_throttled = 0;
+        bufferevent_setwatermark(s->server, EV_WRITE, 0, 0);
+        bufferevent_enable(s->client, EV_READ);
+        relay_resume(s);
+    }
+}
+
+static void server_event(void *arg, short what)
+{
+    struct session *s = arg;
+    SCRATCH_EMPTY(s);
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        reconnect_server_lost(s);
+}
+
+const struct pool_conn_handler relay_handler = {
+    .read = server_read,
+    .write = server_write,
+    .event = server_event,
+};
