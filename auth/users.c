@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <openssl/crypto.h>
 
@@ -186,6 +187,15 @@ struct local_users *local_users_load(const char *path, char *err, size_t errlen)
     if (!f || !u) {
         if (errlen)
             snprintf(err, errlen, "%s: %s", path, strerror(f ? ENOMEM : errno));
+        goto out_free;
+    }
+    /* A native hash logs in as that user (it is what the scramble proves): keep it private. */
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && (st.st_mode & 066)) {
+        if (errlen)
+            snprintf(err, errlen,
+                     "%s: readable or writable by group or others (mode %03o); chmod 600 it", path,
+                     (unsigned)(st.st_mode & 0777));
         goto out_free;
     }
     if (!parse_file(&c, f, u) || !sort_and_check(&c, u))

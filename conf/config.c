@@ -55,6 +55,7 @@ static const char *const tls_names[] = {"auto",      "disabled",        "preferr
 static const char *const auth_names[] = {"trust", "peer", "password", NULL};
 static const char *const client_tls_names[] = {"optional", "required", NULL};
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
+static const char *const bool_names[] = {"false", "true", NULL};
 
 /* Enum settings are stored through an int lvalue. */
 _Static_assert(sizeof(enum upstream_tls_mode) == sizeof(int), "enum stored as int");
@@ -252,6 +253,14 @@ static const struct setting settings[] = {
      .max = 1024,
      .metavar = "N",
      .help = "event-loop threads; 0 means one per CPU"},
+    {.key = "allow_core_dumps",
+     .type = T_ENUM,
+     .scope = SCOPE_GLOBAL,
+     .offset = CF(allow_core_dumps),
+     .def = "false",
+     .names = bool_names,
+     .metavar = "BOOL",
+     .help = "leave the process dumpable (core dumps hold the current password); for debugging"},
 };
 
 #define N_SETTINGS   (sizeof(settings) / sizeof(settings[0]))
@@ -975,7 +984,7 @@ static void file_line(struct loader *ld, char *line, int lineno)
 
 static void file_load(struct loader *ld, const char *path)
 {
-    FILE *f = fopen(path, "r");
+    FILE *f = fopen(path, "re");
     if (!f) {
         errs_add(ld->errs, "%s: cannot open config file: %s", path, strerror(errno));
         return;

@@ -67,7 +67,8 @@ struct route_config {
 struct config {
     char *config_file; /* path given with --config, or NULL */
     enum log_level log_level;
-    int workers; /* event-loop threads; 0 means one per CPU */
+    int workers;          /* event-loop threads; 0 means one per CPU */
+    int allow_core_dumps; /* 1: stay dumpable (PR_SET_DUMPABLE left on); an enum false|true */
     struct route_config *routes;
     size_t n_routes;
     bool check_only;   /* --check-config: validate and exit */

@@ -1,71 +1,421 @@
-/* Logging to stderr, where systemd and container runtimes collect it. */
+/*
+ * Logging to stderr, where systemd and container runtimes collect it: through a bounded
+ * queue and a log thread, so a stalled reader never stops a worker, with a per-call-site
+ * rate limit so a flood leaves a count instead of a wall of lines.
+ */
 #include "conf/log.h"
 
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
+#define QUEUE_BYTES    (64 * 1024) /* lines waiting for the log thread */
+#define LINE_MAX_BYTES 2048        /* longer lines are cut */
+#define RATE_SLOTS     256         /* call sites followed by the rate limit */
+#define RATE_PROBES    16          /* a site that finds no slot this close is not limited */
+
 enum log_level log_current_level = LOG_LEVEL_INFO;
 
 static const char *const level_names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
+
+/* One call site's count in the current one-second window. */
+struct rate_slot {
+    const char *fmt;      /* the call site's format string; NULL when free */
+    enum log_level level; /* for the summary line */
+    time_t window;        /* monotonic second the counts belong to */
+    unsigned count;       /* lines in this window, logged or not */
+    unsigned suppressed;  /* lines not logged, waiting for their summary */
+};
+
+/* Everything shared by the loggers and the log thread, under mu. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t wake;    /* lines queued, or stop asked */
+    pthread_cond_t exited;  /* the log thread has finished */
+    char ring[QUEUE_BYTES]; /* queued lines, whole, oldest at head */
+    size_t head, len;       /* ring position and bytes queued */
+    unsigned long dropped;  /* lines dropped since the last report */
+    bool running;           /* the log thread owns the output */
+    bool stopping;          /* log_stop() asked it to finish */
+    bool done;              /* it has finished */
+    pthread_t thread;
+    struct rate_slot slots[RATE_SLOTS];
+} lg = {.mu = PTHREAD_MUTEX_INITIALIZER,
+        .wake = PTHREAD_COND_INITIALIZER,
+        .exited = PTHREAD_COND_INITIALIZER};
 
 void log_set_level(enum log_level level)
 {
     log_current_level = level;
 }
 
-void log_write(enum log_level level, const char *fmt, ...)
+/* Writes everything, waiting out a non-blocking stderr; gives up on a real error. */
+static void write_all(const char *p, size_t len)
 {
-    char line[2048];
+    while (len > 0) {
+        ssize_t w = write(STDERR_FILENO, p, len);
+        if (w > 0) {
+            p += w;
+            len -= (size_t)w;
+        } else if (w < 0 && errno == EAGAIN) {
+            struct pollfd pfd = {.fd = STDERR_FILENO, .events = POLLOUT};
+            poll(&pfd, 1, 1000);
+        } else if (!(w < 0 && errno == EINTR)) {
+            return;
+        }
+    }
+}
+
+/* Hands a whole line to the queue (or, without a log thread, to stderr). */
+static void emit(const char *line, size_t len)
+{
+    pthread_mutex_lock(&lg.mu);
+    if (!lg.running) {
+        pthread_mutex_unlock(&lg.mu);
+        write_all(line, len); /* one write per line keeps lines whole between threads */
+        return;
+    }
+    if (QUEUE_BYTES - lg.len < len) {
+        lg.dropped++;
+    } else {
+        size_t tail = (lg.head + lg.len) % QUEUE_BYTES;
+        size_t first = QUEUE_BYTES - tail < len ? QUEUE_BYTES - tail : len;
+        memcpy(lg.ring + tail, line, first);
+        memcpy(lg.ring, line + first, len - first);
+        lg.len += len;
+        if (lg.len == len)
+            pthread_cond_signal(&lg.wake);
+    }
+    pthread_mutex_unlock(&lg.mu);
+}
+
+/* "TIME LEVEL " into line; returns its length. */
+static size_t line_prefix(char *line, size_t size, enum log_level level)
+{
     struct timeval tv;
     struct tm tm;
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
-    int n = (int)strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-    n += snprintf(line + n, sizeof(line) - (size_t)n, ".%03ldZ %s ", (long)(tv.tv_usec / 1000),
-                  level_names[level]);
-    va_list ap;
-    va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
-    va_end(ap);
-    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-    if (len > sizeof(line) - 2)
-        len = sizeof(line) - 2;
-    line[len++] = '\n';
-    /* One write(2) per line keeps lines whole when several threads log at once. */
-    ssize_t w = write(STDERR_FILENO, line, len);
-    (void)w;
+    size_t n = strftime(line, size, "%Y-%m-%dT%H:%M:%S", &tm);
+    int m =
+        snprintf(line + n, size - n, ".%03ldZ %s ", (long)(tv.tv_usec / 1000), level_names[level]);
+    return n + (m > 0 ? (size_t)m : 0);
 }
 
-const char *log_escape(char *buf, size_t n, const void *data, size_t len)
+/*
+ * Appends msg to line[n..size) with every control byte escaped, then "\n"; returns the
+ * line's length. Whatever an argument holds, it cannot begin a line of its own.
+ */
+static size_t line_finish(char *line, size_t n, size_t size, const char *msg)
 {
     static const char hex[] = "0123456789abcdef";
-    const unsigned char *p = data;
-    size_t o = 0;
-    if (n == 0)
-        return buf;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = p[i];
-        size_t need = (c >= 0x20 && c < 0x7f && c != '\\') ? 1 : 4;
-        if (o + need + 4 > n) { /* room for this, "..." and the NUL */
-            if (o + 4 <= n) {
-                memcpy(buf + o, "...", 3);
-                o += 3;
-            }
-            break;
-        }
-        if (need == 1) {
-            buf[o++] = (char)c;
+    for (const unsigned char *p = (const unsigned char *)msg; *p && n + 5 < size; p++) {
+        if (*p >= 0x20 && *p != 0x7f) {
+            line[n++] = (char)*p;
         } else {
-            buf[o++] = '\\';
-            buf[o++] = 'x';
-            buf[o++] = hex[c >> 4];
-            buf[o++] = hex[c & 15];
+            line[n++] = '\\';
+            line[n++] = 'x';
+            line[n++] = hex[*p >> 4];
+            line[n++] = hex[*p & 15];
         }
     }
-    buf[o] = '\0';
+    line[n++] = '\n';
+    return n;
+}
+
+static void emit_message(enum log_level level, const char *msg)
+{
+    char line[LINE_MAX_BYTES];
+    size_t n = line_prefix(line, sizeof(line), level);
+    emit(line, line_finish(line, n, sizeof(line), msg));
+}
+
+static void emit_summary(enum log_level level, unsigned n, const char *fmt)
+{
+    char msg[256];
+    snprintf(msg, sizeof(msg), "suppressed %u similar line%s in one second (like: %.120s)", n,
+             n == 1 ? "" : "s", fmt);
+    emit_message(level, msg);
+}
+
+static time_t now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec;
+}
+
+/*
+ * Counts a line of the call site fmt; returns whether it may be logged. *prev gets the
+ * number suppressed in the site's previous window, whose summary the caller writes first.
+ */
+static bool rate_allow(const char *fmt, enum log_level level, unsigned *prev)
+{
+    *prev = 0;
+    uintptr_t h = (uintptr_t)fmt;
+    h ^= h >> 17;
+    h *= 0x9E3779B97F4A7C15ull;
+    size_t start = (size_t)(h >> 40) % RATE_SLOTS;
+    time_t now = now_seconds();
+    bool allow = true;
+    pthread_mutex_lock(&lg.mu);
+    for (size_t i = 0; i < RATE_PROBES; i++) {
+        struct rate_slot *s = &lg.slots[(start + i) % RATE_SLOTS];
+        if (s->fmt && s->fmt != fmt)
+            continue;
+        if (!s->fmt) {
+            s->fmt = fmt;
+            s->level = level;
+            s->window = now;
+        }
+        if (s->window != now) {
+            *prev = s->suppressed;
+            s->suppressed = 0;
+            s->count = 0;
+            s->window = now;
+        }
+        allow = ++s->count <= LOG_RATE_LIMIT;
+        if (!allow)
+            s->suppressed++;
+        break;
+    }
+    pthread_mutex_unlock(&lg.mu);
+    return allow;
+}
+
+/* Writes the summaries of windows that are over (all of them when force). */
+static void rate_sweep(bool force)
+{
+    struct {
+        const char *fmt;
+        enum log_level level;
+        unsigned n;
+    } due[RATE_SLOTS];
+    size_t n_due = 0;
+    time_t now = now_seconds();
+    pthread_mutex_lock(&lg.mu);
+    for (size_t i = 0; i < RATE_SLOTS; i++) {
+        struct rate_slot *s = &lg.slots[i];
+        if (s->suppressed && (force || s->window != now)) {
+            due[n_due].fmt = s->fmt;
+            due[n_due].level = s->level;
+            due[n_due++].n = s->suppressed;
+            s->suppressed = 0;
+        }
+    }
+    pthread_mutex_unlock(&lg.mu);
+    for (size_t i = 0; i < n_due; i++)
+        emit_summary(due[i].level, due[i].n, due[i].fmt);
+}
+
+void log_flush_suppressed(void)
+{
+    rate_sweep(true);
+}
+
+void log_write(enum log_level level, const char *fmt, ...)
+{
+    unsigned prev = 0;
+    if (level != LOG_LEVEL_DEBUG && !rate_allow(fmt, level, &prev))
+        return;
+    if (prev)
+        emit_summary(level, prev, fmt);
+    char msg[LINE_MAX_BYTES];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    emit_message(level, msg);
+}
+
+/* The log thread: drains the queue to stderr, reports drops, writes due summaries. */
+static void *log_main(void *arg)
+{
+    (void)arg;
+    static char batch[QUEUE_BYTES];
+    pthread_mutex_lock(&lg.mu);
+    for (;;) {
+        if (lg.len == 0 && lg.dropped == 0) {
+            if (lg.stopping)
+                break;
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 1;
+            pthread_cond_timedwait(&lg.wake, &lg.mu, &until);
+        }
+        size_t len = lg.len;
+        size_t first = QUEUE_BYTES - lg.head < len ? QUEUE_BYTES - lg.head : len;
+        memcpy(batch, lg.ring + lg.head, first);
+        memcpy(batch + first, lg.ring, len - first);
+        lg.head = (lg.head + len) % QUEUE_BYTES;
+        lg.len = 0;
+        unsigned long dropped = lg.dropped;
+        lg.dropped = 0;
+        pthread_mutex_unlock(&lg.mu);
+        if (dropped) {
+            char line[LINE_MAX_BYTES], msg[160];
+            snprintf(msg, sizeof(msg), "%lu log line%s dropped: stderr was not keeping up", dropped,
+                     dropped == 1 ? "" : "s");
+            size_t n = line_prefix(line, sizeof(line), LOG_LEVEL_WARN);
+            write_all(line, line_finish(line, n, sizeof(line), msg));
+        }
+        write_all(batch, len);
+        rate_sweep(false);
+        pthread_mutex_lock(&lg.mu);
+    }
+    lg.done = true;
+    pthread_cond_broadcast(&lg.exited);
+    pthread_mutex_unlock(&lg.mu);
+    return NULL;
+}
+
+bool log_start(void)
+{
+    pthread_mutex_lock(&lg.mu);
+    bool ok = lg.running;
+    if (!ok) {
+        lg.stopping = lg.done = false;
+        ok = pthread_create(&lg.thread, NULL, log_main, NULL) == 0;
+        lg.running = ok;
+    }
+    pthread_mutex_unlock(&lg.mu);
+    return ok;
+}
+
+void log_stop(int timeout_ms)
+{
+    rate_sweep(true);
+    pthread_mutex_lock(&lg.mu);
+    if (!lg.running) {
+        pthread_mutex_unlock(&lg.mu);
+        return;
+    }
+    lg.stopping = true;
+    pthread_cond_signal(&lg.wake);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    while (!lg.done && pthread_cond_timedwait(&lg.exited, &lg.mu, &until) == 0)
+        ;
+    bool done = lg.done;
+    if (done)
+        lg.running = false;
+    pthread_mutex_unlock(&lg.mu);
+    /* A reader that stays stalled keeps the thread in write(): leave it; the process exits. */
+    if (done)
+        pthread_join(lg.thread, NULL);
+    else
+        pthread_detach(lg.thread);
+}
+
+/* Writes the escape for byte c into out; returns its length. */
+static size_t put_escaped(char *out, unsigned char c)
+{
+    static const char hex[] = "0123456789abcdef";
+    out[0] = '\\';
+    switch (c) {
+    case '\n':
+        out[1] = 'n';
+        return 2;
+    case '\r':
+        out[1] = 'r';
+        return 2;
+    case '\t':
+        out[1] = 't';
+        return 2;
+    case '\\':
+    case '\'':
+    case '"':
+        out[1] = (char)c;
+        return 2;
+    default:
+        out[1] = 'x';
+        out[2] = hex[c >> 4];
+        out[3] = hex[c & 15];
+        return 4;
+    }
+}
+
+/* Length of the well-formed UTF-8 sequence at p (not C1 controls), or 0. */
+static size_t utf8_len(const unsigned char *p, size_t left)
+{
+    unsigned char c = p[0];
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+        if (c == 0xc2)
+            lo = 0xa0; /* U+0080..U+009F are C1 control codes */
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        if (c == 0xe0)
+            lo = 0xa0; /* overlong */
+        if (c == 0xed)
+            hi = 0x9f; /* surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        if (c == 0xf0)
+            lo = 0x90; /* overlong */
+        if (c == 0xf4)
+            hi = 0x8f; /* beyond U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (n > left || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (p[i] < 0x80 || p[i] > 0xbf)
+            return 0;
+    return n;
+}
+
+const char *log_escape(char *buf, size_t n, const void *s, size_t len)
+{
+    const unsigned char *p = s;
+    size_t o = 0, i = 0, mark = 0; /* mark: the last piece boundary with room for "..." */
+    if (n < 4) {
+        if (n)
+            buf[0] = 0;
+        return buf;
+    }
+    while (i < len) {
+        char piece[16];
+        size_t plen, adv;
+        unsigned char c = p[i];
+        size_t u = c >= 0x80 ? utf8_len(p + i, len - i) : 0;
+        if (u) {
+            memcpy(piece, p + i, u);
+            plen = adv = u;
+        } else if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'' && c != '"') {
+            piece[0] = (char)c;
+            plen = adv = 1;
+        } else {
+            plen = put_escaped(piece, c);
+            adv = 1;
+        }
+        if (o + plen > n - 1) {
+            memcpy(buf + mark, "...", 3); /* never half an escape */
+            buf[mark + 3] = 0;
+            return buf;
+        }
+        memcpy(buf + o, piece, plen);
+        o += plen;
+        i += adv;
+        if (o + 3 <= n - 1)
+            mark = o;
+    }
+    buf[o] = 0;
     return buf;
 }

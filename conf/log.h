@@ -2,22 +2,52 @@
 #ifndef CREDPROXY_CONF_LOG_H
 #define CREDPROXY_CONF_LOG_H
 
+#include <stddef.h>
+
 #include "conf/config.h"
 
 extern enum log_level log_current_level;
 
 void log_set_level(enum log_level level);
 
-/* Writes "TIME LEVEL message\n" to stderr as one write, so threads do not interleave. */
+/*
+ * Formats "TIME LEVEL message\n" and hands it on as one unit, so threads do not interleave.
+ * Control bytes in the message are escaped, so no argument can start a line of its own.
+ * Before log_start() (and after log_stop()) the line is written to stderr at once; in
+ * between it goes to a bounded queue that the log thread drains: a caller never waits for
+ * the reader of stderr. When the queue is full the line is dropped and counted, and the
+ * count is reported ("N log lines dropped") as soon as lines flow again.
+ *
+ * Rate limit: a call site (its format string) that logs more than LOG_RATE_LIMIT lines in
+ * one second at error, warn or info level has the rest of that second's lines suppressed;
+ * one "suppressed N similar lines" line follows when the second is over. Debug lines are
+ * never rate-limited (the queue still protects the workers).
+ */
 void log_write(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Lines per call site per second before the rest are suppressed. */
+#define LOG_RATE_LIMIT 20
+
+/* Starts the log thread; returns false (and keeps logging synchronously) if it cannot. */
+bool log_start(void);
+
 /*
- * Copies len bytes of client-supplied data into buf (size n) for a log line:
- * printable ASCII stays, backslash and every other byte (control characters,
- * newlines, non-ASCII) become \xNN, and the copy is cut with "..." when it
- * does not fit. Returns buf.
+ * Writes every pending summary, flushes the queue (waiting at most timeout_ms for a stalled
+ * reader) and stops the log thread. Lines logged afterwards are written synchronously.
  */
-const char *log_escape(char *buf, size_t n, const void *data, size_t len);
+void log_stop(int timeout_ms);
+
+/* Writes every pending "suppressed N similar lines" summary now, whatever its window. */
+void log_flush_suppressed(void);
+
+/*
+ * Escapes a client-supplied string for a log line into buf (size n >= 4), NUL-terminated:
+ * printable ASCII and well-formed UTF-8 pass; backslash and both quotes get a backslash;
+ * \n, \r and \t are written as such; every other control byte, DEL and each byte of a
+ * malformed UTF-8 sequence is written as \xNN. An output that does not fit ends in "...".
+ * Returns buf.
+ */
+const char *log_escape(char *buf, size_t n, const void *s, size_t len);
 
 #define LOG_AT(lvl, ...)                                                                           \
     do {                                                                                           \

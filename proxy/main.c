@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -237,7 +238,17 @@ int main(int argc, char **argv)
         return 0;
     }
     log_set_level(d.cfg.log_level);
+    /*
+     * Not dumpable: no core dump (it would hold the current password), and processes of the
+     * same user cannot ptrace credproxy or read its /proc/PID/mem. Set before any secret is
+     * read; the systemd unit's LimitCORE=0 is then a second fence, not the only one.
+     */
+    if (!d.cfg.allow_core_dumps && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+        log_warn("cannot turn off core dumps (PR_SET_DUMPABLE): %s", strerror(errno));
     signal(SIGPIPE, SIG_IGN);
+    /* From here a stalled reader of stderr delays no worker: lines go through the log thread. */
+    if (!log_start())
+        log_warn("cannot start the log thread; logging synchronously");
     evthread_use_pthreads();
     int rc = 1;
     if (start(&d) == 0) {
@@ -254,5 +265,6 @@ int main(int argc, char **argv)
     stop(&d);
     config_free(&d.cfg);
     log_info("credproxy stopped");
+    log_stop(2000); /* flush, but never hang an exit on a reader that stopped reading */
     return rc;
 }

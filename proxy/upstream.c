@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -24,6 +25,7 @@
 #include "auth/proto.h"
 #include "auth/reply.h"
 #include "auth/wire.h"
+#include "secrets/secure_mem.h"
 
 /* Login packets are small; anything bigger is not a MySQL server talking. */
 #define LOGIN_MAX_PACKET (64 * 1024)
@@ -49,7 +51,7 @@ struct upstream_login {
     enum upstream_tls_mode tls_mode;
     SSL_CTX *tls_ctx;
     char *user;
-    char *password; /* wiped on free */
+    char *password; /* secure memory: not in core dumps, wiped on free */
     char *database;
     uint64_t client_caps;
     uint8_t charset;
@@ -62,18 +64,19 @@ struct upstream_login {
     enum client_auth_plugin plugin;
     bool awaiting_pubkey;
     struct upstream_info info;
+    struct evdns_getaddrinfo_request *dns_req; /* the lookup in flight, or NULL */
+    char setup_error[160]; /* a DNS or socket failure, reported from the timer */
 };
 
 static void login_free(struct upstream_login *l)
 {
+    if (l->dns_req)
+        evdns_getaddrinfo_cancel(l->dns_req); /* its callback sees EVUTIL_EAI_CANCEL, not l */
     if (l->timer)
         event_free(l->timer);
     if (l->bev)
         bufferevent_free(l->bev);
-    if (l->password) {
-        OPENSSL_cleanse(l->password, strlen(l->password));
-        free(l->password);
-    }
+    secure_free(l->password); /* wipes it */
     OPENSSL_cleanse(l->nonce, sizeof(l->nonce));
     free(l->host);
     free(l->user);
@@ -138,6 +141,32 @@ static void send_packet(struct upstream_login *l, const uint8_t *payload, size_t
     struct evbuffer *out = bufferevent_get_output(l->bev);
     evbuffer_add(out, hdr, 4);
     evbuffer_add(out, payload, len);
+}
+
+static void wipe_and_free(const void *data, size_t len, void *extra)
+{
+    (void)extra;
+    OPENSSL_cleanse((void *)data, len);
+    free((void *)data);
+}
+
+/*
+ * For packets that hold the password or what is derived from it: the output buffer only
+ * references our copy, which is wiped when libevent is done with it (sent, or the
+ * connection freed). evbuffer_add() would copy it into chains that are freed unwiped.
+ */
+static void send_secret_packet(struct upstream_login *l, const uint8_t *payload, size_t len)
+{
+    uint8_t *p = malloc(4 + len);
+    if (!p)
+        return; /* the server times the login out */
+    p[0] = (uint8_t)len;
+    p[1] = (uint8_t)(len >> 8);
+    p[2] = (uint8_t)(len >> 16);
+    p[3] = l->seq++;
+    memcpy(p + 4, payload, len);
+    if (evbuffer_add_reference(bufferevent_get_output(l->bev), p, 4 + len, wipe_and_free, NULL) < 0)
+        wipe_and_free(p, 4 + len, NULL);
 }
 
 /* Parses the server's Initial Handshake Packet into l->info and l->nonce. */
@@ -270,7 +299,7 @@ static void send_handshake_response(struct upstream_login *l)
         wire_put_lenenc_bytes(&w, l->attrs, l->attrs_len);
     OPENSSL_cleanse(reply, sizeof(reply));
     if (!w.failed)
-        send_packet(l, w.buf, w.len);
+        send_secret_packet(l, w.buf, w.len);
     OPENSSL_cleanse(w.buf, w.len);
     wire_writer_free(&w);
     l->state = LOGIN_AUTH;
@@ -407,7 +436,7 @@ static bool handle_auth_switch(struct upstream_login *l, const uint8_t *p, size_
     if (n < 0)
         return false;
     l->awaiting_pubkey = l->plugin == CLIENT_AUTH_SHA256 && !l->info.tls;
-    send_packet(l, reply, (size_t)n);
+    send_secret_packet(l, reply, (size_t)n);
     OPENSSL_cleanse(reply, sizeof(reply));
     return true;
 }
@@ -425,7 +454,7 @@ static bool handle_more_data(struct upstream_login *l, const uint8_t *p, size_t 
             login_fail(l, 2059, "HY000", "credproxy: login to %s:%d: %s", l->host, l->port, err);
             return false;
         }
-        send_packet(l, reply, (size_t)n);
+        send_secret_packet(l, reply, (size_t)n);
         OPENSSL_cleanse(reply, sizeof(reply));
         return true;
     }
@@ -441,7 +470,7 @@ static bool handle_more_data(struct upstream_login *l, const uint8_t *p, size_t 
     /* Full authentication: the password itself, protected by TLS or by the server's RSA key. */
     if (l->info.tls) {
         size_t n = strlen(l->password) + 1;
-        send_packet(l, (const uint8_t *)l->password, n);
+        send_secret_packet(l, (const uint8_t *)l->password, n);
     } else {
         uint8_t req = 2;
         l->awaiting_pubkey = true;
@@ -566,10 +595,54 @@ static void login_timeout_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct upstream_login *l = arg;
+    if (l->setup_error[0]) {
+        login_fail(l, 2003, "HY000", "credproxy could not reach %s:%d: %s", l->host, l->port,
+                   l->setup_error);
+        return;
+    }
     login_fail(l, l->state == LOGIN_CONNECTING ? 2003 : 2013, "HY000",
                "credproxy could not %s %s:%d: timed out",
                l->state == LOGIN_CONNECTING ? "reach" : "log in to", l->host, l->port);
     login_end_of_callback(l);
+}
+
+/* Fails the login from the timer, never inside upstream_login_start() itself. */
+static void fail_soon(struct upstream_login *l, const char *why)
+{
+    snprintf(l->setup_error, sizeof(l->setup_error), "%s", why);
+    struct timeval now = {0, 0};
+    evtimer_add(l->timer, &now);
+}
+
+/*
+ * The host is resolved here rather than by bufferevent_socket_connect_hostname(), because
+ * libevent would create the socket without close-on-exec: created here with SOCK_CLOEXEC,
+ * no spawned process (credential_process) can inherit a database connection.
+ */
+static void resolved_cb(int result, struct evutil_addrinfo *ai, void *arg)
+{
+    if (result == EVUTIL_EAI_CANCEL)
+        return; /* the login was freed; arg is gone */
+    struct upstream_login *l = arg;
+    l->dns_req = NULL;
+    char why[160];
+    if (result != 0 || !ai) {
+        snprintf(why, sizeof(why), "cannot resolve host: %s", evutil_gai_strerror(result));
+        fail_soon(l, why);
+    } else {
+        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+        if (fd < 0 || bufferevent_setfd(l->bev, fd) < 0) {
+            snprintf(why, sizeof(why), "cannot create a socket: %s", strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            fail_soon(l, why);
+        } else if (bufferevent_socket_connect(l->bev, ai->ai_addr, (int)ai->ai_addrlen) < 0) {
+            snprintf(why, sizeof(why), "%s", strerror(errno));
+            fail_soon(l, why); /* the bufferevent owns fd and closes it */
+        }
+    }
+    if (ai)
+        evutil_freeaddrinfo(ai);
 }
 
 struct upstream_login *upstream_login_start(struct event_base *base, struct evdns_base *dns,
@@ -587,7 +660,7 @@ struct upstream_login *upstream_login_start(struct event_base *base, struct evdn
     l->tls_mode = p->tls_mode;
     l->tls_ctx = p->tls_ctx;
     l->user = strdup(p->user);
-    l->password = strdup(p->password);
+    l->password = secure_strdup(p->password);
     l->database = p->database ? strndup(p->database, p->database_len) : NULL;
     l->client_caps = p->client_caps;
     l->charset = p->charset;
@@ -610,9 +683,12 @@ struct upstream_login *upstream_login_start(struct event_base *base, struct evdn
     evtimer_add(l->timer, &tv);
     bufferevent_setcb(l->bev, login_read_cb, NULL, login_event_cb, l);
     bufferevent_enable(l->bev, EV_READ | EV_WRITE);
-    if (bufferevent_socket_connect_hostname(l->bev, dns, AF_UNSPEC, l->host, l->port) < 0) {
-        /* The error event has been (or will be) reported through login_event_cb. */
-    }
+    struct evutil_addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_protocol = IPPROTO_TCP};
+    char port[8];
+    snprintf(port, sizeof(port), "%d", l->port);
+    /* May answer at once (an IP literal): resolved_cb then fails only through the timer. */
+    l->dns_req = evdns_getaddrinfo(dns, l->host, port, &hints, resolved_cb, l);
     return l;
 }
 

@@ -139,8 +139,8 @@ int worker_listen(struct worker *w, int fd, struct route *r)
         close(fd);
         return -1;
     }
-    struct evconnlistener *l =
-        evconnlistener_new(w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    struct evconnlistener *l = evconnlistener_new(
+        w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
     if (!l)
         return -1;
     evconnlistener_set_error_cb(l, accept_error_cb);

@@ -1,5 +1,6 @@
 /* AWS credentials: the snapshot type, the SDKs' provider chain, and the refreshing cache. */
 #include "secrets/aws_creds.h"
+#include "secrets/secure_mem.h"
 
 #include <cjson/cJSON.h>
 #include <event2/event.h>
@@ -43,8 +44,8 @@ struct aws_credentials *aws_credentials_new(const char *akid, const char *secret
         return NULL;
     c->refs = 1;
     c->access_key_id = strdup(akid);
-    c->secret_access_key = strdup(secret);
-    c->session_token = token && *token ? strdup(token) : NULL;
+    c->secret_access_key = secure_strdup(secret); /* out of core dumps */
+    c->session_token = token && *token ? secure_strdup(token) : NULL;
     c->expiration = expiration;
     if (!c->access_key_id || !c->secret_access_key || (token && *token && !c->session_token)) {
         c->refs = 1;
@@ -66,8 +67,8 @@ void aws_credentials_unref(struct aws_credentials *c)
     if (!c || --c->refs > 0)
         return;
     wipe_free(c->access_key_id);
-    wipe_free(c->secret_access_key);
-    wipe_free(c->session_token);
+    secure_free(c->secret_access_key);
+    secure_free(c->session_token);
     free(c);
 }
 

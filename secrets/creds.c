@@ -1,5 +1,6 @@
 /* Credential snapshots and the parser for RDS-format secrets. */
 #include "secrets/creds.h"
+#include "secrets/secure_mem.h"
 
 #include <cjson/cJSON.h>
 #include <openssl/crypto.h>
@@ -124,9 +125,17 @@ static bool get_port(const cJSON *obj, int *port, char *err, size_t errlen)
 
 static bool fill_creds(struct creds *c, const cJSON *obj, char *err, size_t errlen)
 {
+    char *pw = NULL;
     if (!get_required_string(obj, "username", &c->username, err, errlen) ||
-        !get_required_string(obj, "password", &c->password, err, errlen))
+        !get_required_string(obj, "password", &pw, err, errlen))
         return false;
+    /* The one long-lived copy of the password: in memory no core dump holds. */
+    c->password = secure_strdup(pw);
+    wipe_free(pw);
+    if (!c->password) {
+        set_err(err, errlen, "out of memory");
+        return false;
+    }
     if (get_string(obj, "host", &c->host, err, errlen) == FIELD_BAD ||
         get_string(obj, "dbname", &c->dbname, err, errlen) == FIELD_BAD ||
         get_string(obj, "engine", &c->engine, err, errlen) == FIELD_BAD ||
@@ -202,7 +211,7 @@ void creds_unref(struct creds *c)
     if (!c || __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
     wipe_free(c->username);
-    wipe_free(c->password);
+    secure_free(c->password);
     wipe_free(c->host);
     wipe_free(c->dbname);
     wipe_free(c->engine);

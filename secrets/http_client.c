@@ -3,12 +3,15 @@
 #include "secrets/wipe_buf.h"
 
 #include <curl/curl.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <event2/event.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #define RESPONSE_MAX (1024 * 1024) /* no AWS answer we read comes near this */
 #define USER_AGENT   "credproxy/" CREDPROXY_VERSION
@@ -221,6 +224,25 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 
 /* ---- The client --------------------------------------------------------------------------- */
 
+/*
+ * Sets close-on-exec on every descriptor above stderr that lacks it. Only for what a library
+ * opens out of our reach; credproxy's own descriptors are created close-on-exec.
+ */
+static void cloexec_sweep(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int fd = atoi(e->d_name);
+        int fl = fd > 2 && fd != dirfd(d) ? fcntl(fd, F_GETFD) : -1;
+        if (fl >= 0 && !(fl & FD_CLOEXEC))
+            fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+    }
+    closedir(d);
+}
+
 struct http_client *http_client_new(struct event_base *base)
 {
     static bool global_done;
@@ -234,6 +256,7 @@ struct http_client *http_client_new(struct event_base *base)
         return NULL;
     c->base = base;
     c->multi = curl_multi_init();
+    cloexec_sweep(); /* curl 7.88's multi handle opens a wakeup socketpair without it */
     c->timer = evtimer_new(base, on_timer, c);
     if (!c->multi || !c->timer) {
         http_client_free(c);
@@ -323,6 +346,14 @@ static bool set_headers(struct http_request *r, const struct http_request_params
     return l && curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, l) == CURLE_OK;
 }
 
+/* curl's sockets, created close-on-exec (curl 7.88 creates them without). */
+static curl_socket_t open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    (void)arg;
+    (void)purpose;
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
 static bool setup(struct http_request *r, const struct http_request_params *p)
 {
     CURL *e = r->easy;
@@ -341,8 +372,9 @@ static bool setup(struct http_request *r, const struct http_request_params *p)
               curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout) == CURLE_OK &&
               curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)connect) == CURLE_OK &&
               curl_easy_setopt(e, CURLOPT_USERAGENT, USER_AGENT) == CURLE_OK &&
-              curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK && set_headers(r, p) &&
-              set_body(r, p);
+              curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
+              curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket) == CURLE_OK &&
+              set_headers(r, p) && set_body(r, p);
     if (ok && strcmp(p->method, "POST") != 0 && (r->body || strcmp(p->method, "GET") != 0))
         ok = curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, p->method) == CURLE_OK;
     if (ok && ca && *ca)

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "auth/scramble.h"
@@ -169,6 +170,29 @@ static void test_users_bad(void)
     }
 }
 
+static void test_users_file_mode(void)
+{
+    static const mode_t refused[] = {0640, 0604, 0620, 0602, 0644, 0666};
+    char path[64], err[256], want[256];
+    write_temp(path, "alice:" SECRET_HASH "\n");
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        CHECK(chmod(path, refused[i]) == 0);
+        CHECK(local_users_load(path, err, sizeof(err)) == NULL);
+        snprintf(want, sizeof(want),
+                 "%s: readable or writable by group or others (mode %03o); chmod 600 it", path,
+                 (unsigned)refused[i]);
+        CHECK_STR(err, want);
+    }
+    static const mode_t accepted[] = {0600, 0400, 0700};
+    for (size_t i = 0; i < sizeof(accepted) / sizeof(accepted[0]); i++) {
+        CHECK(chmod(path, accepted[i]) == 0);
+        struct local_users *u = local_users_load(path, err, sizeof(err));
+        CHECK(u != NULL);
+        local_users_free(u);
+    }
+    unlink(path);
+}
+
 static void test_users_missing_file(void)
 {
     char err[256] = "";
@@ -187,5 +211,6 @@ int main(void)
     test_users_good();
     test_users_bad();
     test_users_missing_file();
+    test_users_file_mode();
     return test_summary();
 }
