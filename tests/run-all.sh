@@ -15,7 +15,10 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(libevent-dev libssl-dev libcurl4-openssl-dev libcjson-dev libmariadb-dev
     mariadb-server mariadb-client sysbench haproxy python3-pymysql python3-botocore awscli
-    cmake gcc make pkg-config clang-format openssl)
+    cmake gcc make pkg-config clang-format openssl
+    nodejs npm default-jdk-headless libmariadb-java golang-go golang-github-go-sql-driver-mysql-dev)
+# The drivers of tests/integration/test_drivers.py: Connector/J, node (mysql2 comes from the npm
+# registry at test time) and Go's go-sql-driver/mysql.
 
 usage() {
     sed -n '2,13s/^# \{0,1\}//p' "$0" >&2
@@ -38,6 +41,9 @@ done
 install_deps() {
     local missing=() p
     for p in "${PACKAGES[@]}"; do
+        # A nodejs from elsewhere (e.g. NodeSource) carries its own npm and conflicts with
+        # Debian's; any npm on PATH will do.
+        [ "$p" = npm ] && command -v npm >/dev/null && continue
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
             missing+=("$p")
     done
