@@ -380,6 +380,11 @@ static enum response_event step(struct response_tracker *t, const uint8_t *p, si
     return lose(t);
 }
 
+bool response_queue_full(const struct response_tracker *t)
+{
+    return t->queue_len >= RESPONSE_PIPELINE_MAX;
+}
+
 bool response_lost(const struct response_tracker *t)
 {
     return t->state == RESPONSE_S_LOST;

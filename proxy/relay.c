@@ -123,6 +123,11 @@ static void scan_text(struct session *s, const uint8_t *text, size_t len)
 static bool note_command(struct session *s, struct evbuffer *in, size_t avail, uint8_t cmd,
                          uint32_t len)
 {
+    if (response_queue_full(&s->rt)) {
+        /* As many commands in flight as the tracker follows: read more once replies come. */
+        s->client_waits = 1;
+        return false;
+    }
     bool text = cmd == PROTO_COM_QUERY || cmd == PROTO_COM_STMT_PREPARE;
     if (text && len <= TEXT_LOOK_MAX && avail < 4 + (size_t)len)
         return false;
@@ -222,15 +227,19 @@ void relay_client_to_server(struct session *s)
         bool command = !s->client_continues && wire_header_seq(h) == 0 && len > 0;
         if (command && avail < 5)
             break;
+        /*
+         * Commands credproxy answers itself wait, like the server would, until
+         * everything sent before them has been answered.
+         */
+        bool own = command && (h[4] == PROTO_COM_QUIT || h[4] == PROTO_COM_RESET_CONNECTION ||
+                               h[4] == PROTO_COM_CHANGE_USER);
+        if (own && s->state == SESSION_RELAY && !s->untrackable &&
+            (!response_idle(&s->rt) || s->to_client_left)) {
+            s->client_waits = 1;
+            break;
+        }
         if (command && h[4] == PROTO_COM_QUIT) {
             flush_to_server(s);
-            if (s->state == SESSION_RELAY && (!response_idle(&s->rt) || s->to_client_left)) {
-                /* Pipelined: the server answers what came before, then the session ends. */
-                evbuffer_drain(in, avail < 4 + (size_t)len ? avail : 4 + (size_t)len);
-                s->quit_pending = 1;
-                bufferevent_disable(s->client, EV_READ);
-                return;
-            }
             session_close(s, "client quit");
             return;
         }
@@ -439,13 +448,13 @@ static void server_read(void *arg)
     }
     if (evbuffer_get_length(out))
         session_send_now(s->client, out);
-    if (s->quit_pending && !s->to_client_left && response_idle(&s->rt)) {
-        session_drop_conn(s, "client quit after its last replies");
-        session_set_state(s, SESSION_CLOSING, "client quit after its last replies");
-        session_close_after_flush(s, "client quit");
+    throttle(s, s->server, s->client);
+    if (s->client_waits && !s->client_throttled) {
+        /* Replies came in: the commands the client had to hold back may go now. */
+        s->client_waits = 0;
+        relay_resume(s);
         return;
     }
-    throttle(s, s->server, s->client);
     if (s->route->cfg->pool_release_idle_ms > 0 && !s->to_client_left && response_idle(&s->rt))
         reconnect_arm_idle_release(s);
 }
