@@ -136,6 +136,107 @@ const char *query_pin_reason(const char *p, size_t n)
     return NULL;
 }
 
+/* The word at p[*i] (after blanks), advancing past it; its length, 0 when none. */
+static size_t next_word(const char *p, size_t n, size_t *i, const char **w)
+{
+    *i += skip_blank(p + *i, n - *i);
+    *w = p + *i;
+    size_t wl = 0;
+    while (*i + wl < n && is_word_char(p[*i + wl]))
+        wl++;
+    *i += wl;
+    return wl;
+}
+
+/* True when a statement after the first starts with KILL. */
+static bool later_kill(const char *p, size_t n)
+{
+    size_t i = 0;
+    bool start = false;
+    while (i < n) {
+        i += skip_blank(p + i, n - i);
+        if (i >= n)
+            break;
+        char c = p[i];
+        if (c == '\'' || c == '"' || c == '`') {
+            size_t j = i + 1;
+            while (j < n && p[j] != c)
+                j += (p[j] == '\\' && c != '`') ? 2 : 1;
+            i = j + 1;
+            start = false;
+        } else if (c == ';') {
+            start = true;
+            i++;
+        } else if (is_word_char(c)) {
+            const char *w;
+            size_t wl = next_word(p, n, &i, &w);
+            if (start && word_is(w, wl, "KILL"))
+                return true;
+            start = false;
+        } else {
+            i++;
+            start = false;
+        }
+    }
+    return false;
+}
+
+enum kill_kind query_kill_parse(const char *p, size_t n, struct kill_stmt *out)
+{
+    size_t i = 0;
+    const char *w;
+    size_t wl = next_word(p, n, &i, &w);
+    if (!word_is(w, wl, "KILL")) {
+        if (memchr(p, ';', n) && later_kill(p, n)) {
+            out->why = "KILL in a multi-statement";
+            return KILL_UNSUPPORTED;
+        }
+        return KILL_NONE;
+    }
+    out->query = false;
+    out->hardness = "";
+    out->id = 0;
+    out->why = "this form of KILL";
+    wl = next_word(p, n, &i, &w);
+    if (word_is(w, wl, "HARD") || word_is(w, wl, "SOFT")) {
+        out->hardness = word_is(w, wl, "HARD") ? "HARD " : "SOFT ";
+        wl = next_word(p, n, &i, &w);
+    }
+    if (word_is(w, wl, "CONNECTION")) {
+        wl = next_word(p, n, &i, &w);
+    } else if (word_is(w, wl, "QUERY")) {
+        out->query = true;
+        wl = next_word(p, n, &i, &w);
+        if (word_is(w, wl, "ID")) {
+            out->why = "KILL QUERY ID (query ids are the server's)";
+            return KILL_UNSUPPORTED;
+        }
+    }
+    if (word_is(w, wl, "USER")) {
+        out->why = "KILL USER (every client of credproxy is the same database user)";
+        return KILL_UNSUPPORTED;
+    }
+    if (wl == 0 || wl > 10)
+        return KILL_UNSUPPORTED;
+    uint64_t id = 0;
+    for (size_t k = 0; k < wl; k++) {
+        if (!isdigit((unsigned char)w[k]))
+            return KILL_UNSUPPORTED;
+        id = id * 10 + (uint64_t)(w[k] - '0');
+    }
+    i += skip_blank(p + i, n - i);
+    while (i < n && p[i] == ';') {
+        i++;
+        i += skip_blank(p + i, n - i);
+    }
+    if (i != n) {
+        out->why = "KILL in a multi-statement";
+        return KILL_UNSUPPORTED;
+    }
+    out->id = id;
+    return KILL_THREAD;
+}
+
 /* Consumes keyword kw (case-insensitive, whole word) at *i, with the blanks after it. */
 static bool take_keyword(const char *p, size_t n, size_t *i, const char *kw)
 {

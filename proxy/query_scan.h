@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct evbuffer;
 
@@ -17,6 +18,22 @@ struct evbuffer;
  * it names a reason: a pinned session only loses multiplexing.
  */
 const char *query_pin_reason(const char *p, size_t n);
+
+enum kill_kind {
+    KILL_NONE,        /* not a KILL statement */
+    KILL_THREAD,      /* KILL [HARD|SOFT] [CONNECTION|QUERY] <number>, alone */
+    KILL_UNSUPPORTED, /* a KILL credproxy cannot aim (USER, QUERY ID, an expression, batched) */
+};
+
+struct kill_stmt {
+    bool query;           /* KILL QUERY (else the connection) */
+    const char *hardness; /* "HARD ", "SOFT " or "" */
+    uint64_t id;
+    const char *why; /* KILL_UNSUPPORTED: what is not supported */
+};
+
+/* Reads a KILL statement (case-insensitive; comments and a trailing ';' allowed). */
+enum kill_kind query_kill_parse(const char *p, size_t n, struct kill_stmt *out);
 
 /*
  * True when the query is SET NAMES / SET CHARACTER SET / SET CHARSET; then

@@ -86,6 +86,15 @@ static void idle_release_cb(evutil_socket_t fd, short what, void *arg)
 void reconnect_server_lost(struct session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->server);
+    if (registry_killed(&s->kill)) {
+        /* KILL CONNECTION: the client loses its connection, as from the server. */
+        if (evbuffer_get_length(in))
+            bufferevent_write_buffer(s->client, in);
+        session_drop_conn(s, "killed by KILL CONNECTION");
+        session_set_state(s, SESSION_CLOSING, "killed by KILL CONNECTION");
+        session_close_after_flush(s, "killed by KILL CONNECTION");
+        return;
+    }
     bool idle = response_idle(&s->rt) && !s->to_client_left && !s->to_server_left &&
                 !s->client_continues && evbuffer_get_length(in) == 0 && !s->untrackable;
     if (!idle) {
@@ -238,6 +247,11 @@ static void reconnect_ready(void *arg, struct pool_conn *conn, const struct upst
 /* The client sent a command to a session whose connection is gone. */
 void reconnect_begin(struct session *s)
 {
+    if (registry_killed(&s->kill)) {
+        s->seq = 1;
+        session_fail(s, 1927, "70100", "Connection was killed");
+        return;
+    }
     if (s->st.unrestorable) {
         restore_fail(s, s->st.unrestorable);
         return;

@@ -4,6 +4,7 @@
  * the first bytes of server packets are read (for the reply tracker); OK
  * packets that report session-state changes are read whole.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -199,6 +200,94 @@ static uint8_t *take_packet(struct evbuffer *in, uint32_t len)
     return p;
 }
 
+/* Answers the client's KILL itself (OK or ERR, sequence 1). */
+static void kill_reply(struct session *s, uint16_t code, const char *msg)
+{
+    struct wire_writer w;
+    wire_writer_init(&w);
+    if (code)
+        err_packet_write(&w, 1, code, "HY000", msg);
+    else
+        ok_packet_write(&w, 1, 0, 0, s->rt.status, 0);
+    session_send(s, &w);
+    wire_writer_free(&w);
+}
+
+/*
+ * KILL [QUERY|CONNECTION] n and COM_PROCESS_KILL name credproxy's connection
+ * ids (the greeting's): n becomes that session's upstream thread, an id
+ * credproxy never gave is "Unknown thread id" (1094), and forms that cannot
+ * be aimed are refused. Returns 1 when the command was consumed (answered
+ * here, or sent rewritten), 0 when it is no KILL, -1 to wait for bytes or
+ * for earlier replies.
+ */
+static int kill_intercept(struct session *s, struct evbuffer *in, size_t avail, uint8_t cmd,
+                          uint32_t len)
+{
+    struct kill_stmt k = {.hardness = ""};
+    enum kill_kind kind;
+    if (cmd == PROTO_COM_PROCESS_KILL) {
+        if (avail < 4 + (size_t)len)
+            return -1;
+        if (len != 5)
+            return 0; /* malformed: the server answers it */
+        uint8_t b[9];
+        evbuffer_copyout(in, b, 9);
+        k.id = (uint32_t)b[5] | (uint32_t)b[6] << 8 | (uint32_t)b[7] << 16 | (uint32_t)b[8] << 24;
+        kind = KILL_THREAD;
+    } else {
+        if (len > TEXT_LOOK_MAX)
+            return 0;
+        if (avail < 4 + (size_t)len)
+            return -1;
+        const uint8_t *p = evbuffer_pullup(in, 4 + (ssize_t)len);
+        if (!p)
+            return 0;
+        kind = query_kill_parse((const char *)p + 5, len - 1, &k);
+        if (kind == KILL_NONE)
+            return 0;
+    }
+    uint32_t thread = 0;
+    bool found = kind == KILL_THREAD && k.id <= UINT32_MAX &&
+                 registry_kill((uint32_t)k.id, s->route, !k.query, &thread);
+    if (!found || thread == 0) {
+        /* Answered here: after the replies to what came before, in order. */
+        if (!response_idle(&s->rt) || s->to_client_left) {
+            s->client_waits = 1;
+            return -1;
+        }
+        evbuffer_drain(in, 4 + (size_t)len);
+        s->last_active_ms = session_now_ms(s);
+        char msg[160];
+        if (kind == KILL_UNSUPPORTED)
+            snprintf(msg, sizeof(msg), "credproxy does not support %s", k.why);
+        else
+            snprintf(msg, sizeof(msg), "Unknown thread id: %llu", (unsigned long long)k.id);
+        /* Found with no upstream thread: nothing runs; a KILL CONNECTION is marked already. */
+        kill_reply(s, found ? 0 : kind == KILL_UNSUPPORTED ? 1235 : 1094, msg);
+        return 1;
+    }
+    char sql[80];
+    int n = snprintf(sql, sizeof(sql), "KILL %s%s%u", k.hardness,
+                     k.query ? "QUERY " : "CONNECTION ", thread);
+    evbuffer_drain(in, 4 + (size_t)len);
+    struct wire_writer w;
+    wire_writer_init(&w);
+    wire_begin_packet(&w, 0);
+    wire_put_u8(&w, PROTO_COM_QUERY);
+    wire_put_bytes(&w, sql, (size_t)n);
+    wire_end_packet(&w);
+    if (!w.failed)
+        evbuffer_add(s->worker->scratch, w.buf, w.len);
+    wire_writer_free(&w);
+    log_debug("C-%llu %s: KILL %s%llu -> upstream thread %u", (unsigned long long)s->id, s->peer,
+              k.query ? "QUERY " : "", (unsigned long long)k.id, thread);
+    s->hold_conn = 0;
+    s->dirty = 1;
+    (void)response_begin(&s->rt, PROTO_COM_QUERY);
+    return 1;
+}
+
 /*
  * Moves client packets to the server without copying payloads. Only the
  * header and, at a command boundary (sequence id 0, not a continuation), the
@@ -275,6 +364,13 @@ void relay_client_to_server(struct session *s)
             OPENSSL_cleanse(p, len);
             free(p);
             return;
+        }
+        if (command && (h[4] == PROTO_COM_QUERY || h[4] == PROTO_COM_PROCESS_KILL)) {
+            int k = kill_intercept(s, in, avail, h[4], len);
+            if (k < 0)
+                break;
+            if (k > 0)
+                continue;
         }
         if (command && !note_command(s, in, avail, h[4], len))
             break;

@@ -165,6 +165,7 @@ void session_drop_conn(struct session *s, const char *why)
     pool_release(s->conn, how);
     s->conn = NULL;
     s->server = NULL;
+    registry_set_thread(&s->kill, 0);
 }
 
 /* The session takes a lent connection; the relay (or a restore) attaches to it after. */
@@ -172,6 +173,7 @@ void session_take_conn(struct session *s, struct pool_conn *conn)
 {
     s->conn = conn;
     s->server = pool_conn_bev(conn);
+    registry_set_thread(&s->kill, pool_conn_info(conn)->thread_id);
 }
 
 /* --- end of a session ------------------------------------------------------------------------ */
@@ -221,6 +223,7 @@ void session_close(struct session *s, const char *why)
         event_free(s->timer);
         s->timer = NULL;
     }
+    registry_remove(&s->kill);
     struct worker *w = s->worker;
     if (s->prev)
         s->prev->next = s->next;
@@ -591,8 +594,12 @@ static void describe_peer(struct session *s, int fd, const struct sockaddr *addr
 
 /*
  * Session ids are the connection ids clients see: one counter for the whole
- * daemon, so they are unique whatever the number of workers.
+ * daemon, so they are unique whatever the number of workers. They start at
+ * 2^30, far above the thread ids a server hands out, so a KILL of an id a
+ * client read from CONNECTION_ID() or SHOW PROCESSLIST gets "Unknown thread
+ * id" instead of reaching another session.
  */
+#define SESSION_ID_BASE (1u << 30)
 static _Atomic uint32_t next_session_id;
 
 void session_start(struct worker *w, struct route *r, int fd, const struct sockaddr *addr,
@@ -607,10 +614,14 @@ void session_start(struct worker *w, struct route *r, int fd, const struct socka
     s->worker = w;
     s->route = r;
     uint32_t id;
-    do
-        id = atomic_fetch_add_explicit(&next_session_id, 1, memory_order_relaxed) + 1;
-    while (id == 0);
+    id = SESSION_ID_BASE +
+         (atomic_fetch_add_explicit(&next_session_id, 1, memory_order_relaxed) %
+          (UINT32_MAX - SESSION_ID_BASE)) +
+         1;
     s->id = id;
+    s->kill.id = id;
+    s->kill.route = r;
+    registry_add(&s->kill);
     s->is_unix = is_unix;
     s->state = SESSION_GREET_WAIT;
     s->last_active_ms = session_now_ms(s);

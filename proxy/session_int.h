@@ -17,6 +17,7 @@
 #include "auth/proto.h"
 #include "auth/response.h"
 #include "auth/wire.h"
+#include "proxy/session_registry.h"
 #include "proxy/session_state.h"
 #include "proxy/worker.h"
 
@@ -70,6 +71,7 @@ struct session {
     struct event *timer;        /* the current state's timer (see enum session_phase) */
     enum session_phase state;
     uint64_t id;
+    struct kill_target kill; /* the registry's entry: id, route, upstream thread */
     uint64_t last_active_ms; /* last command or completed reply, for client_idle_timeout */
     char peer[80];           /* "ADDR:PORT" or "unix:uid=N" for logs */
     char user[129];          /* the name the client gave, for password mode */
