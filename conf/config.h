@@ -61,6 +61,7 @@ struct route_config {
     int pool_release_idle_ms;   /* multiplexing: release an idle client's connection (0: never) */
     int client_tls_required;    /* client_tls: 1 when TCP clients must log in over TLS */
     int client_idle_timeout_ms; /* close a client silent this long between commands (0: never) */
+    int max_clients;            /* max_client_connections, all workers together (0: no limit) */
 };
 
 /* The whole validated configuration. */

@@ -1,15 +1,20 @@
 /* Listening sockets, opened before the workers start so errors stop start-up. */
 #include "proxy/listener.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include "conf/config.h"
 
 static int set_nonblocking(int fd)
 {
@@ -37,34 +42,122 @@ static int split_hostport(const char *hp, char *host, size_t hostlen, char *port
     return 0;
 }
 
-int listener_open_tcp(const char *hostport, char *err, size_t errlen)
+/* "ADDR:PORT" or "[ADDR]:PORT" of a resolved address, and whether it is loopback. */
+static bool describe_addr(const struct addrinfo *ai, char *out, size_t outlen)
 {
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (ai->ai_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ai->ai_addr;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+    } else if (ai->ai_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ai->ai_addr;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+    }
+    snprintf(out, outlen, ai->ai_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port);
+    return (ai->ai_family == AF_INET || ai->ai_family == AF_INET6) && config_host_is_loopback(host);
+}
+
+/*
+ * One listening socket on one resolved address. v6only keeps an IPv6 socket off
+ * IPv4 when the same name also gave an IPv4 address. Returns the fd, or -1 with errno set.
+ */
+static int open_one(const struct addrinfo *ai, bool v6only)
+{
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        (v6only && ai->ai_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0 ||
+        set_nonblocking(fd) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/* Errors that mean the address (family) does not exist here, not that something is wrong. */
+static bool address_absent(int e)
+{
+    return e == EADDRNOTAVAIL || e == EAFNOSUPPORT;
+}
+
+void listener_set_close(struct listener_set *set)
+{
+    for (size_t i = 0; i < set->n; i++)
+        close(set->fds[i]);
+    set->n = 0;
+}
+
+bool listener_open_tcp(const char *hostport, bool loopback_only, struct listener_set *out,
+                       char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
     char host[256], port[16];
     if (split_hostport(hostport, host, sizeof(host), port, sizeof(port)) < 0) {
         snprintf(err, errlen, "listen address '%s' is not HOST:PORT", hostport);
-        return -1;
+        return false;
     }
     struct addrinfo hints = {
         .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
-    struct addrinfo *ai = NULL;
-    int rc = getaddrinfo(host, port, &hints, &ai);
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(host, port, &hints, &res);
     if (rc != 0) {
         snprintf(err, errlen, "listen address '%s': %s", hostport, gai_strerror(rc));
-        return -1;
+        return false;
     }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0 ||
-        set_nonblocking(fd) < 0) {
-        snprintf(err, errlen, "cannot listen on %s: %s", hostport, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        fd = -1;
+    /* Every address first: trust must never listen beyond this host, even through a name. */
+    size_t n_ai = 0;
+    for (const struct addrinfo *ai = res; ai; ai = ai->ai_next, n_ai++) {
+        char addr[64];
+        if (!describe_addr(ai, addr, sizeof(addr)) && loopback_only) {
+            snprintf(err, errlen,
+                     "client_auth=trust refused: listen address '%s' resolves to %s, which is "
+                     "not loopback",
+                     hostport, addr);
+            freeaddrinfo(res);
+            return false;
+        }
     }
-    freeaddrinfo(ai);
-    return fd;
+    bool ok = true;
+    for (const struct addrinfo *ai = res; ai && ok; ai = ai->ai_next) {
+        char addr[64];
+        describe_addr(ai, addr, sizeof(addr));
+        bool dup = false; /* a hosts file may list the same address twice */
+        for (size_t i = 0; i < out->n; i++)
+            dup = dup || strcmp(out->addrs[i], addr) == 0;
+        if (dup || out->n == LISTENER_MAX_ADDRS)
+            continue;
+        int fd = open_one(ai, n_ai > 1);
+        if (fd >= 0) {
+            out->fds[out->n] = fd;
+            snprintf(out->addrs[out->n++], sizeof(out->addrs[0]), "%s", addr);
+        } else if (address_absent(errno) && n_ai > 1) {
+            size_t used = strlen(out->skipped);
+            snprintf(out->skipped + used, sizeof(out->skipped) - used, "%s%s (%s)",
+                     used ? ", " : "", addr, strerror(errno));
+        } else {
+            snprintf(err, errlen, "cannot listen on %s (%s): %s", hostport, addr, strerror(errno));
+            ok = false;
+        }
+    }
+    freeaddrinfo(res);
+    if (ok && out->n == 0) {
+        snprintf(err, errlen, "cannot listen on %s: no address of it exists here: %s", hostport,
+                 out->skipped);
+        ok = false;
+    }
+    if (!ok)
+        listener_set_close(out);
+    return ok;
 }
 
 int listener_open_unix(const char *path, char *err, size_t errlen)
@@ -94,4 +187,23 @@ int listener_open_unix(const char *path, char *err, size_t errlen)
         return -1;
     }
     return fd;
+}
+
+void listener_refuse(int fd)
+{
+    static const char msg[] = "Too many connections";
+    uint8_t pkt[4 + 9 + sizeof(msg) - 1];
+    size_t len = sizeof(pkt) - 4;
+    pkt[0] = (uint8_t)len;
+    pkt[1] = (uint8_t)(len >> 8);
+    pkt[2] = (uint8_t)(len >> 16);
+    pkt[3] = 0; /* sequence id 0: the packet stands where the greeting would */
+    pkt[4] = 0xff;
+    pkt[5] = 1040 & 0xff;
+    pkt[6] = 1040 >> 8;
+    memcpy(pkt + 7, "#08004", 6);
+    memcpy(pkt + 13, msg, sizeof(msg) - 1);
+    ssize_t sent = send(fd, pkt, sizeof(pkt), MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)sent; /* a client that left already needs no answer */
+    close(fd);
 }

@@ -99,22 +99,58 @@ static void probe_upstream(struct daemon *d, struct route *r)
     creds_unref(c);
 }
 
+/* Joins the addresses of set into "A, B" for the log. */
+static void join_addrs(const struct listener_set *set, char *out, size_t outlen)
+{
+    out[0] = 0;
+    for (size_t i = 0, used = 0; i < set->n && used < outlen; i++, used = strlen(out))
+        snprintf(out + used, outlen - used, "%s%s", i ? ", " : "", set->addrs[i]);
+}
+
+/*
+ * Every worker gets its own socket on every address of every listen entry
+ * (SO_REUSEPORT), so a name like localhost is served on 127.0.0.1 and ::1.
+ */
+static int open_tcp_listeners(struct daemon *d, struct route *r)
+{
+    const struct route_config *rc = r->cfg;
+    char err[512], addrs[LISTENER_MAX_ADDRS * 66];
+    bool loopback_only = rc->client_auth == CLIENT_AUTH_TRUST;
+    for (size_t j = 0; j < rc->n_listen; j++) {
+        struct listener_set set;
+        for (int k = 0; k < d->n_workers; k++) {
+            if (!listener_open_tcp(rc->listen[j], loopback_only, &set, err, sizeof(err))) {
+                log_error("route %s: %s", rc->name, err);
+                return -1;
+            }
+            if (k == 0 && set.skipped[0])
+                log_warn("route %s: %s: skipped addresses this machine does not have: %s", rc->name,
+                         rc->listen[j], set.skipped);
+            for (size_t i = 0; i < set.n; i++) {
+                int fd = set.fds[i];
+                set.fds[i] = -1; /* worker_listen owns it from here, even when it fails */
+                if (worker_listen(&d->workers[k], fd, r) < 0) {
+                    log_error("route %s: cannot add listener", rc->name);
+                    for (size_t m = i + 1; m < set.n; m++)
+                        close(set.fds[m]);
+                    return -1;
+                }
+            }
+        }
+        join_addrs(&set, addrs, sizeof(addrs));
+        log_info("route %s: listening on %s (%s; %d workers)", rc->name, rc->listen[j], addrs,
+                 d->n_workers);
+    }
+    return 0;
+}
+
 static int open_listeners(struct daemon *d)
 {
     char err[512];
     for (size_t i = 0; i < d->n_routes; i++) {
         const struct route_config *rc = d->routes[i].cfg;
-        for (size_t j = 0; j < rc->n_listen; j++) {
-            for (int k = 0; k < d->n_workers; k++) {
-                int fd = listener_open_tcp(rc->listen[j], err, sizeof(err));
-                if (fd < 0 || worker_listen(&d->workers[k], fd, &d->routes[i]) < 0) {
-                    log_error("route %s: %s", rc->name, fd < 0 ? err : "cannot add listener");
-                    return -1;
-                }
-            }
-            log_info("route %s: listening on %s (%d workers)", rc->name, rc->listen[j],
-                     d->n_workers);
-        }
+        if (open_tcp_listeners(d, &d->routes[i]) < 0)
+            return -1;
         if (rc->socket_path) {
             int fd = listener_open_unix(rc->socket_path, err, sizeof(err));
             if (fd < 0 || worker_listen(&d->workers[0], fd, &d->routes[i]) < 0) {

@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "auth/proto.h"
 #include "auth/tls.h"
@@ -134,6 +135,43 @@ enum upstream_tls_mode route_tls_mode(const struct route *r, const char *host)
     if (r->cfg->upstream_tls != UPSTREAM_TLS_AUTO)
         return r->cfg->upstream_tls;
     return config_host_is_loopback(host) ? UPSTREAM_TLS_PREFERRED : UPSTREAM_TLS_VERIFY_IDENTITY;
+}
+
+bool route_client_enter(struct route *r)
+{
+    int n = __atomic_add_fetch(&r->n_clients, 1, __ATOMIC_RELAXED);
+    if (r->cfg->max_clients > 0 && n > r->cfg->max_clients) {
+        __atomic_sub_fetch(&r->n_clients, 1, __ATOMIC_RELAXED);
+        return false;
+    }
+    return true;
+}
+
+void route_client_leave(struct route *r)
+{
+    __atomic_sub_fetch(&r->n_clients, 1, __ATOMIC_RELAXED);
+}
+
+/* At most one line every this many seconds, however fast clients are refused. */
+#define REFUSED_LOG_EVERY_S 10
+
+void route_client_refused(struct route *r)
+{
+    __atomic_add_fetch(&r->n_refused, 1, __ATOMIC_RELAXED);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = (int64_t)ts.tv_sec + 1; /* never 0, which means "never logged" */
+    int64_t last = __atomic_load_n(&r->refused_log_s, __ATOMIC_RELAXED);
+    if (last && now - last < REFUSED_LOG_EVERY_S)
+        return;
+    if (!__atomic_compare_exchange_n(&r->refused_log_s, &last, now, false, __ATOMIC_RELAXED,
+                                     __ATOMIC_RELAXED))
+        return; /* another worker is logging */
+    uint64_t n = __atomic_exchange_n(&r->n_refused, 0, __ATOMIC_RELAXED);
+    log_warn("route %s: max_client_connections (%d) reached: refused %llu client%s with 1040 "
+             "Too many connections%s",
+             r->cfg->name, r->cfg->max_clients, (unsigned long long)n, n == 1 ? "" : "s",
+             last ? " since the last report" : "");
 }
 
 bool route_probing(const struct route *r)

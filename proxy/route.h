@@ -40,6 +40,9 @@ struct route {
     uint64_t preferred_over; /* the AWSCURRENT generation it stands in for */
     int upstream_open;       /* atomic: upstream connections of every worker, <= pool_size */
     int starved;             /* atomic: a worker waits for a slot another worker holds idle */
+    int n_clients;           /* atomic: open client sessions, all workers together */
+    uint64_t n_refused;      /* atomic: clients refused at max_client_connections, unlogged */
+    int64_t refused_log_s;   /* atomic: monotonic second of the last such log line, 0 never */
 };
 
 /*
@@ -57,6 +60,16 @@ void route_profile(struct route *r, struct server_profile *out);
 bool route_probing(const struct route *r);
 void route_set_probing(struct route *r, bool probing);
 void route_learn(struct route *r, const struct upstream_info *info);
+
+/*
+ * Counts a new client of r in, across workers; false (and nothing counted)
+ * when r already has max_client_connections clients.
+ */
+bool route_client_enter(struct route *r) __attribute__((warn_unused_result));
+/* Counts a client of r out (its session ended). */
+void route_client_leave(struct route *r);
+/* Notes a client refused at max_client_connections: logged at most every 10 s, with a count. */
+void route_client_refused(struct route *r);
 
 /* The upstream host/port for creds: the route's override, else the secret's. */
 const char *route_upstream_host(const struct route *r, const struct creds *c);

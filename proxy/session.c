@@ -233,6 +233,7 @@ void session_close(struct session *s, const char *why)
         s->next->prev = s->prev;
     s->prev = s->next = NULL;
     w->n_sessions--;
+    worker_session_closed(w, s->route);
     worker_defer_free(w, &s->reap, session_free);
 }
 

@@ -1,9 +1,14 @@
 /* Worker threads: each runs its own event loop with its own listening sockets. */
 #include "proxy/worker.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -12,6 +17,7 @@
 #include <event2/listener.h>
 
 #include "conf/log.h"
+#include "proxy/listener.h"
 #include "proxy/pool.h"
 #include "proxy/route.h"
 #include "proxy/session.h"
@@ -47,11 +53,71 @@ void worker_defer_free(struct worker *w, struct deferred_free *d,
     w->reap = d;
 }
 
+/* The first pause after an accept error, and the longest (it doubles in between). */
+#define ACCEPT_PAUSE_MIN_MS 100
+#define ACCEPT_PAUSE_MAX_MS 1000
+/* An accept-error episode ends after this long without another error. */
+#define ACCEPT_QUIET_MS 1000
+/* Most waiting clients refused in one go, so one listener cannot hold the loop for long. */
+#define REFUSE_BATCH 64
+
+static void accept_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+/*
+ * Descriptors on /dev/null held in reserve, one per worker, so that at EMFILE
+ * one can be given up to accept a waiting client and refuse it. The reserve
+ * is shared: a slot freed by one worker may be taken by another thread's
+ * accept or open in between, so a worker that lost its own still refuses
+ * with another's. Touched only around accept errors, never on the hot path.
+ */
+#define SPARES_MAX 64
+static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER;
+static int spare_fds[SPARES_MAX]; /* guarded by spare_lock */
+static size_t n_spare;            /* guarded by spare_lock */
+static size_t spare_want;         /* guarded by spare_lock: one per worker, at most SPARES_MAX */
+static int spare_short;           /* atomic: n_spare < spare_want */
+
+static void spares_refill_locked(void)
+{
+    while (n_spare < spare_want) {
+        int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            break;
+        spare_fds[n_spare++] = fd;
+    }
+    __atomic_store_n(&spare_short, n_spare < spare_want, __ATOMIC_RELAXED);
+}
+
+/* Tops the reserve up; false when it is still short (no descriptor free). */
+static bool spares_refill(void)
+{
+    pthread_mutex_lock(&spare_lock);
+    spares_refill_locked();
+    bool full = n_spare >= spare_want;
+    pthread_mutex_unlock(&spare_lock);
+    return full;
+}
+
+/* Adds (one) or removes (minus one) a worker's share of the reserve. */
+static void spares_resize(int delta)
+{
+    pthread_mutex_lock(&spare_lock);
+    if (delta > 0 && spare_want < SPARES_MAX)
+        spare_want++;
+    else if (delta < 0 && spare_want > 0)
+        spare_want--;
+    while (n_spare > spare_want)
+        close(spare_fds[--n_spare]);
+    spares_refill_locked();
+    pthread_mutex_unlock(&spare_lock);
+}
+
 int worker_init(struct worker *w, int index, int n_workers)
 {
     memset(w, 0, sizeof(*w));
     w->index = index;
     w->n_workers = n_workers;
+    w->acc.backoff_ms = ACCEPT_PAUSE_MIN_MS;
     /*
      * The changelist folds the enable/disable pairs a connection goes through
      * in one loop turn (lent from the pool, answered, returned) into at most
@@ -69,10 +135,135 @@ int worker_init(struct worker *w, int index, int n_workers)
     w->reap_event = event_new(w->base, -1, 0, reap_cb, w);
     if (!w->reap_event)
         return -1;
+    w->acc.timer = evtimer_new(w->base, accept_timer_cb, w);
+    if (!w->acc.timer)
+        return -1;
+    spares_resize(1);
+    w->acc.holds_spare = 1;
     w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
     if (!w->dns) /* no resolv.conf: numeric hosts and /etc/hosts still work */
         w->dns = evdns_base_new(w->base, 0);
     return w->dns ? 0 : -1;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void accept_timer_arm(struct worker *w, int ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    evtimer_add(w->acc.timer, &tv);
+}
+
+static void listeners_enable(struct worker *w, bool on)
+{
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        if (on)
+            evconnlistener_enable(w->listeners[i]);
+        else
+            evconnlistener_disable(w->listeners[i]);
+    }
+}
+
+/* Turns the listeners back on, then watches for a quiet second to end the episode. */
+static void accept_resume(struct worker *w)
+{
+    spares_refill();
+    w->acc.paused = 0;
+    listeners_enable(w, true);
+    accept_timer_arm(w, ACCEPT_QUIET_MS);
+}
+
+/* Resumes a pause that has run its course, or ends an episode that has been quiet long enough. */
+static void accept_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    if (w->stopping)
+        return;
+    if (w->acc.paused) {
+        accept_resume(w);
+        return;
+    }
+    if (!w->acc.episode)
+        return;
+    uint64_t now = now_ms(), quiet = now - w->acc.last_err_ms;
+    if (quiet < ACCEPT_QUIET_MS) {
+        accept_timer_arm(w, (int)(ACCEPT_QUIET_MS - quiet));
+        return;
+    }
+    log_info("worker %d: accepting again: accept errors for %.1f s, paused %llu times, %llu "
+             "waiting clients refused with 1040 (%zu clients open)",
+             w->index, (double)(w->acc.last_err_ms - w->acc.started_ms) / 1000.0,
+             (unsigned long long)w->acc.n_pauses, (unsigned long long)w->acc.n_refused,
+             w->n_sessions);
+    w->acc.episode = 0;
+    w->acc.backoff_ms = ACCEPT_PAUSE_MIN_MS;
+}
+
+/*
+ * Out of descriptors, clients waiting in the backlog would hang until they
+ * time out. A spare descriptor is given up to accept one, tell it 1040 Too
+ * many connections and close it, then taken back; repeated while clients
+ * wait (at most REFUSE_BATCH). Returns how many were refused.
+ */
+static uint64_t refuse_waiting(int lfd)
+{
+    uint64_t n = 0;
+    pthread_mutex_lock(&spare_lock);
+    while (n_spare > 0 && n < REFUSE_BATCH) {
+        close(spare_fds[--n_spare]);
+        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd >= 0) {
+            listener_refuse(fd);
+            n++;
+        }
+        spares_refill_locked(); /* the slot may be gone to another thread: see spare_lock */
+        if (fd < 0)
+            break; /* none left waiting, or the slot was taken */
+    }
+    pthread_mutex_unlock(&spare_lock);
+    return n;
+}
+
+/*
+ * An accept failed for a reason other than "nobody waiting" (EMFILE, ENFILE,
+ * ENOBUFS, ENOMEM...). libevent would call again at once while a client
+ * waits, so the listeners are turned off until a timer (100 ms doubling to
+ * 1 s) or a closing session turns them back on. One line starts the episode,
+ * one ends it.
+ */
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    struct worker *w = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    if (w->stopping)
+        return;
+    bool out_of_fds = err == EMFILE || err == ENFILE;
+    uint64_t refused = out_of_fds ? refuse_waiting(evconnlistener_get_fd(l)) : 0;
+    uint64_t now = now_ms();
+    if (!w->acc.episode) {
+        w->acc.episode = 1;
+        w->acc.started_ms = now;
+        w->acc.n_pauses = 0;
+        w->acc.n_refused = 0;
+        log_warn("worker %d: accept paused: %s (%zu clients open)%s", w->index,
+                 evutil_socket_error_to_string(err), w->n_sessions,
+                 out_of_fds ? "; waiting clients are told 1040 Too many connections" : "");
+    }
+    w->acc.last_err_ms = now;
+    w->acc.n_pauses++;
+    w->acc.n_refused += refused;
+    w->acc.paused = 1;
+    listeners_enable(w, false);
+    accept_timer_arm(w, w->acc.backoff_ms);
+    w->acc.backoff_ms =
+        w->acc.backoff_ms * 2 > ACCEPT_PAUSE_MAX_MS ? ACCEPT_PAUSE_MAX_MS : w->acc.backoff_ms * 2;
 }
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *addr,
@@ -80,22 +271,36 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 {
     struct worker *w = arg;
     for (size_t i = 0; i < w->n_listeners; i++) {
-        if (w->listeners[i] == l) {
-            session_start(w, w->listener_routes[i], fd, addr, (socklen_t)addrlen,
-                          addr->sa_family == AF_UNIX);
+        if (w->listeners[i] != l)
+            continue;
+        struct route *r = w->listener_routes[i];
+        /*
+         * The reserve lost a descriptor to a race and none is free: this
+         * client's slot refills it, or the next clients at the limit could
+         * not even be told.
+         */
+        if (__atomic_load_n(&spare_short, __ATOMIC_RELAXED) && !spares_refill()) {
+            listener_refuse(fd);
+            spares_refill();
+            w->acc.n_refused++;
             return;
         }
+        if (!route_client_enter(r)) {
+            listener_refuse(fd); /* max_client_connections reached */
+            route_client_refused(r);
+            return;
+        }
+        session_start(w, r, fd, addr, (socklen_t)addrlen, addr->sa_family == AF_UNIX);
+        return;
     }
     close(fd);
 }
 
-static void accept_error_cb(struct evconnlistener *l, void *arg)
+void worker_session_closed(struct worker *w, struct route *r)
 {
-    (void)l;
-    struct worker *w = arg;
-    /* EMFILE and friends: log and keep listening; the next accept may succeed. */
-    log_error("worker %d: accept failed: %s", w->index,
-              evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    route_client_leave(r);
+    if (w->acc.paused && !w->stopping)
+        accept_resume(w); /* a descriptor was just freed */
 }
 
 struct pool *worker_pool(struct worker *w, struct route *r)
@@ -141,8 +346,10 @@ int worker_listen(struct worker *w, int fd, struct route *r)
     }
     struct evconnlistener *l = evconnlistener_new(
         w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
-    if (!l)
+    if (!l) {
+        close(fd);
         return -1;
+    }
     evconnlistener_set_error_cb(l, accept_error_cb);
     struct evconnlistener **ls = realloc(w->listeners, (w->n_listeners + 1) * sizeof(*ls));
     struct route **rs = realloc(w->listener_routes, (w->n_listeners + 1) * sizeof(*rs));
@@ -166,9 +373,9 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct worker *w = arg;
-    for (size_t i = 0; i < w->n_listeners; i++)
-        evconnlistener_disable(w->listeners[i]);
+    listeners_enable(w, false);
     w->stopping = 1;
+    event_del(w->acc.timer);
     session_close_all(w);
     for (size_t i = 0; i < w->n_pools; i++)
         pool_free(w->pools[i]);
@@ -219,6 +426,10 @@ void worker_destroy(struct worker *w)
         event_free(w->reap_event);
     if (w->stop_event)
         event_free(w->stop_event);
+    if (w->acc.timer)
+        event_free(w->acc.timer);
+    if (w->acc.holds_spare)
+        spares_resize(-1);
     free(w->listener_routes);
     if (w->dns)
         evdns_base_free(w->dns, 0);

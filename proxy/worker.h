@@ -26,6 +26,23 @@ struct deferred_free {
     void (*free_fn)(struct deferred_free *d);
 };
 
+/*
+ * Accepting paused after an accept error (EMFILE and friends): the listeners
+ * are off until a timer or a closing session turns them back on, and the
+ * episode is logged once when it starts and once when it ends.
+ */
+struct accept_pause {
+    struct event *timer;  /* re-enables the listeners; then waits for a quiet second */
+    int holds_spare;      /* counted in the shared reserve of spare descriptors (worker.c) */
+    int paused;           /* the listeners are disabled */
+    int episode;          /* accept errors were seen and have not been quiet for a second yet */
+    int backoff_ms;       /* the next pause: 100 ms, doubling up to 1 s within an episode */
+    uint64_t started_ms;  /* when the episode began (monotonic) */
+    uint64_t last_err_ms; /* the episode's latest accept error (monotonic) */
+    uint64_t n_pauses;    /* pauses in this episode */
+    uint64_t n_refused;   /* clients told 1040 in this episode */
+};
+
 struct worker {
     int index;
     int n_workers;       /* of the daemon: pools take a 1/n share of pool_size */
@@ -46,6 +63,7 @@ struct worker {
     struct deferred_free *reap; /* closed objects waiting for the safe point */
     struct event *reap_event;   /* activated when reap becomes non-empty */
     struct event *sweep_event;  /* once a second: client_idle_timeout */
+    struct accept_pause acc;    /* accept errors: pause, back off, log once per episode */
 };
 
 /* Queues d; free_fn(d) runs from the worker's loop, never inside the caller's stack. */
@@ -63,6 +81,13 @@ struct pool *worker_pool(struct worker *w, struct route *r);
 
 /* Adds a listening socket (already bound and listening) serving route r, and r's pool. */
 int worker_listen(struct worker *w, int fd, struct route *r);
+
+/*
+ * Called by the session code whenever a session of route r ends: counts it
+ * out of r's clients and, if accepting was paused for lack of descriptors,
+ * resumes at once, since one has just been freed.
+ */
+void worker_session_closed(struct worker *w, struct route *r);
 
 int worker_start(struct worker *w);
 /* Asks the loop to stop (from any thread) and joins it. */
