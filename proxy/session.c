@@ -610,6 +610,7 @@ void session_start(struct worker *w, struct route *r, int fd, const struct socka
     struct session *s = calloc(1, sizeof(*s));
     if (!s) {
         close(fd);
+        worker_session_closed(w, r); /* the accept counted it */
         return;
     }
     s->worker = w;
