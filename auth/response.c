@@ -385,6 +385,11 @@ bool response_queue_full(const struct response_tracker *t)
     return t->queue_len >= RESPONSE_PIPELINE_MAX;
 }
 
+bool response_in_rows(const struct response_tracker *t)
+{
+    return t->state == RESPONSE_S_ROWS;
+}
+
 bool response_lost(const struct response_tracker *t)
 {
     return t->state == RESPONSE_S_LOST;

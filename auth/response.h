@@ -108,6 +108,9 @@ bool response_next_may_be_ok(const struct response_tracker *t, uint8_t first);
 /* True when RESPONSE_PIPELINE_MAX commands await their reply: send no more until one completes. */
 bool response_queue_full(const struct response_tracker *t);
 
+/* True while the rows of a result set are being read (the next packet may be a row). */
+bool response_in_rows(const struct response_tracker *t);
+
 /* True once the tracker has given up on this connection (every packet is untrackable). */
 bool response_lost(const struct response_tracker *t);
 

@@ -56,4 +56,28 @@ bool session_change_next(struct wire_reader *r, struct session_change *out);
  */
 void ok_packet_write_untracked(struct wire_writer *w, const struct ok_packet *ok);
 
+/*
+ * What a client's own session-tracking settings (session_track_schema,
+ * _state_change, _system_variables, _transaction_info) ask the server to
+ * report: the server's defaults, which credproxy widens for itself.
+ */
+struct track_view {
+    bool schema;
+    bool state_change;
+    bool all_sysvars;       /* session_track_system_variables = '*' */
+    char sysvars[1024];     /* its value as the server reports it: "autocommit,time_zone,..." */
+    char transaction[32];   /* session_track_transaction_info: OFF, STATE, CHARACTERISTICS */
+};
+
+/* Fills v from the four values (text) in that order; false when one is malformed. */
+bool track_view_parse(struct track_view *v, const uint8_t *row, size_t len);
+
+/*
+ * Writes ok (which has a state block) as the client would have got it with
+ * view v: only the records v asks for, and the status flag only when any
+ * remain. Payload only.
+ */
+void ok_packet_write_filtered(struct wire_writer *w, const struct ok_packet *ok,
+                              const struct track_view *v);
+
 #endif

@@ -23,6 +23,8 @@
 
 #include "auth/proto.h"
 #include "auth/reply.h"
+#include "auth/response.h"
+#include "auth/session_track.h"
 #include "auth/wire.h"
 #include "conf/log.h"
 #include "proxy/login_policy.h"
@@ -65,6 +67,9 @@ struct pool_conn {
     uint64_t idle_since_ms;
     bool tracked; /* session-state tracking is on */
     /* credproxy's own commands in flight */
+    struct response_tracker irt; /* follows their replies (one may be a result set) */
+    uint8_t *row;                /* the first row of a result among them (payload), or NULL */
+    size_t row_len;
     unsigned replies_left;
     uint8_t *error; /* first ERR payload among their replies */
     size_t error_len;
@@ -184,6 +189,7 @@ static void conn_free(struct deferred_free *d)
     creds_unref(c->creds);
     free(c->database);
     free(c->error);
+    free(c->row);
     free(c);
 }
 
@@ -296,9 +302,9 @@ void pool_conn_attach(struct pool_conn *c, const struct pool_conn_handler *h, vo
 
 /*
  * Sends credproxy's own commands (already framed) and swallows their n
- * replies, keeping the first error; then calls done from the read callback.
- * Each reply to these commands is a single OK or ERR packet. A connection
- * lost meanwhile calls done with c->lost set.
+ * replies, keeping the first error and the first row of a result set; then
+ * calls done from the read callback. A connection lost meanwhile, or one
+ * whose replies cannot be followed, calls done with c->lost set.
  */
 static void conn_run(struct pool_conn *c, const uint8_t *pkts, size_t len, unsigned n,
                      void (*done)(struct pool_conn *, void *), void *arg)
@@ -311,6 +317,18 @@ static void conn_run(struct pool_conn *c, const uint8_t *pkts, size_t len, unsig
     c->lost = false;
     free(c->error);
     c->error = NULL;
+    free(c->row);
+    c->row = NULL;
+    response_tracker_init(&c->irt, c->info.caps);
+    struct wire_reader rd;
+    wire_reader_init(&rd, pkts, len);
+    while (wire_remaining(&rd) >= 5) {
+        uint32_t plen = wire_get_u24(&rd);
+        wire_get_u8(&rd);
+        const uint8_t *payload = wire_get_bytes(&rd, plen);
+        if (payload && plen)
+            (void)response_begin(&c->irt, payload[0]);
+    }
     bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     if (bufferevent_write(c->bev, pkts, len) < 0)
@@ -326,32 +344,46 @@ static void internal_read(struct pool_conn *c)
         if (evbuffer_copyout(in, hdr, 4) < 4)
             return;
         uint32_t len = wire_header_len(hdr);
+        if (len > (1u << 20)) {
+            c->lost = true; /* no reply to credproxy's commands is this large */
+            break;
+        }
         if (evbuffer_get_length(in) < 4 + (size_t)len)
             return;
-        evbuffer_drain(in, 4);
-        uint8_t first = 0;
-        if (len)
-            evbuffer_copyout(in, &first, 1);
-        if (first == 0xff && !c->error && (c->error = malloc(len))) {
-            evbuffer_remove(in, c->error, len);
-            c->error_len = len;
-        } else if (first == 0x00 && len <= 1024) {
-            /* Keep the status the server reports, for the OK credproxy sends its client. */
-            uint8_t ok[1024];
-            struct server_reply rep;
-            evbuffer_remove(in, ok, len);
-            if (server_reply_parse(ok, len, &rep) && rep.kind == REPLY_OK)
-                c->info.status = rep.status;
-        } else {
-            evbuffer_drain(in, len);
+        uint8_t *p = malloc(len ? len : 1);
+        if (!p) {
+            c->lost = true;
+            break;
         }
-        c->replies_left--;
+        evbuffer_drain(in, 4);
+        evbuffer_remove(in, p, len);
+        bool row = response_in_rows(&c->irt);
+        enum response_event ev =
+            response_feed(&c->irt, p, len < RESPONSE_PREFIX_MAX ? len : RESPONSE_PREFIX_MAX, len);
+        if (ev == RESPONSE_UNTRACKABLE) {
+            free(p);
+            c->lost = true;
+            break;
+        }
+        if (len && p[0] == 0xff && !c->error) {
+            c->error = p;
+            c->error_len = len;
+        } else if (row && ev == RESPONSE_MORE && !c->row) {
+            c->row = p;
+            c->row_len = len;
+        } else {
+            free(p);
+        }
+        if (ev == RESPONSE_DONE) {
+            if (c->irt.ok_packet || !c->irt.last_was_error)
+                c->info.status = c->irt.status; /* for the OK credproxy sends its client */
+            c->replies_left--;
+        }
     }
-    if (evbuffer_get_length(in) > 0) {
-        /* More than was asked for: the stream is out of step; never lend it. */
-        c->lost = true;
+    if (!c->lost && evbuffer_get_length(in) > 0)
+        c->lost = true; /* more than was asked for: the stream is out of step; never lend it */
+    if (c->lost)
         bufferevent_disable(c->bev, EV_READ);
-    }
     c->internal_done(c, c->internal_arg);
 }
 
@@ -362,6 +394,11 @@ static void internal_lost(struct pool_conn *c)
     bufferevent_disable(c->bev, EV_READ);
     c->internal_done(c, c->internal_arg);
 }
+
+/* What the server tracks for a client by default (credproxy shows clients only that). */
+static const char TRACK_VIEW_SQL[] =
+    "SELECT @@session.session_track_schema, @@session.session_track_state_change, "
+    "@@session.session_track_system_variables, @@session.session_track_transaction_info";
 
 /*
  * Turns on the session-state tracking that lets sessions move to a new
@@ -804,6 +841,9 @@ static void tracking_on_cb(struct pool_conn *c, void *arg)
         return;
     }
     c->tracked = (c->info.caps & PROTO_CAP_SESSION_TRACK) && !c->error;
+    struct track_view view;
+    if (c->tracked && c->row && track_view_parse(&view, c->row, c->row_len))
+        route_set_track_view(p->route, &view);
     if (c->error)
         log_warn("route %s: session tracking is unavailable on this server; clients cannot be "
                  "moved to a new connection if theirs is lost",
@@ -872,8 +912,13 @@ static void login_done(void *arg, struct bufferevent *bev, const struct upstream
     }
     struct wire_writer w;
     wire_writer_init(&w);
+    unsigned n = 1;
+    if (!route_track_view(r)) {
+        put_query(&w, TRACK_VIEW_SQL); /* the first connection learns the clients' defaults */
+        n++;
+    }
     put_query(&w, TRACKING_SQL);
-    conn_run(c, w.buf, w.len, 1, tracking_on_cb, req);
+    conn_run(c, w.buf, w.len, n, tracking_on_cb, req);
     wire_writer_free(&w);
 }
 

@@ -282,3 +282,13 @@ bool query_set_names(struct evbuffer *buf, size_t start, size_t len, char *colla
     collation[k] = 0;
     return true;
 }
+
+bool query_names_session_tracking(const char *p, size_t n)
+{
+    static const char needle[] = "session_track_";
+    const size_t k = sizeof(needle) - 1;
+    for (size_t i = 0; i + k <= n; i++)
+        if ((p[i] == 's' || p[i] == 'S') && strncasecmp(p + i, needle, k) == 0)
+            return true;
+    return false;
+}

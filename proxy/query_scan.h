@@ -19,6 +19,9 @@ struct evbuffer;
  */
 const char *query_pin_reason(const char *p, size_t n);
 
+/* True when the text names a session_track_* variable (outside quotes is not checked). */
+bool query_names_session_tracking(const char *p, size_t n);
+
 enum kill_kind {
     KILL_NONE,        /* not a KILL statement */
     KILL_THREAD,      /* KILL [HARD|SOFT] [CONNECTION|QUERY] <number>, alone */

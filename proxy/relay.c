@@ -106,6 +106,8 @@ static void lose_track(struct session *s)
     session_state_stop_recording(&s->st, "credproxy lost track of the server's replies");
 }
 
+static int own_tracking_intercept(struct session *s, const uint8_t *text, size_t len);
+
 /* Pins the session when the statement text leaves state credproxy cannot carry over. */
 static void scan_text(struct session *s, const uint8_t *text, size_t len)
 {
@@ -141,6 +143,8 @@ static bool note_command(struct session *s, struct evbuffer *in, size_t avail, u
         /* The whole text when it is small; else the part that has arrived. */
         size_t look = len <= TEXT_LOOK_MAX ? len : (avail - 4 < len ? avail - 4 : len);
         const uint8_t *p = evbuffer_pullup(in, 4 + (ssize_t)look);
+        if (p && look > 1 && own_tracking_intercept(s, p + 5, look - 1) < 0)
+            return false;
         if (p && look > 1)
             scan_text(s, p + 5, look - 1);
         if (cmd == PROTO_COM_QUERY && p && len <= TEXT_LOOK_MAX) {
@@ -418,13 +422,19 @@ static bool state_changed_ok(struct session *s, struct evbuffer *in, struct evbu
     free(s->set_names_collation);
     s->set_names_collation = NULL;
     s->dirty = 1; /* a multi-statement "SELECT ...; SET ..." ends here too */
-    if (s->caps & PROTO_CAP_SESSION_TRACK) {
+    /* Show the client what its own tracking settings would have: credproxy's are wider. */
+    const struct track_view *view = route_track_view(s->route);
+    bool tracks = s->caps & PROTO_CAP_SESSION_TRACK;
+    if (tracks && (s->own_tracking || !view)) {
         evbuffer_add(out, pkt, 4 + len);
     } else {
         struct wire_writer w;
         wire_writer_init(&w);
         wire_begin_packet(&w, pkt[3]);
-        ok_packet_write_untracked(&w, &ok);
+        if (tracks)
+            ok_packet_write_filtered(&w, &ok, view);
+        else
+            ok_packet_write_untracked(&w, &ok);
         wire_end_packet(&w);
         if (!w.failed)
             evbuffer_add(out, w.buf, w.len);
@@ -432,6 +442,69 @@ static bool state_changed_ok(struct session *s, struct evbuffer *in, struct evbu
     }
     free(pkt);
     return true;
+}
+
+/*
+ * An EOF's SERVER_SESSION_STATE_CHANGED flag comes from credproxy's wider
+ * tracking; the client's own (or none, without CLIENT_SESSION_TRACK) would
+ * only raise it for changes it tracks, which an EOF cannot list: keep it
+ * only when the client tracks every change.
+ */
+static void filter_eof_flag(struct session *s, struct evbuffer *in, size_t len)
+{
+    if (s->own_tracking || len < 5 || len >= 9)
+        return;
+    const struct track_view *view = route_track_view(s->route);
+    bool tracks = s->caps & PROTO_CAP_SESSION_TRACK;
+    if (tracks && (!view || view->state_change || view->all_sysvars))
+        return;
+    uint8_t *p = evbuffer_pullup(in, 4 + (ssize_t)len);
+    if (p && p[4] == 0xfe && (p[4 + 4] & (PROTO_STATUS_STATE_CHANGED >> 8)))
+        p[4 + 4] &= (uint8_t) ~(PROTO_STATUS_STATE_CHANGED >> 8);
+}
+
+/*
+ * A statement that names session_track_* reads or sets the client's own
+ * tracking settings. Before it runs, credproxy puts back what the server
+ * would have had (its reply swallowed), and from then on the client's
+ * tracking is the session's: nothing is filtered, and the session cannot be
+ * moved (credproxy no longer sees every change). Returns -1 to wait for
+ * earlier replies, else 0.
+ */
+static int own_tracking_intercept(struct session *s, const uint8_t *text, size_t len)
+{
+    if (s->own_tracking || !query_names_session_tracking((const char *)text, len))
+        return 0;
+    if (!response_idle(&s->rt) || s->to_client_left) {
+        s->client_waits = 1;
+        return -1;
+    }
+    s->own_tracking = 1;
+    if (!s->st.unrestorable)
+        s->st.unrestorable = "the client manages its own session tracking";
+    const struct track_view *v = route_track_view(s->route);
+    if (!v || !s->conn || !pool_conn_tracked(s->conn))
+        return 0;
+    char sql[1300];
+    int n = snprintf(sql, sizeof(sql),
+                     "SET SESSION session_track_schema=%d, session_track_state_change=%d, "
+                     "session_track_system_variables='%s', session_track_transaction_info='%s'",
+                     v->schema, v->state_change, v->sysvars, v->transaction);
+    if (n < 0 || (size_t)n >= sizeof(sql))
+        return 0;
+    struct wire_writer w;
+    wire_writer_init(&w);
+    wire_begin_packet(&w, 0);
+    wire_put_u8(&w, PROTO_COM_QUERY);
+    wire_put_bytes(&w, sql, (size_t)n);
+    wire_end_packet(&w);
+    if (!w.failed) {
+        evbuffer_add(s->worker->scratch, w.buf, w.len);
+        (void)response_begin(&s->rt, PROTO_COM_QUERY);
+        s->swallow++;
+    }
+    wire_writer_free(&w);
+    return 0;
 }
 
 /* After a reconnect the client's ids for new statements may differ from the server's. */
@@ -512,6 +585,19 @@ static void server_read(void *arg)
         if (avail < 4 + prefix)
             break;
         bool tracked = !s->server_continues && !s->untrackable;
+        if (tracked && s->swallow) {
+            /* The reply to credproxy's own command in the stream: never the client's. */
+            if (avail < 4 + len)
+                break;
+            evbuffer_copyout(in, h, 4 + prefix);
+            enum response_event ev = response_feed(&s->rt, h + 4, prefix, len);
+            evbuffer_drain(in, 4 + len);
+            if (ev == RESPONSE_UNTRACKABLE)
+                lose_track(s);
+            if (ev == RESPONSE_DONE || ev == RESPONSE_UNTRACKABLE)
+                s->swallow--;
+            continue;
+        }
         if (tracked) {
             evbuffer_copyout(in, h, 4 + prefix);
             bool maybe_ok =
@@ -523,6 +609,8 @@ static void server_read(void *arg)
             enum response_event ev = response_feed(&s->rt, h + 4, prefix, len);
             if (ev == RESPONSE_UNTRACKABLE)
                 lose_track(s);
+            else if (h[4] == 0xfe && !s->rt.ok_packet && len < 9)
+                filter_eof_flag(s, in, len);
             if (s->rt.prepare_ok)
                 map_prepare_ok(s, in);
             if (ev == RESPONSE_DONE) {

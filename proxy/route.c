@@ -2,10 +2,12 @@
 #include "proxy/route.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "auth/proto.h"
+#include "auth/session_track.h"
 #include "auth/tls.h"
 #include "auth/users.h"
 #include "conf/log.h"
@@ -96,7 +98,27 @@ void route_destroy(struct route *r)
     SSL_CTX_free(r->frontend_tls);
     SSL_CTX_free(r->upstream_tls);
     creds_unref(r->preferred);
+    free(r->track_view);
     pthread_mutex_destroy(&r->lock);
+}
+
+const struct track_view *route_track_view(const struct route *r)
+{
+    return __atomic_load_n(&r->track_view, __ATOMIC_ACQUIRE);
+}
+
+void route_set_track_view(struct route *r, const struct track_view *v)
+{
+    if (route_track_view(r))
+        return;
+    struct track_view *copy = malloc(sizeof(*copy));
+    if (!copy)
+        return;
+    *copy = *v;
+    struct track_view *none = NULL;
+    if (!__atomic_compare_exchange_n(&r->track_view, &none, copy, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        free(copy);
 }
 
 void route_profile(struct route *r, struct server_profile *out)

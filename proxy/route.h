@@ -41,6 +41,7 @@ struct route {
     int upstream_open;       /* atomic: upstream connections of every worker, <= pool_size */
     int starved;             /* atomic: a worker waits for a slot another worker holds idle */
     int n_clients;           /* atomic: open client sessions, all workers together */
+    struct track_view *track_view; /* atomic pointer, set once: clients' own session tracking */
     uint64_t n_refused;      /* atomic: clients refused at max_client_connections, unlogged */
     int64_t refused_log_s;   /* atomic: monotonic second of the last such log line, 0 never */
 };
@@ -53,6 +54,12 @@ struct route {
 bool route_init(struct route *r, const struct route_config *cfg, struct event_base *base, char *err,
                 size_t errlen) __attribute__((warn_unused_result));
 void route_destroy(struct route *r);
+
+struct track_view;
+/* The session tracking the server gives a client by default, once a connection has shown it. */
+const struct track_view *route_track_view(const struct route *r);
+/* Publishes it (the first caller wins; v is copied). */
+void route_set_track_view(struct route *r, const struct track_view *v);
 
 void route_profile(struct route *r, struct server_profile *out);
 

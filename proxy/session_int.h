@@ -103,6 +103,8 @@ struct session {
     unsigned released : 1;     /* DETACHED by choice (multiplexing), not by a lost connection */
     unsigned big_ok_wait : 1;  /* waiting for a whole OK packet larger than the read watermark */
     unsigned hold_conn : 1;    /* the last reply has warnings or affected rows: do not release */
+    unsigned own_tracking : 1; /* the client set or read session_track_*: shown unfiltered */
+    unsigned swallow : 2;      /* replies to credproxy's own commands still due in the stream */
     unsigned client_waits : 1; /* the client's next command waits for replies to come */
     unsigned greet_waits : 8;  /* checks for the upstream's profile before greeting */
     struct session_state st;   /* what a new connection must be given to continue the session */
