@@ -412,8 +412,12 @@ static bool handle_auth_switch(struct upstream_login *l, const uint8_t *p, size_
                    l->port);
         return false;
     }
-    if (dlen > 0 && data[dlen - 1] == 0)
-        dlen--;
+    /*
+     * Scramble-based plugins get 20 bytes and a NUL; client_ed25519's nonce is
+     * 32 random bytes with none, whose last byte may well be 0 (1 in 256).
+     */
+    if (dlen == 21 && data[20] == 0)
+        dlen = 20;
     l->plugin = client_auth_plugin_by_name(name, nlen);
     if (l->plugin == CLIENT_AUTH_UNKNOWN) {
         login_fail(l, 2059, "HY000",

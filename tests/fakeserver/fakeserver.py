@@ -398,6 +398,15 @@ class Conn:
             password = reply.rstrip(b"\0")
             self.clear_password_received = password.decode("utf-8", "replace")
             good = password == s.password.encode()
+        elif s.auth_switch == "client_ed25519":
+            # A 32-byte nonce sent bare (no NUL), ending in a 0 byte on purpose. The fake cannot
+            # verify the signature; it checks that one (64 bytes) came.
+            nonce = os.urandom(31) + b"\0"
+            self.send(frame([(seq, b"\xfe" + b"client_ed25519\0" + nonce)]))
+            seq, reply = self.read_packet()
+            seq += 1
+            self.ed25519_reply_len = len(reply)
+            good = len(reply) == 64
         else:
             if plugin != b"mysql_native_password":
                 self.sock.sendall(frame([(seq, b"\xfe" + b"mysql_native_password\0"

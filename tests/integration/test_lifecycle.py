@@ -372,6 +372,16 @@ class ClearPasswordSwitch(LifecycleTestCase):
                                      auth_switch_extra=ok * 3))
 
 
+class Ed25519Switch(LifecycleTestCase):
+    def test_nonce_ending_in_a_zero_byte(self):
+        """client_ed25519's 32-byte nonce has no NUL after it: a last 0 byte is part of it."""
+        srv = self.fake(auth_switch="client_ed25519")
+        proxy = self.proxy_for(srv)
+        self.assert_serves(proxy)
+        self.assertTrue(any(getattr(c, "ed25519_reply_len", None) == 64 for c in srv.connections),
+                        "credproxy did not answer the ed25519 switch with a signature")
+
+
 # --- e: big OK packets -------------------------------------------------------------------------
 
 class BigSessionState(LifecycleTestCase):
