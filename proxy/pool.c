@@ -73,7 +73,8 @@ struct pool_conn {
     unsigned replies_left;
     uint8_t *error; /* first ERR payload among their replies */
     size_t error_len;
-    bool lost; /* the connection died before every reply came */
+    bool lost;        /* the connection died before every reply came */
+    bool last_failed; /* the last of the replies was an ERR */
     void (*internal_done)(struct pool_conn *c, void *arg);
     void *internal_arg;
     pool_reset_fn reset_done; /* pool_conn_reset's caller */
@@ -375,6 +376,7 @@ static void internal_read(struct pool_conn *c)
             free(p);
         }
         if (ev == RESPONSE_DONE) {
+            c->last_failed = c->irt.last_was_error;
             if (c->irt.ok_packet || !c->irt.last_was_error)
                 c->info.status = c->irt.status; /* for the OK credproxy sends its client */
             c->replies_left--;
@@ -840,11 +842,12 @@ static void tracking_on_cb(struct pool_conn *c, void *arg)
         serve_waiters(p);
         return;
     }
-    c->tracked = (c->info.caps & PROTO_CAP_SESSION_TRACK) && !c->error;
+    /* The tracking SET is the last command: the view SELECT before it may fail alone. */
+    c->tracked = (c->info.caps & PROTO_CAP_SESSION_TRACK) && !c->last_failed;
     struct track_view view;
     if (c->tracked && c->row && track_view_parse(&view, c->row, c->row_len))
         route_set_track_view(p->route, &view);
-    if (c->error)
+    if (c->last_failed)
         log_warn("route %s: session tracking is unavailable on this server; clients cannot be "
                  "moved to a new connection if theirs is lost",
                  p->route->cfg->name);

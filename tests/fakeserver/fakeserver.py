@@ -473,6 +473,12 @@ class Conn:
         if re.match(r"^DATABASE\(\)$", body, re.I):
             return self.resultset([("DATABASE()", MYSQL_TYPE_VAR_STRING)], [[self.database]],
                                   binary)
+        names = re.findall(r"@@(?:session\.|global\.)?(\w+)", body, re.I)
+        if len(names) > 1 and re.fullmatch(r"\s*@@[\w.]+(\s*,\s*@@[\w.]+)*\s*", body):
+            # A row of system variables (credproxy reads the session_track_* defaults so).
+            cols = [("@@" + n, MYSQL_TYPE_VAR_STRING) for n in names]
+            row = [self.server.variables.get(n.lower(), "fake-%s" % n.lower()) for n in names]
+            return self.resultset(cols, [row], binary)
         m2 = re.match(r"^@@(?:session\.|global\.)?(\w+)(?:\s+LIMIT\s+\d+)?$", body, re.I)
         if m2:
             name = m2.group(1).lower()
@@ -650,7 +656,14 @@ class FakeServer:
                                   if isinstance(auth_switch_extra, str) else auth_switch_extra)
         self.version = version
         self.caps = caps
-        self.variables = {"version": version, "version_comment": "fakeserver"}
+        self.variables = {
+            "version": version, "version_comment": "fakeserver",
+            # MariaDB 10.11's session-tracking defaults.
+            "session_track_schema": "1", "session_track_state_change": "0",
+            "session_track_system_variables": "autocommit,character_set_client,"
+            "character_set_connection,character_set_results,time_zone",
+            "session_track_transaction_info": "OFF",
+        }
         self.variables.update(variables or {})
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)

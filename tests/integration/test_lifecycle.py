@@ -14,6 +14,7 @@ Needs neither the MariaDB fixture nor credentials.
 """
 
 import os
+import re
 import socket
 import struct
 import sys
@@ -287,12 +288,12 @@ class PoolPrepareFails(LifecycleTestCase):
                 self.assertEqual(cur.fetchone(), (1,))
             served = [i for i, n, t in srv.commands() if n == "COM_QUERY" and t == "SELECT 1"]
             self.assertEqual(len(served), 1)
-            first = srv.commands(served[0])[0]
-            self.assertRegex(first[2] or "", TRACKING,
-                             "the client's query ran on a connection without session tracking")
+            setup = [t or "" for _, n, t in srv.commands(served[0]) if t != "SELECT 1"]
+            self.assertTrue(any(re.match(TRACKING, t) for t in setup),
+                            "the client's query ran on a connection without session tracking")
         self.wait_closed(srv, 1)
-        self.assertEqual([n for _, n, _ in srv.commands(1)], ["COM_QUERY"],
-                         "commands reached the connection that was lost")
+        self.assertTrue(all(n == "COM_QUERY" for _, n, _ in srv.commands(1)),
+                        "client commands reached the connection that was lost")
         self.assert_serves(proxy)
 
     def test_tracking_refused_on_a_new_connection_is_not_fatal(self):
