@@ -570,6 +570,8 @@ class Proxy:
         return False
 
     def stop(self):
+        """Stops credproxy; returns problems: a non-zero exit, sanitizer reports in its logs."""
+        problems = []
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -577,6 +579,14 @@ class Proxy:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                problems.append("credproxy did not stop within 15s of SIGTERM")
+            if self.proc.returncode != 0:
+                problems.append("credproxy exited with %s on SIGTERM" % self.proc.returncode)
+        for logp in sorted(self.dir.glob("credproxy.*.log")):
+            text = logp.read_text(errors="replace")
+            if re.search(r"ERROR: (Address|Leak|Undefined)Sanitizer|runtime error:", text):
+                problems.append("sanitizer report in %s" % logp)
+        return problems
 
 
 # ---------------------------------------------------------------- running and comparing
@@ -802,7 +812,8 @@ def main():
                            r["plan"], r["seconds"], " BAIL" if r["bail"] else "", note))
             finally:
                 if proxy:
-                    proxy.stop()
+                    for problem in proxy.stop():
+                        proxy.deaths.append(("stop", problem, str(mdir)))
                     deaths[mode] = proxy.deaths
             log("%s: %.0fs" % (mode, time.monotonic() - tm))
             if guard_log.is_file() and guard_log.read_text().strip():
@@ -814,6 +825,15 @@ def main():
     report = render(info, binaries, programs, runs, modes, diffs, entries, deaths, guard_hits,
                     time.monotonic() - t0)
     (work / "report.md").write_text(report)
+    # Every subtest in every mode, one line each.
+    rows = ["program\tsubtest\t" + "\t".join(modes)]
+    for prog in programs:
+        subs = list(dict.fromkeys(s for m in modes if prog in runs[m]
+                                  for s in runs[m][prog]["results"]))
+        for sub in subs:
+            rows.append("\t".join([prog, sub] + [runs[m][prog]["results"].get(sub, "missing")
+                                                  if prog in runs[m] else "-" for m in modes]))
+    (work / "subtests.tsv").write_text("\n".join(rows) + "\n")
     (work / "results.json").write_text(json.dumps(
         {"source": info, "modes": modes,
          "runs": {m: {p: {k: v for k, v in r.items() if k != "output"}
@@ -826,7 +846,7 @@ def main():
         log("FAIL: a test tried to reach a non-loopback address (see above)")
         return 2
     if failed or died:
-        log("FAIL: %d unexpected differences, %d credproxy deaths (report: %s)"
+        log("FAIL: %d unexpected differences, %d credproxy deaths or bad exits (report: %s)"
             % (len(failed), len(died), work / "report.md"))
         return 1
     log("OK: no unexpected difference (report: %s)" % (work / "report.md"))
@@ -856,6 +876,8 @@ def render(info, binaries, programs, runs, modes, diffs, entries, deaths, guard_
                 ", bail" if r["bail"] else ""))
         L.append("| %s | %s | %s |" % (prog, binaries[prog][1], " | ".join(cells)))
     L.append("")
+    L.append("Every subtest in every mode: subtests.tsv; outputs: logs/MODE.PROGRAM.log.")
+    L.append("")
     L.append("## Passes directly, not through credproxy")
     L.append("")
     if diffs:
@@ -877,7 +899,10 @@ def render(info, binaries, programs, runs, modes, diffs, entries, deaths, guard_
     for m, ds in deaths.items():
         for after, rc, logp in ds:
             L.append("")
-            L.append("credproxy (%s) DIED with %s during %s; log %s" % (m, rc, after, logp))
+            if after == "stop":
+                L.append("credproxy (%s): %s" % (m, rc))
+            else:
+                L.append("credproxy (%s) DIED with %s during %s; log %s" % (m, rc, after, logp))
     for m, text in guard_hits:
         L.append("")
         L.append("loopback guard (%s):\n%s" % (m, text))
