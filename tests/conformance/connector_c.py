@@ -35,6 +35,7 @@ Exit status: 0 no unexpected difference; 1 unexpected differences (or credproxy 
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import re
@@ -213,7 +214,6 @@ def fetch_source(work):
     if not versions:
         raise Refused("the archive has no source package %s" % pkg)
     # The installed version first, then older ones (nearest first), then newer ones.
-    import functools
     key = functools.cmp_to_key(dpkg_version_cmp)
     older = sorted([v for v in versions if dpkg_version_cmp(v, want) < 0], key=key, reverse=True)
     newer = sorted([v for v in versions if dpkg_version_cmp(v, want) > 0], key=key)
@@ -478,7 +478,7 @@ def port_refuses(port):
 
 
 class Server:
-    def __init__(self, work):
+    def __init__(self):
         self.dir = Path(tempfile.mkdtemp(prefix="ccsuite-db.", dir="/tmp"))
         self.port = free_port()
         self.password = None
@@ -771,7 +771,7 @@ def main():
     runs = {m: {} for m in modes}
     deaths = {}
     guard_hits = []
-    server = Server(work)
+    server = Server()
     try:
         server.start()
         for i, mode in enumerate(modes):

@@ -16,7 +16,8 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-static int loopback_or_local(const struct sockaddr *sa, socklen_t len) {
+static int loopback_or_local(const struct sockaddr *sa, socklen_t len)
+{
     if (sa == NULL || len < sizeof(sa_family_t))
         return 1; /* no destination: a connected socket, checked at connect() */
     switch (sa->sa_family) {
@@ -40,7 +41,8 @@ static int loopback_or_local(const struct sockaddr *sa, socklen_t len) {
     }
 }
 
-static void record(const char *call, const struct sockaddr *sa) {
+static void record(const char *call, const struct sockaddr *sa)
+{
     char addr[INET6_ADDRSTRLEN] = "?";
     char line[256];
     const char *path = getenv("CREDPROXY_GUARD_LOG");
@@ -55,8 +57,9 @@ static void record(const char *call, const struct sockaddr *sa) {
         inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof(addr));
         port = ntohs(in6->sin6_port);
     }
-    int n = snprintf(line, sizeof(line), "loopback_guard: refused %s to family %d %s port %d (pid %d)\n",
-                     call, sa->sa_family, addr, port, (int)getpid());
+    int n = snprintf(line, sizeof(line),
+                     "loopback_guard: refused %s to family %d %s port %d (pid %d)\n", call,
+                     sa->sa_family, addr, port, (int)getpid());
     if (n < 0)
         return;
     if ((size_t)n >= sizeof(line))
@@ -75,7 +78,8 @@ static void record(const char *call, const struct sockaddr *sa) {
     }
 }
 
-int connect(int fd, const struct sockaddr *sa, socklen_t len) {
+int connect(int fd, const struct sockaddr *sa, socklen_t len)
+{
     static int (*real)(int, const struct sockaddr *, socklen_t);
     if (!loopback_or_local(sa, len)) {
         record("connect", sa);
@@ -88,7 +92,8 @@ int connect(int fd, const struct sockaddr *sa, socklen_t len) {
 }
 
 ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *sa,
-               socklen_t len) {
+               socklen_t len)
+{
     static ssize_t (*real)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
     if (sa != NULL && !loopback_or_local(sa, len)) {
         record("sendto", sa);
@@ -100,7 +105,8 @@ ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockad
     return real(fd, buf, n, flags, sa, len);
 }
 
-ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
+ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
     static ssize_t (*real)(int, const struct msghdr *, int);
     if (msg != NULL && msg->msg_name != NULL &&
         !loopback_or_local((const struct sockaddr *)msg->msg_name, msg->msg_namelen)) {
