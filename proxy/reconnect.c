@@ -112,10 +112,21 @@ void reconnect_server_lost(struct session *s)
         s->st.unrestorable = "a server-side cursor was open";
     else if (!tracked)
         s->st.unrestorable = "the server does not report session state";
-    log_info(
-        "C-%llu %s: upstream connection lost while idle; %s%s", (unsigned long long)s->id, s->peer,
-        s->st.unrestorable ? "cannot continue the session: " : "will reconnect on the next command",
-        s->st.unrestorable ? s->st.unrestorable : "");
+    if (s->st.unrestorable) {
+        /*
+         * As the server's end of it did: the client's connection closes now, so
+         * its driver sees a lost connection (2006/2013) and reconnects, as it
+         * would directly. The reason is logged.
+         */
+        log_info("C-%llu %s: upstream connection lost while idle; closing the session, which "
+                 "cannot be moved: %s",
+                 (unsigned long long)s->id, s->peer, s->st.unrestorable);
+        session_drop_conn(s, "the upstream connection was lost while idle");
+        session_close(s, "its upstream connection was lost and its state cannot be rebuilt");
+        return;
+    }
+    log_info("C-%llu %s: upstream connection lost while idle; will reconnect on the next command",
+             (unsigned long long)s->id, s->peer);
     s->released = 0;
     reconnect_detach(s, "the upstream connection was lost while idle");
 }

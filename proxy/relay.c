@@ -28,7 +28,7 @@ void relay_enter(struct session *s, uint64_t caps, uint16_t status)
     s->rt.status = status;
     struct wire_writer w;
     wire_writer_init(&w);
-    ok_packet_write(&w, s->seq, 0, 0, status, 0);
+    session_write_login_ok(s, &w, status);
     session_send(s, &w);
     wire_writer_free(&w);
     if (s->conn) {
@@ -252,8 +252,11 @@ static int kill_intercept(struct session *s, struct evbuffer *in, size_t avail, 
             return 0;
     }
     uint32_t thread = 0;
+    struct worker *owner = NULL;
     bool found = kind == KILL_THREAD && k.id <= UINT32_MAX &&
-                 registry_kill((uint32_t)k.id, s->route, !k.query, &thread);
+                 registry_kill((uint32_t)k.id, s->route, !k.query, &thread, &owner);
+    if (found && thread == 0 && !k.query && owner)
+        worker_post_kill(owner, (uint32_t)k.id); /* no upstream to kill: its worker closes it */
     if (!found || thread == 0) {
         /* Answered here: after the replies to what came before, in order. */
         if (!response_idle(&s->rt) || s->to_client_left) {

@@ -35,15 +35,15 @@ struct route {
     SSL_CTX *upstream_tls;     /* NULL when upstream_tls is disabled */
     pthread_mutex_t lock;      /* guards profile and preferred */
     struct server_profile profile;
-    struct creds *preferred; /* a non-current version that logged in (rotation window) */
-    int probing;             /* atomic: the start-up login that learns the profile runs */
-    uint64_t preferred_over; /* the AWSCURRENT generation it stands in for */
-    int upstream_open;       /* atomic: upstream connections of every worker, <= pool_size */
-    int starved;             /* atomic: a worker waits for a slot another worker holds idle */
-    int n_clients;           /* atomic: open client sessions, all workers together */
+    struct creds *preferred;       /* a non-current version that logged in (rotation window) */
+    int probing;                   /* atomic: the start-up login that learns the profile runs */
+    uint64_t preferred_over;       /* the AWSCURRENT generation it stands in for */
+    int upstream_open;             /* atomic: upstream connections of every worker, <= pool_size */
+    int starved;                   /* atomic: a worker waits for a slot another worker holds idle */
+    int n_clients;                 /* atomic: open client sessions, all workers together */
     struct track_view *track_view; /* atomic pointer, set once: clients' own session tracking */
-    uint64_t n_refused;      /* atomic: clients refused at max_client_connections, unlogged */
-    int64_t refused_log_s;   /* atomic: monotonic second of the last such log line, 0 never */
+    uint64_t n_refused;            /* atomic: clients refused at max_client_connections, unlogged */
+    int64_t refused_log_s;         /* atomic: monotonic second of the last such log line, 0 never */
 };
 
 /*

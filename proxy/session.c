@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +116,30 @@ void session_send_now(struct bufferevent *dst, struct evbuffer *data)
     }
     if (evbuffer_get_length(data) > 0)
         evbuffer_add_buffer(out, data);
+}
+
+/*
+ * The OK credproxy sends for a login or a COM_CHANGE_USER: as the server
+ * does, a client with CLIENT_SESSION_TRACK sees SERVER_SESSION_STATE_CHANGED
+ * (with an empty list: credproxy does not invent the server's records), one
+ * without it never does.
+ */
+void session_write_login_ok(const struct session *s, struct wire_writer *w, uint16_t status)
+{
+    status &= (uint16_t)~PROTO_STATUS_STATE_CHANGED;
+    if (!(s->caps & PROTO_CAP_SESSION_TRACK)) {
+        ok_packet_write(w, s->seq, 0, 0, status, 0);
+        return;
+    }
+    wire_begin_packet(w, s->seq);
+    wire_put_u8(w, 0x00);
+    wire_put_lenenc(w, 0);
+    wire_put_lenenc(w, 0);
+    wire_put_u16(w, (uint16_t)(status | PROTO_STATUS_STATE_CHANGED));
+    wire_put_u16(w, 0);
+    wire_put_lenenc(w, 0); /* info */
+    wire_put_lenenc(w, 0); /* session state: no records */
+    wire_end_packet(w);
 }
 
 void session_send(struct session *s, const struct wire_writer *w)
@@ -235,6 +260,15 @@ void session_close(struct session *s, const char *why)
     w->n_sessions--;
     worker_session_closed(w, s->route);
     worker_defer_free(w, &s->reap, session_free);
+}
+
+void session_kill(struct worker *w, uint32_t id)
+{
+    struct kill_target *t = registry_find_own(id, w);
+    if (!t)
+        return; /* gone already */
+    struct session *s = (struct session *)((char *)t - offsetof(struct session, kill));
+    session_close(s, "killed by KILL CONNECTION");
 }
 
 void session_close_all(struct worker *w)
@@ -373,7 +407,7 @@ static void reset_done(void *arg, const uint8_t *err, size_t err_len, bool lost)
          * nothing is lost: its next command borrows a new connection.
          */
         session_drop_conn(s, "lost during a reset");
-        ok_packet_write(&w, s->seq, 0, 0, PROTO_STATUS_AUTOCOMMIT, 0);
+        session_write_login_ok(s, &w, PROTO_STATUS_AUTOCOMMIT);
         session_send(s, &w);
         wire_writer_free(&w);
         s->rt.status = PROTO_STATUS_AUTOCOMMIT;
@@ -389,7 +423,7 @@ static void reset_done(void *arg, const uint8_t *err, size_t err_len, bool lost)
     } else {
         /* The server's own status after the reset; its tracking is credproxy's, not shown. */
         uint16_t status = pool_conn_info(s->conn)->status & ~PROTO_STATUS_STATE_CHANGED;
-        ok_packet_write(&w, s->seq, 0, 0, status, 0);
+        session_write_login_ok(s, &w, status);
         s->rt.status = status;
     }
     session_send(s, &w);
@@ -624,6 +658,7 @@ void session_start(struct worker *w, struct route *r, int fd, const struct socka
     s->id = id;
     s->kill.id = id;
     s->kill.route = r;
+    s->kill.worker = w;
     registry_add(&s->kill);
     s->is_unix = is_unix;
     s->state = SESSION_GREET_WAIT;

@@ -4,6 +4,7 @@
 #define CREDPROXY_PROXY_SESSION_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 struct worker;
@@ -19,6 +20,9 @@ void session_start(struct worker *w, struct route *r, int fd, const struct socka
 
 /* Closes the worker's sessions idle past their route's client_idle_timeout. */
 void session_sweep_idle(struct worker *w);
+
+/* Closes the worker's session with connection id id, if it has one (KILL CONNECTION). */
+void session_kill(struct worker *w, uint32_t id);
 
 /* Closes every session of the worker (at shutdown). */
 void session_close_all(struct worker *w);

@@ -41,7 +41,8 @@ void registry_set_thread(struct kill_target *t, uint32_t thread)
     __atomic_store_n(&t->thread, thread, __ATOMIC_RELEASE);
 }
 
-bool registry_kill(uint32_t id, const struct route *r, bool connection, uint32_t *thread)
+bool registry_kill(uint32_t id, const struct route *r, bool connection, uint32_t *thread,
+                   struct worker **owner)
 {
     bool found = false;
     pthread_mutex_lock(&registry_lock);
@@ -51,6 +52,7 @@ bool registry_kill(uint32_t id, const struct route *r, bool connection, uint32_t
         if (connection)
             __atomic_store_n(&t->killed, 1, __ATOMIC_RELEASE);
         *thread = __atomic_load_n(&t->thread, __ATOMIC_ACQUIRE);
+        *owner = t->worker;
         found = true;
         break;
     }
@@ -61,4 +63,19 @@ bool registry_kill(uint32_t id, const struct route *r, bool connection, uint32_t
 bool registry_killed(const struct kill_target *t)
 {
     return __atomic_load_n(&t->killed, __ATOMIC_ACQUIRE) != 0;
+}
+
+struct kill_target *registry_find_own(uint32_t id, const struct worker *w)
+{
+    struct kill_target *found = NULL;
+    pthread_mutex_lock(&registry_lock);
+    for (struct kill_target *t = *bucket(id); t; t = t->next) {
+        if (t->id == id && t->worker == w) {
+            found = t;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&registry_lock);
+    /* Only w frees its sessions, and it is the caller: the entry stays valid. */
+    return found;
 }

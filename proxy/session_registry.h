@@ -11,14 +11,16 @@
 #include <stdint.h>
 
 struct route;
+struct worker;
 
 /* What the registry knows of one session; embedded in it, written by its own worker. */
 struct kill_target {
     struct kill_target *next; /* hash chain (under the registry's lock) */
     uint32_t id;
     const struct route *route;
-    uint32_t thread; /* atomic: the upstream thread it is on now, 0 when it has none */
-    int killed;      /* atomic: a KILL CONNECTION named it */
+    struct worker *worker; /* the session's owner */
+    uint32_t thread;       /* atomic: the upstream thread it is on now, 0 when it has none */
+    int killed;            /* atomic: a KILL CONNECTION named it */
 };
 
 void registry_add(struct kill_target *t);
@@ -33,7 +35,11 @@ void registry_set_thread(struct kill_target *t, uint32_t thread);
  * KILL CONNECTION, the session is marked killed first, so that it closes
  * rather than reconnects when the server ends its connection.
  */
-bool registry_kill(uint32_t id, const struct route *r, bool connection, uint32_t *thread);
+bool registry_kill(uint32_t id, const struct route *r, bool connection, uint32_t *thread,
+                   struct worker **owner);
+
+/* The entry for id if it belongs to worker w (called on w's thread), else NULL. */
+struct kill_target *registry_find_own(uint32_t id, const struct worker *w);
 
 /* True once a KILL CONNECTION named t. */
 bool registry_killed(const struct kill_target *t);

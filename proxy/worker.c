@@ -112,6 +112,43 @@ static void spares_resize(int delta)
     pthread_mutex_unlock(&spare_lock);
 }
 
+void worker_post_kill(struct worker *w, uint32_t id)
+{
+    pthread_mutex_lock(&w->kill_lock);
+    if (w->n_kills == w->cap_kills) {
+        size_t cap = w->cap_kills ? 2 * w->cap_kills : 16;
+        uint32_t *k = realloc(w->kills, cap * sizeof(*k));
+        if (!k) {
+            pthread_mutex_unlock(&w->kill_lock);
+            return; /* the session closes at its next command instead (it is marked killed) */
+        }
+        w->kills = k;
+        w->cap_kills = cap;
+    }
+    w->kills[w->n_kills++] = id;
+    pthread_mutex_unlock(&w->kill_lock);
+    event_active(w->kill_event, EV_TIMEOUT, 0);
+}
+
+/* Closes the sessions other workers' KILL CONNECTIONs named. */
+static void kill_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    for (;;) {
+        pthread_mutex_lock(&w->kill_lock);
+        uint32_t id = 0;
+        bool any = w->n_kills > 0;
+        if (any)
+            id = w->kills[--w->n_kills];
+        pthread_mutex_unlock(&w->kill_lock);
+        if (!any)
+            break;
+        session_kill(w, id);
+    }
+}
+
 int worker_init(struct worker *w, int index, int n_workers)
 {
     memset(w, 0, sizeof(*w));
@@ -119,21 +156,20 @@ int worker_init(struct worker *w, int index, int n_workers)
     w->n_workers = n_workers;
     w->acc.backoff_ms = ACCEPT_PAUSE_MIN_MS;
     /*
-     * The changelist folds the enable/disable pairs a connection goes through
-     * in one loop turn (lent from the pool, answered, returned) into at most
-     * one epoll_ctl.
+     * No EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST: a closed socket's removal waits
+     * in the changelist until the next pass, and a new socket that gets the
+     * same descriptor number meanwhile can have its registration folded into
+     * that removal, leaving the client unserved (found by ThreadSanitizer as
+     * an epoll_ctl on a descriptor another worker had just accepted).
      */
-    struct event_config *cfg = event_config_new();
-    if (cfg)
-        event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-    w->base = cfg ? event_base_new_with_config(cfg) : NULL;
-    if (cfg)
-        event_config_free(cfg);
+    w->base = event_base_new();
     w->scratch = evbuffer_new();
     if (!w->base || !w->scratch)
         return -1;
     w->reap_event = event_new(w->base, -1, 0, reap_cb, w);
-    if (!w->reap_event)
+    w->kill_event = event_new(w->base, -1, 0, kill_cb, w);
+    pthread_mutex_init(&w->kill_lock, NULL);
+    if (!w->reap_event || !w->kill_event)
         return -1;
     w->acc.timer = evtimer_new(w->base, accept_timer_cb, w);
     if (!w->acc.timer)
@@ -422,6 +458,10 @@ void worker_destroy(struct worker *w)
     worker_reap_now(w);
     if (w->sweep_event)
         event_free(w->sweep_event);
+    if (w->kill_event)
+        event_free(w->kill_event);
+    free(w->kills);
+    pthread_mutex_destroy(&w->kill_lock);
     if (w->reap_event)
         event_free(w->reap_event);
     if (w->stop_event)

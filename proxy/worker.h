@@ -63,8 +63,15 @@ struct worker {
     struct deferred_free *reap; /* closed objects waiting for the safe point */
     struct event *reap_event;   /* activated when reap becomes non-empty */
     struct event *sweep_event;  /* once a second: client_idle_timeout */
-    struct accept_pause acc;    /* accept errors: pause, back off, log once per episode */
+    struct event *kill_event;   /* activated from other threads: kills are queued */
+    pthread_mutex_t kill_lock;  /* guards kills */
+    uint32_t *kills;            /* connection ids to close, posted by other workers */
+    size_t n_kills, cap_kills;
+    struct accept_pause acc; /* accept errors: pause, back off, log once per episode */
 };
+
+/* From any thread: w closes its session with connection id id (KILL CONNECTION). */
+void worker_post_kill(struct worker *w, uint32_t id);
 
 /* Queues d; free_fn(d) runs from the worker's loop, never inside the caller's stack. */
 void worker_defer_free(struct worker *w, struct deferred_free *d,
