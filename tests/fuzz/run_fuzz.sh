@@ -8,7 +8,8 @@
 # CREDPROXY_FUZZ_SECONDS overrides SECONDS; CREDPROXY_FUZZ_JOBS runs that many processes in
 # parallel (libFuzzer -jobs/-workers); CREDPROXY_FUZZ_KEEP=DIR keeps the grown corpus in DIR.
 set -eu
-bin=$1 src=$2 secs=${CREDPROXY_FUZZ_SECONDS:-$3} dict=${4:-}
+abs() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
+bin=$(abs "$1") src=$(abs "$2") secs=${CREDPROXY_FUZZ_SECONDS:-$3} dict=${4:+$(abs "$4")}
 name=$(basename "$bin")
 jobs=${CREDPROXY_FUZZ_JOBS:-1}
 work=$(mktemp -d "${TMPDIR:-/tmp}/$name.XXXXXX")
