@@ -41,6 +41,8 @@ SANITIZER_MARKERS = (
     b"ERROR: LeakSanitizer",
     b"runtime error:",
     b"SUMMARY: UndefinedBehaviorSanitizer",
+    b"WARNING: ThreadSanitizer",
+    b"ERROR: ThreadSanitizer",
 )
 
 # MySQL error codes the tests look for.
