@@ -2,6 +2,8 @@
  */
 #include "auth/handshake.h"
 
+#include <stdio.h>
+
 #include <string.h>
 
 /* The fixed part of a HandshakeResponse41; an SSLRequest is exactly this long. */
@@ -164,4 +166,58 @@ bool change_user_parse(const uint8_t *payload, size_t len, uint64_t client_caps,
     out->database = wire_get_cstr(&r, &out->database_len);
     parse_change_user_tail(&r, client_caps, out);
     return !r.failed;
+}
+
+bool server_greeting_parse(const uint8_t *p, size_t len, struct server_greeting *out, char *why,
+                           size_t whylen)
+{
+    struct wire_reader r;
+    wire_reader_init(&r, p, len);
+    memset(out, 0, sizeof(*out));
+    uint8_t proto = wire_get_u8(&r);
+    if (r.failed || proto != 10) {
+        snprintf(why, whylen, "unsupported protocol version %u", proto);
+        return false;
+    }
+    size_t vlen;
+    const char *version = wire_get_cstr(&r, &vlen);
+    out->thread_id = wire_get_u32(&r);
+    const uint8_t *s1 = wire_get_bytes(&r, 8);
+    wire_get_u8(&r);
+    uint64_t caps = wire_get_u16(&r);
+    out->charset = wire_get_u8(&r);
+    out->status = wire_get_u16(&r);
+    caps |= (uint64_t)wire_get_u16(&r) << 16;
+    uint8_t auth_len = wire_get_u8(&r);
+    wire_get_bytes(&r, 6);
+    uint32_t ext = wire_get_u32(&r);
+    if (r.failed || !version || !(caps & PROTO_CAP_PROTOCOL_41) ||
+        !(caps & PROTO_CAP_SECURE_CONNECTION)) {
+        snprintf(why, whylen, "the server's greeting is malformed or pre-4.1");
+        return false;
+    }
+    if (!(caps & PROTO_CAP_LONG_PASSWORD))
+        caps |= (uint64_t)ext << 32; /* MariaDB: extended capabilities */
+    size_t s2len = auth_len > 8 ? (size_t)auth_len - 8 : 13;
+    if (s2len > 13)
+        s2len = 13;
+    const uint8_t *s2 = wire_get_bytes(&r, s2len);
+    if (!s1 || !s2) {
+        snprintf(why, whylen, "the server's greeting has no scramble");
+        return false;
+    }
+    memcpy(out->scramble, s1, 8);
+    memcpy(out->scramble + 8, s2, s2len);
+    out->scramble_len = 8 + s2len;
+    if (out->scramble_len > 20 && out->scramble[out->scramble_len - 1] == 0)
+        out->scramble_len--; /* the trailing NUL is not part of the scramble */
+    if (caps & PROTO_CAP_PLUGIN_AUTH) {
+        size_t plen;
+        const char *pname = wire_get_cstr(&r, &plen);
+        if (pname)
+            snprintf(out->auth_plugin, sizeof(out->auth_plugin), "%.*s", (int)plen, pname);
+    }
+    snprintf(out->version, sizeof(out->version), "%.*s", (int)vlen, version);
+    out->capabilities = caps;
+    return true;
 }

@@ -23,6 +23,25 @@ struct greeting {
 /* Appends the greeting as packet seq 0. */
 void greeting_write(struct wire_writer *w, const struct greeting *g);
 
+/* A server's greeting (Initial Handshake Packet v10), as an upstream login reads it. */
+struct server_greeting {
+    char version[64]; /* NUL-terminated, cut to fit */
+    uint32_t thread_id;
+    uint64_t capabilities; /* MariaDB's extended bits at 32..63 */
+    uint8_t charset;
+    uint16_t status;
+    uint8_t scramble[21]; /* 8 + up to 13 bytes; a trailing NUL past 20 is dropped */
+    size_t scramble_len;
+    char auth_plugin[64]; /* "" when the server names none; cut to fit */
+};
+
+/*
+ * Parses a greeting payload. False with why (a reason for logs) when it is
+ * not protocol 10, is truncated, predates 4.1 or has no scramble.
+ */
+bool server_greeting_parse(const uint8_t *p, size_t len, struct server_greeting *out, char *why,
+                           size_t whylen) __attribute__((warn_unused_result));
+
 /*
  * A parsed HandshakeResponse41 (or the SSLRequest that precedes it). Strings
  * point into the payload that was parsed and are not NUL-terminated.

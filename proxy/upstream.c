@@ -22,6 +22,7 @@
 #include <openssl/x509v3.h>
 
 #include "auth/client_auth.h"
+#include "auth/handshake.h"
 #include "auth/proto.h"
 #include "auth/reply.h"
 #include "auth/wire.h"
@@ -173,53 +174,21 @@ static void send_secret_packet(struct upstream_login *l, const uint8_t *payload,
 static bool parse_greeting(struct upstream_login *l, const uint8_t *p, size_t len, char *why,
                            size_t whylen)
 {
-    struct wire_reader r;
-    wire_reader_init(&r, p, len);
-    uint8_t proto = wire_get_u8(&r);
-    if (proto != 10) {
-        snprintf(why, whylen, "unsupported protocol version %u", proto);
+    struct server_greeting g;
+    if (!server_greeting_parse(p, len, &g, why, whylen))
         return false;
-    }
-    size_t vlen;
-    const char *version = wire_get_cstr(&r, &vlen);
-    l->info.thread_id = wire_get_u32(&r);
-    const uint8_t *s1 = wire_get_bytes(&r, 8);
-    wire_get_u8(&r);
-    uint64_t caps = wire_get_u16(&r);
-    l->info.server_charset = wire_get_u8(&r);
-    l->info.status = wire_get_u16(&r);
-    caps |= (uint64_t)wire_get_u16(&r) << 16;
-    uint8_t auth_len = wire_get_u8(&r);
-    wire_get_bytes(&r, 6);
-    uint32_t ext = wire_get_u32(&r);
-    if (r.failed || !(caps & PROTO_CAP_PROTOCOL_41) || !(caps & PROTO_CAP_SECURE_CONNECTION)) {
-        snprintf(why, whylen, "the server's greeting is malformed or pre-4.1");
-        return false;
-    }
-    if (!(caps & PROTO_CAP_LONG_PASSWORD))
-        caps |= (uint64_t)ext << 32;
-    size_t s2len = auth_len > 8 ? (size_t)auth_len - 8 : 13;
-    if (s2len > 13)
-        s2len = 13;
-    const uint8_t *s2 = wire_get_bytes(&r, s2len);
-    if (!s1 || !s2) {
-        snprintf(why, whylen, "the server's greeting has no scramble");
-        return false;
-    }
-    memcpy(l->nonce, s1, 8);
-    memcpy(l->nonce + 8, s2, s2len);
-    l->nonce_len = 8 + s2len;
-    if (l->nonce_len > 20 && l->nonce[l->nonce_len - 1] == 0)
-        l->nonce_len--; /* the trailing NUL is not part of the scramble */
-    l->plugin = CLIENT_AUTH_NATIVE;
-    if (caps & PROTO_CAP_PLUGIN_AUTH) {
-        size_t plen;
-        const char *pname = wire_get_cstr(&r, &plen);
-        if (pname && client_auth_plugin_by_name(pname, plen) == CLIENT_AUTH_CACHING_SHA2)
-            l->plugin = CLIENT_AUTH_CACHING_SHA2;
-    }
-    snprintf(l->info.server_version, sizeof(l->info.server_version), "%.*s", (int)vlen, version);
-    l->info.server_caps = caps;
+    l->info.thread_id = g.thread_id;
+    l->info.server_charset = g.charset;
+    l->info.status = g.status;
+    l->info.server_caps = g.capabilities;
+    snprintf(l->info.server_version, sizeof(l->info.server_version), "%s", g.version);
+    memcpy(l->nonce, g.scramble, g.scramble_len);
+    l->nonce_len = g.scramble_len;
+    OPENSSL_cleanse(g.scramble, sizeof(g.scramble));
+    l->plugin =
+        client_auth_plugin_by_name(g.auth_plugin, strlen(g.auth_plugin)) == CLIENT_AUTH_CACHING_SHA2
+            ? CLIENT_AUTH_CACHING_SHA2
+            : CLIENT_AUTH_NATIVE;
     return true;
 }
 
