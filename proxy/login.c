@@ -252,28 +252,10 @@ static void handle_login_request(struct session *s, const uint8_t *p, size_t len
 void login_read(struct session *s)
 {
     while (s->state == SESSION_HANDSHAKE || s->state == SESSION_AUTH_SWITCH) {
-        struct evbuffer *in = bufferevent_get_input(s->client);
-        uint8_t hdr[4];
-        if (evbuffer_copyout(in, hdr, 4) < 4)
+        uint8_t *p;
+        uint32_t len;
+        if (session_take_login_packet(s, &p, &len, "Bad handshake") <= 0)
             return;
-        uint32_t len = wire_header_len(hdr);
-        if (len > LOGIN_MAX_PACKET || wire_header_seq(hdr) != s->seq) {
-            session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "Bad handshake");
-            return;
-        }
-        if (evbuffer_get_length(in) < 4 + (size_t)len)
-            return;
-        uint8_t *p = malloc(len ? len : 1);
-        if (!p) {
-            session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "out of memory");
-            return;
-        }
-        evbuffer_drain(in, 4);
-        if (evbuffer_remove(in, p, len) != (int)len) {
-            free(p);
-            session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "Bad handshake");
-            return;
-        }
         s->seq++;
         struct bufferevent *before = s->client;
         if (s->state == SESSION_HANDSHAKE)

@@ -30,6 +30,16 @@ static size_t skip_blank(const char *p, size_t n)
     return i;
 }
 
+/* Past the quoted string or identifier that starts at p[i] (backslash escapes in strings). */
+static size_t skip_quoted(const char *p, size_t n, size_t i)
+{
+    char q = p[i];
+    size_t j = i + 1;
+    while (j < n && p[j] != q)
+        j += (p[j] == '\\' && q != '`') ? 2 : 1;
+    return j + 1;
+}
+
 static bool is_word_char(char c)
 {
     return isalnum((unsigned char)c) || c == '_' || c == '$';
@@ -54,13 +64,7 @@ const char *query_pin_reason(const char *p, size_t n)
             break;
         char c = p[i];
         if (c == '\'' || c == '"' || c == '`') {
-            size_t j = i + 1;
-            while (j < n && p[j] != c) {
-                if (p[j] == '\\' && c != '`')
-                    j++;
-                j++;
-            }
-            i = j + 1;
+            i = skip_quoted(p, n, i);
             statement_start = false;
             continue;
         }
@@ -159,10 +163,7 @@ static bool later_kill(const char *p, size_t n)
             break;
         char c = p[i];
         if (c == '\'' || c == '"' || c == '`') {
-            size_t j = i + 1;
-            while (j < n && p[j] != c)
-                j += (p[j] == '\\' && c != '`') ? 2 : 1;
-            i = j + 1;
+            i = skip_quoted(p, n, i);
             start = false;
         } else if (c == ';') {
             start = true;

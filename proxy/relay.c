@@ -204,6 +204,20 @@ static uint8_t *take_packet(struct evbuffer *in, uint32_t len)
     return p;
 }
 
+/* Queues credproxy's own COM_QUERY for the server, in the stream where it stands. */
+static void stage_query(struct session *s, const char *sql, size_t n)
+{
+    struct wire_writer w;
+    wire_writer_init(&w);
+    wire_begin_packet(&w, 0);
+    wire_put_u8(&w, PROTO_COM_QUERY);
+    wire_put_bytes(&w, sql, n);
+    wire_end_packet(&w);
+    if (!w.failed)
+        evbuffer_add(s->worker->scratch, w.buf, w.len);
+    wire_writer_free(&w);
+}
+
 /* Answers the client's KILL itself (OK or ERR, sequence 1). */
 static void kill_reply(struct session *s, uint16_t code, const char *msg)
 {
@@ -278,15 +292,7 @@ static int kill_intercept(struct session *s, struct evbuffer *in, size_t avail, 
     int n = snprintf(sql, sizeof(sql), "KILL %s%s%u", k.hardness,
                      k.query ? "QUERY " : "CONNECTION ", thread);
     evbuffer_drain(in, 4 + (size_t)len);
-    struct wire_writer w;
-    wire_writer_init(&w);
-    wire_begin_packet(&w, 0);
-    wire_put_u8(&w, PROTO_COM_QUERY);
-    wire_put_bytes(&w, sql, (size_t)n);
-    wire_end_packet(&w);
-    if (!w.failed)
-        evbuffer_add(s->worker->scratch, w.buf, w.len);
-    wire_writer_free(&w);
+    stage_query(s, sql, (size_t)n);
     log_debug("C-%llu %s: KILL %s%llu -> upstream thread %u", (unsigned long long)s->id, s->peer,
               k.query ? "QUERY " : "", (unsigned long long)k.id, thread);
     s->hold_conn = 0;
@@ -495,18 +501,9 @@ static int own_tracking_intercept(struct session *s, const uint8_t *text, size_t
                      v->schema, v->state_change, v->sysvars, v->transaction);
     if (n < 0 || (size_t)n >= sizeof(sql))
         return 0;
-    struct wire_writer w;
-    wire_writer_init(&w);
-    wire_begin_packet(&w, 0);
-    wire_put_u8(&w, PROTO_COM_QUERY);
-    wire_put_bytes(&w, sql, (size_t)n);
-    wire_end_packet(&w);
-    if (!w.failed) {
-        evbuffer_add(s->worker->scratch, w.buf, w.len);
-        (void)response_begin(&s->rt, PROTO_COM_QUERY);
-        s->swallow++;
-    }
-    wire_writer_free(&w);
+    stage_query(s, sql, (size_t)n);
+    (void)response_begin(&s->rt, PROTO_COM_QUERY);
+    s->swallow++;
     return 0;
 }
 

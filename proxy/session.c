@@ -514,27 +514,48 @@ void session_handle_change_user(struct session *s, const uint8_t *p, size_t len)
     change_user_proceed(s, cu.auth, cu.auth_len);
 }
 
-/* The client's answer to the auth switch of a COM_CHANGE_USER. */
-static void change_user_auth_read(struct session *s)
+/*
+ * Takes the client's next whole login-phase packet (a login request or an
+ * auth answer) into *out (malloc'd; the caller wipes and frees it). Returns
+ * 1 with a packet, 0 when more bytes must come, -1 when the session failed
+ * (oversized, out of sequence) with why.
+ */
+int session_take_login_packet(struct session *s, uint8_t **out, uint32_t *out_len, const char *why)
 {
     struct evbuffer *in = bufferevent_get_input(s->client);
     uint8_t hdr[4];
     if (evbuffer_copyout(in, hdr, 4) < 4)
-        return;
+        return 0;
     uint32_t len = wire_header_len(hdr);
     if (len > LOGIN_MAX_PACKET || wire_header_seq(hdr) != s->seq) {
-        session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "Bad COM_CHANGE_USER auth answer");
-        return;
+        session_fail(s, PROTO_ER_HANDSHAKE, "08S01", why);
+        return -1;
     }
     if (evbuffer_get_length(in) < 4 + (size_t)len)
-        return;
+        return 0;
     uint8_t *p = malloc(len ? len : 1);
     if (!p) {
         session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "out of memory");
-        return;
+        return -1;
     }
     evbuffer_drain(in, 4);
-    evbuffer_remove(in, p, len);
+    if (evbuffer_remove(in, p, len) != (int)len) {
+        free(p);
+        session_fail(s, PROTO_ER_HANDSHAKE, "08S01", why);
+        return -1;
+    }
+    *out = p;
+    *out_len = len;
+    return 1;
+}
+
+/* The client's answer to the auth switch of a COM_CHANGE_USER. */
+static void change_user_auth_read(struct session *s)
+{
+    uint8_t *p;
+    uint32_t len;
+    if (session_take_login_packet(s, &p, &len, "Bad COM_CHANGE_USER auth answer") <= 0)
+        return;
     s->seq++;
     change_user_proceed(s, p, len);
     OPENSSL_cleanse(p, len);
