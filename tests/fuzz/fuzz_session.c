@@ -28,8 +28,13 @@
  * (handshake timeout, linger, retries, idle release, janitor) fire exactly
  * when the input advances the clock, and a crash reproduces.
  *
- * After the script the client closes; the session must then end. The pools
- * are rebuilt for each input, so nothing carries over between inputs.
+ * After the script the client closes; the session must then end (with
+ * FUZZ_SESSION_STRICT set, a session still there two virtual minutes later
+ * is a failure; otherwise it is shut down). Every upstream slot must be given
+ * back. The pools are rebuilt for each input, so nothing carries over.
+ *
+ * FUZZ_SESSION_LOG=debug|info shows credproxy's log; FUZZ_SESSION_TRACE=1
+ * what the fake server receives and sends.
  *
  * Build: see tests/fuzz/session.cmake. Run: fuzz_session CORPUS_DIR.
  */
@@ -103,6 +108,7 @@ static int listen_fd = -1;
 static struct event *listen_ev;
 static uint64_t progress; /* bumped by everything the harness sees happen */
 static bool trace;        /* FUZZ_SESSION_TRACE set: the fake server says what it does */
+static bool strict;       /* FUZZ_SESSION_STRICT set: a session that outlives its client fails */
 #define TRACE(...)                                                                                 \
     do {                                                                                           \
         if (trace)                                                                                 \
@@ -846,6 +852,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argv;
     signal(SIGPIPE, SIG_IGN);
     trace = getenv("FUZZ_SESSION_TRACE") != NULL;
+    strict = getenv("FUZZ_SESSION_STRICT") != NULL;
     const char *lv = getenv("FUZZ_SESSION_LOG");
     log_set_level(lv && *lv == 'd'   ? LOG_LEVEL_DEBUG
                   : lv && *lv == 'i' ? LOG_LEVEL_INFO
@@ -952,7 +959,12 @@ static void end_of_input(void)
     for (int i = 0; i < 40 && W.n_sessions > 0; i++)
         advance(3000);
     if (W.n_sessions > 0) {
-        /* Stuck on a server that never answers: not this harness's business; shut down. */
+        /*
+         * The client left two virtual minutes ago and its session is still there: it
+         * waits for a server that may never answer, and never looks at the client. With
+         * FUZZ_SESSION_STRICT set that is a failure; otherwise shut the sessions down.
+         */
+        check(!strict, "a session outlived its client by two minutes (FUZZ_SESSION_STRICT)");
         session_close_all(&W);
         run_until_quiet();
     }
