@@ -760,6 +760,12 @@ static void client_write(const void *p, size_t len)
     if (client_fd < 0)
         return;
     const uint8_t *b = p;
+    if (trace) {
+        fprintf(stderr, "client: writes %zu bytes:", len);
+        for (size_t i = 0; i < len && i < 16; i++)
+            fprintf(stderr, " %02x", b[i]);
+        fprintf(stderr, "%s\n", len > 16 ? " ..." : "");
+    }
     while (len > 0) {
         ssize_t n = send(client_fd, b, len, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n <= 0)
