@@ -311,6 +311,26 @@ static void send_resultset(struct fconn *c, uint8_t *seq, unsigned cols, unsigne
     send_terminator(c, seq, status);
 }
 
+/* One column, rows of 8000 bytes: past RELAY_HIGH_WATER when the client does not read. */
+static void send_big_resultset(struct fconn *c, uint8_t *seq, unsigned rows, unsigned status)
+{
+    pk_begin();
+    pk_u8(1);
+    pk_end(c, seq);
+    send_coldef(c, seq, "big");
+    if (!(c->caps & PROTO_CAP_DEPRECATE_EOF))
+        send_eof(c, seq, status);
+    for (unsigned r = 0; r < rows; r++) {
+        pk_begin();
+        pk_u8(0xfc);
+        pk_u16(8000);
+        memset(pkt + pkt_len, 'a' + (int)(r % 26), 8000);
+        pkt_len += 8000;
+        pk_end(c, seq);
+    }
+    send_terminator(c, seq, status);
+}
+
 /* The rows of an open cursor, for COM_STMT_FETCH. */
 static void send_rows(struct fconn *c, uint8_t *seq, unsigned cols, unsigned rows, unsigned status)
 {
@@ -462,7 +482,7 @@ static bool reply_from_script(struct fconn *c, uint8_t cmd, uint8_t seq)
         }
         int a = script_byte();
         unsigned status = status_from(a);
-        switch (op % 10) {
+        switch (op % 11) {
         case 0:
             send_ok(c, &seq, 0, status);
             break;
@@ -519,6 +539,9 @@ static bool reply_from_script(struct fconn *c, uint8_t cmd, uint8_t seq)
             default_reply(c, cmd, &seq);
             send_ok(c, &seq, 0, PROTO_STATUS_AUTOCOMMIT);
             status = 0;
+            break;
+        case 10: /* a result set big enough for backpressure (320 KiB to 2.5 MiB) */
+            send_big_resultset(c, &seq, 40u * (1 + ((unsigned)(a < 0 ? 0 : a) & 7)), status);
             break;
         case 9: /* an error with an odd sqlstate marker */
             pk_begin();

@@ -134,6 +134,10 @@ def DIE(how=1):
     return bytes([6, how])
 
 
+def BIG(size=3):
+    return bytes([10, size])  # 40 * (1 + size % 8) rows of 8000 bytes
+
+
 SILENT = bytes([7, 0])
 EXTRA = bytes([8, 0])
 KILLED = bytes([9, 0])
@@ -210,6 +214,10 @@ SEEDS = {
     'multi_statement_state': seed(
         PLAIN, W(login()) + W(query(b'SELECT 1; SET autocommit=0')) + K + Q + W(QUIT),
         bytes([0, 0]) + RS(MORE) + STATE(0x01, NO_AUTOCOMMIT)),
+    'backpressure_big_result': seed(
+        PLAIN, W(login()) + P + Q + P + D + Q + W(QUIT), bytes([0, 0]) + BIG(3) + RS()),
+    'backpressure_quit_pending': seed(
+        PLAIN, W(login()) + P + Q + W(QUIT) + T(2) + P + D, bytes([0, 0]) + BIG(7)),
     'pinned_user_var_mux': seed(
         MUX, W(login()) + W(query(b'SELECT GET_LOCK("a", 1)')) + T(3) + Q + W(QUIT),
         bytes([0, 0]) + RS()),
