@@ -36,7 +36,14 @@
  * FUZZ_SESSION_LOG=debug|info shows credproxy's log; FUZZ_SESSION_TRACE=1
  * what the fake server receives and sends.
  *
- * Build: see tests/fuzz/session.cmake. Run: fuzz_session CORPUS_DIR.
+ * Build and run (tests/fuzz/CMakeLists.txt; ctest -L fuzz runs fuzz_session for
+ * CREDPROXY_FUZZ_SECONDS, and fuzz_session_corpus replays the seeds alone):
+ *
+ *   CC=clang cmake -S . -B build-fuzz -DCREDPROXY_FUZZ=ON && cmake --build build-fuzz -j2
+ *   build-fuzz/tests/fuzz/fuzz_session -dict=tests/fuzz/fuzz_session.dict -max_total_time=600 \
+ *       /tmp/corpus tests/fuzz/corpus/fuzz_session
+ *
+ * Seeds: tests/fuzz/gen_session_corpus.py. Findings: tests/fuzz/crashes/README.md.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -329,6 +336,27 @@ static void send_big_resultset(struct fconn *c, uint8_t *seq, unsigned rows, uns
         pk_end(c, seq);
     }
     send_terminator(c, seq, status);
+}
+
+/* The answer to credproxy's look at the clients' default tracking: MariaDB's defaults. */
+static void send_track_view(struct fconn *c, uint8_t *seq)
+{
+    static const char *const names[] = {"schema", "state", "vars", "trx"};
+    pk_begin();
+    pk_u8(4);
+    pk_end(c, seq);
+    for (unsigned i = 0; i < 4; i++)
+        send_coldef(c, seq, names[i]);
+    if (!(c->caps & PROTO_CAP_DEPRECATE_EOF))
+        send_eof(c, seq, PROTO_STATUS_AUTOCOMMIT);
+    pk_begin();
+    pk_lenenc_str("1");
+    pk_lenenc_str("0");
+    pk_lenenc_str("autocommit,character_set_client,character_set_connection,"
+                  "character_set_results,time_zone");
+    pk_lenenc_str("OFF");
+    pk_end(c, seq);
+    send_terminator(c, seq, PROTO_STATUS_AUTOCOMMIT);
 }
 
 /* The rows of an open cursor, for COM_STMT_FETCH. */
@@ -663,8 +691,16 @@ static bool handle_packet(struct fconn *c, const uint8_t *p, size_t len, uint8_t
         break;
     case PROTO_COM_QUERY: {
         static const char tracking[] = "SET SESSION session_track_";
+        static const char view[] = "SELECT @@session.session_track_";
         if (len - 1 >= sizeof(tracking) - 1 && !memcmp(p + 1, tracking, sizeof(tracking) - 1))
             break;
+        if (len - 1 >= sizeof(view) - 1 && !memcmp(p + 1, view, sizeof(view) - 1)) {
+            if (script_internal)
+                return reply_from_script(c, p[0], seq);
+            send_track_view(c, &out_seq);
+            fconn_flush(c);
+            return true;
+        }
         return reply_from_script(c, p[0], seq);
     }
     default:
@@ -1017,6 +1053,10 @@ static void end_of_input(void)
         creds_unref(r->preferred);
         r->preferred = NULL;
         r->starved = 0;
+        check(__atomic_load_n(&r->n_clients, __ATOMIC_ACQUIRE) == 0,
+              "every client slot given back");
+        free(r->track_view); /* learned from this input's server: the next may differ */
+        r->track_view = NULL;
         W.pools[i] = pool_new(&W, r);
         check(W.pools[i] != NULL, "pool_new");
     }
@@ -1050,6 +1090,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     client_paused = false;
     struct sockaddr_in peer = {
         .sin_family = AF_INET, .sin_port = htons(40000), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    /* As the worker's accept does: the client's slot first, given back when the session ends. */
+    if (!route_client_enter(&ROUTES[route])) {
+        close(sv[0]);
+        close(sv[1]);
+        client_fd = -1;
+        return 0;
+    }
     session_start(&W, &ROUTES[route], sv[1], (const struct sockaddr *)&peer, sizeof(peer), is_unix);
     run_until_quiet();
 
