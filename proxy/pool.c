@@ -73,8 +73,9 @@ struct pool_conn {
     unsigned replies_left;
     uint8_t *error; /* first ERR payload among their replies */
     size_t error_len;
-    bool lost;        /* the connection died before every reply came */
-    bool last_failed; /* the last of the replies was an ERR */
+    struct event *timer; /* bounds credproxy's own commands (connect_timeout) */
+    bool lost;           /* the connection died before every reply came (or never answered) */
+    bool last_failed;    /* the last of the replies was an ERR */
     void (*internal_done)(struct pool_conn *c, void *arg);
     void *internal_arg;
     pool_reset_fn reset_done; /* pool_conn_reset's caller */
@@ -191,6 +192,8 @@ static void conn_free(struct deferred_free *d)
     free(c->database);
     free(c->error);
     free(c->row);
+    if (c->timer)
+        event_free(c->timer);
     free(c);
 }
 
@@ -221,6 +224,8 @@ static void conn_close(struct pool_conn *c)
     bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
     bufferevent_free(c->bev);
     c->bev = NULL;
+    if (c->timer)
+        event_del(c->timer);
     c->mode = CONN_CLOSED;
     c->handler = NULL;
     give_slot(p);
@@ -335,6 +340,8 @@ static void conn_run(struct pool_conn *c, const uint8_t *pkts, size_t len, unsig
     if (bufferevent_write(c->bev, pkts, len) < 0)
         c->lost = true; /* reported when the write fails for good, through the event */
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    if (c->timer)
+        start_timer(c->timer, c->pool->route->cfg->connect_timeout_ms);
 }
 
 static void internal_read(struct pool_conn *c)
@@ -386,6 +393,8 @@ static void internal_read(struct pool_conn *c)
         c->lost = true; /* more than was asked for: the stream is out of step; never lend it */
     if (c->lost)
         bufferevent_disable(c->bev, EV_READ);
+    if (c->timer)
+        event_del(c->timer);
     c->internal_done(c, c->internal_arg);
 }
 
@@ -394,7 +403,23 @@ static void internal_lost(struct pool_conn *c)
     c->lost = true;
     c->replies_left = 0;
     bufferevent_disable(c->bev, EV_READ);
+    if (c->timer)
+        event_del(c->timer);
     c->internal_done(c, c->internal_arg);
+}
+
+/* A server that does not answer credproxy's own commands is as good as gone. */
+static void internal_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pool_conn *c = arg;
+    if (c->mode != CONN_INTERNAL)
+        return;
+    log_info("route %s: upstream connection (thread %u) did not answer credproxy's own commands "
+             "within connect_timeout; closing it",
+             c->pool->route->cfg->name, c->info.thread_id);
+    internal_lost(c);
 }
 
 /* What the server tracks for a client by default (credproxy shows clients only that). */
@@ -906,6 +931,7 @@ static void login_done(void *arg, struct bufferevent *bev, const struct upstream
     const char *db = req->database ? req->database : req->attempt.creds->dbname;
     c->database = db ? strdup(db) : NULL;
     c->created_ms = now_ms();
+    c->timer = evtimer_new(p->worker->base, internal_timeout_cb, c);
     bufferevent_setcb(bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     req->state = REQ_PREPARING;
     req->conn = c;

@@ -90,7 +90,7 @@ void reconnect_server_lost(struct session *s)
         /* KILL CONNECTION: the client loses its connection, as from the server. */
         if (evbuffer_get_length(in))
             bufferevent_write_buffer(s->client, in);
-        session_drop_conn(s, "killed by KILL CONNECTION");
+        session_drop_dead_conn(s, "killed by KILL CONNECTION");
         session_set_state(s, SESSION_CLOSING, "killed by KILL CONNECTION");
         session_close_after_flush(s, "killed by KILL CONNECTION");
         return;
@@ -100,7 +100,7 @@ void reconnect_server_lost(struct session *s)
     if (!idle) {
         if (evbuffer_get_length(in))
             bufferevent_write_buffer(s->client, in); /* often the server's last words, an ERR */
-        session_drop_conn(s, "the upstream connection was lost");
+        session_drop_dead_conn(s, "the upstream connection was lost");
         session_set_state(s, SESSION_CLOSING, "upstream connection lost during a command");
         session_close_after_flush(s, "upstream connection lost during a command");
         return;
@@ -121,13 +121,14 @@ void reconnect_server_lost(struct session *s)
         log_info("C-%llu %s: upstream connection lost while idle; closing the session, which "
                  "cannot be moved: %s",
                  (unsigned long long)s->id, s->peer, s->st.unrestorable);
-        session_drop_conn(s, "the upstream connection was lost while idle");
+        session_drop_dead_conn(s, "the upstream connection was lost while idle");
         session_close(s, "its upstream connection was lost and its state cannot be rebuilt");
         return;
     }
     log_info("C-%llu %s: upstream connection lost while idle; will reconnect on the next command",
              (unsigned long long)s->id, s->peer);
     s->released = 0;
+    session_drop_dead_conn(s, "the upstream connection was lost while idle");
     reconnect_detach(s, "the upstream connection was lost while idle");
 }
 
@@ -194,6 +195,15 @@ static void restore_read(void *arg)
     restore_finish(s);
 }
 
+static void restore_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct session *s = arg;
+    SCRATCH_EMPTY(s);
+    restore_fail(s, "the new connection did not answer the replay within connect_timeout");
+}
+
 static void restore_event(void *arg, short what)
 {
     struct session *s = arg;
@@ -236,6 +246,7 @@ static void reconnect_ready(void *arg, struct pool_conn *conn, const struct upst
     response_tracker_init(&r->rt, pool_conn_info(conn)->caps);
     r->replies_left = n;
     session_set_state(s, SESSION_RESTORING, "replaying the session's state");
+    session_arm_timer(s, s->route->cfg->connect_timeout_ms, restore_timeout_cb);
     /* Commands first, then one reply each: the tracker needs them queued in order. */
     struct wire_reader rd;
     wire_reader_init(&rd, w.buf, w.len);

@@ -176,12 +176,9 @@ static enum pool_return conn_verdict(const struct session *s, const char **why)
     return *why = "the client only read", POOL_KEEP;
 }
 
-void session_drop_conn(struct session *s, const char *why)
+static void release_conn(struct session *s, enum pool_return how, const char *reason,
+                         const char *why)
 {
-    if (!s->conn)
-        return;
-    const char *reason;
-    enum pool_return how = conn_verdict(s, &reason);
     static const char *const verbs[] = {
         [POOL_KEEP] = "pooled", [POOL_RESET] = "reset and pooled", [POOL_CLOSE] = "closed"};
     log_debug("C-%llu %s: upstream connection (thread %u) %s: %s; %s", (unsigned long long)s->id,
@@ -191,6 +188,22 @@ void session_drop_conn(struct session *s, const char *why)
     s->conn = NULL;
     s->server = NULL;
     registry_set_thread(&s->kill, 0);
+}
+
+void session_drop_conn(struct session *s, const char *why)
+{
+    if (!s->conn)
+        return;
+    const char *reason;
+    enum pool_return how = conn_verdict(s, &reason);
+    release_conn(s, how, reason, why);
+}
+
+/* The connection is known dead (the server ended it): closed, whatever the session did. */
+void session_drop_dead_conn(struct session *s, const char *why)
+{
+    if (s->conn)
+        release_conn(s, POOL_CLOSE, "the server ended it", why);
 }
 
 /* The session takes a lent connection; the relay (or a restore) attaches to it after. */

@@ -133,6 +133,7 @@ void session_fail(struct session *s, uint16_t code, const char *sqlstate, const 
 void session_close_after_flush(struct session *s, const char *why);
 void session_client_callbacks(struct session *s);
 void session_drop_conn(struct session *s, const char *why);
+void session_drop_dead_conn(struct session *s, const char *why);
 void session_take_conn(struct session *s, struct pool_conn *conn);
 void session_send(struct session *s, const struct wire_writer *w);
 int session_take_login_packet(struct session *s, uint8_t **out, uint32_t *out_len, const char *why);
