@@ -64,9 +64,9 @@ void ok_packet_write_untracked(struct wire_writer *w, const struct ok_packet *ok
 struct track_view {
     bool schema;
     bool state_change;
-    bool all_sysvars;       /* session_track_system_variables = '*' */
-    char sysvars[1024];     /* its value as the server reports it: "autocommit,time_zone,..." */
-    char transaction[32];   /* session_track_transaction_info: OFF, STATE, CHARACTERISTICS */
+    bool all_sysvars;     /* session_track_system_variables = '*' */
+    char sysvars[1024];   /* its value as the server reports it: "autocommit,time_zone,..." */
+    char transaction[32]; /* session_track_transaction_info: OFF, STATE, CHARACTERISTICS */
 };
 
 /* Fills v from the four values (text) in that order; false when one is malformed. */

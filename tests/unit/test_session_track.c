@@ -180,7 +180,7 @@ static void test_query_pin_reason(void)
         {"SELECT c INTO @x FROM t", 1},
         {"SELECT GET_LOCK('l', 0)", 1},
         {"do get_lock('l', 0)", 1},
-        {"SELECT Get_Lock('x',0)", 1},          /* mixed case: the server does not care */
+        {"SELECT Get_Lock('x',0)", 1},           /* mixed case: the server does not care */
         {"SELECT get_lock /* c */ ('x', 0)", 1}, /* blanks before the parenthesis */
         {"SELECT IS_USED_LOCK('x')", 1},
         {"SELECT LAST_INSERT_ID(5)", 1},
