@@ -173,7 +173,7 @@ static enum pool_return conn_verdict(const struct session *s, const char **why)
         return *why = "a transaction was open", POOL_CLOSE;
     if (s->dirty || s->cursor_open)
         return *why = "the session may have changed state", POOL_RESET;
-    return *why = "the client only read", POOL_KEEP;
+    return *why = "the client ran no command", POOL_KEEP;
 }
 
 static void release_conn(struct session *s, enum pool_return how, const char *reason,
