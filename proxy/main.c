@@ -171,6 +171,25 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     event_base_loopexit(d->base, NULL);
 }
 
+/*
+ * Signals an operator may send that must not end the daemon (their default
+ * action would, silently; systemd even counts a SIGHUP death as clean).
+ * None of them has a job yet: each is logged and ignored.
+ */
+static void other_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    (void)arg;
+    if (sig == SIGHUP)
+        log_warn("received SIGHUP: reloading the configuration is not supported yet; ignoring it "
+                 "(restart credproxy to apply a changed configuration)");
+    else if (sig == SIGUSR1)
+        log_warn("received SIGUSR1: logs go to standard error, there is no log file to reopen; "
+                 "ignoring it");
+    else
+        log_warn("received signal %d; ignoring it", (int)sig);
+}
+
 static int start(struct daemon *d)
 {
     char err[1024];
@@ -282,6 +301,10 @@ int main(int argc, char **argv)
     if (!d.cfg.allow_core_dumps && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
         log_warn("cannot turn off core dumps (PR_SET_DUMPABLE): %s", strerror(errno));
     signal(SIGPIPE, SIG_IGN);
+    /* Until the loop handles them (other_signal_cb), these are ignored, never fatal. */
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGUSR2, SIG_IGN);
     /* From here a stalled reader of stderr delays no worker: lines go through the log thread. */
     if (!log_start())
         log_warn("cannot start the log thread; logging synchronously");
@@ -292,10 +315,20 @@ int main(int argc, char **argv)
         struct event *sigint = evsignal_new(d.base, SIGINT, signal_cb, &d);
         evsignal_add(sigterm, NULL);
         evsignal_add(sigint, NULL);
+        static const int others[] = {SIGHUP, SIGUSR1, SIGUSR2};
+        struct event *other[3];
+        for (int i = 0; i < 3; i++) {
+            other[i] = evsignal_new(d.base, others[i], other_signal_cb, &d);
+            if (other[i])
+                evsignal_add(other[i], NULL);
+        }
         log_info("credproxy %s ready", CREDPROXY_VERSION);
         event_base_loop(d.base, EVLOOP_NO_EXIT_ON_EMPTY);
         event_free(sigterm);
         event_free(sigint);
+        for (int i = 0; i < 3; i++)
+            if (other[i])
+                event_free(other[i]);
         rc = 0;
     }
     stop(&d);
