@@ -71,13 +71,13 @@ static void test_many(void)
     char *v[N];
     for (int i = 0; i < N; i++) {
         char buf[32];
-        snprintf(buf, sizeof(buf), "password-%d", i);
+        snprintf(buf, sizeof(buf), "value-%d", i);
         v[i] = secure_strdup(buf);
     }
     int ok = 1;
     for (int i = 0; i < N; i++) {
         char buf[32];
-        snprintf(buf, sizeof(buf), "password-%d", i);
+        snprintf(buf, sizeof(buf), "value-%d", i);
         ok &= v[i] && strcmp(v[i], buf) == 0;
     }
     CHECK(ok);
