@@ -86,6 +86,11 @@ static void idle_release_cb(evutil_socket_t fd, short what, void *arg)
 void reconnect_server_lost(struct session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->server);
+    if (s->state == SESSION_CHANGE_USER_AUTH && !registry_killed(&s->kill)) {
+        /* The client is mid COM_CHANGE_USER: its reset starts it afresh without this connection. */
+        session_drop_dead_conn(s, "the upstream connection was lost during a COM_CHANGE_USER");
+        return;
+    }
     if (registry_killed(&s->kill)) {
         /* KILL CONNECTION: the client loses its connection, as from the server. */
         if (evbuffer_get_length(in))

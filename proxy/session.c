@@ -406,29 +406,38 @@ void session_client_callbacks(struct session *s)
 
 /* --- commands credproxy answers itself ------------------------------------------------------- */
 
+/*
+ * A reset whose connection is gone (lost during the reset, or before it
+ * began): the session is fresh now, so nothing is lost. The client gets its
+ * OK and its next command borrows a new connection, which logs in with the
+ * session's charset and selects its schema.
+ */
+static void reset_without_conn(struct session *s, const char *why)
+{
+    struct wire_writer w;
+    wire_writer_init(&w);
+    session_drop_conn(s, why);
+    session_write_login_ok(s, &w, PROTO_STATUS_AUTOCOMMIT);
+    session_send(s, &w);
+    wire_writer_free(&w);
+    s->rt.status = PROTO_STATUS_AUTOCOMMIT;
+    session_set_state(s, SESSION_DETACHED, why);
+    bufferevent_enable(s->client, EV_READ);
+    relay_resume(s);
+}
+
 /* The reset for COM_CHANGE_USER or COM_RESET_CONNECTION finished: OK, or the first error. */
 static void reset_done(void *arg, const uint8_t *err, size_t err_len, bool lost)
 {
     struct session *s = arg;
     if (s->state != SESSION_RESETTING)
         return;
-    struct wire_writer w;
-    wire_writer_init(&w);
     if (lost) {
-        /*
-         * The connection died during the reset. The session is fresh now, so
-         * nothing is lost: its next command borrows a new connection.
-         */
-        session_drop_conn(s, "lost during a reset");
-        session_write_login_ok(s, &w, PROTO_STATUS_AUTOCOMMIT);
-        session_send(s, &w);
-        wire_writer_free(&w);
-        s->rt.status = PROTO_STATUS_AUTOCOMMIT;
-        session_set_state(s, SESSION_DETACHED, "connection lost during a reset");
-        bufferevent_enable(s->client, EV_READ);
-        relay_resume(s);
+        reset_without_conn(s, "connection lost during a reset");
         return;
     }
+    struct wire_writer w;
+    wire_writer_init(&w);
     if (err) {
         wire_begin_packet(&w, s->seq);
         wire_put_bytes(&w, err, err_len);
@@ -467,6 +476,10 @@ static void reset_session(struct session *s, const char *db, size_t db_len, uint
         s->dirty = 1; /* the connection's charset is no longer its login's */
     }
     session_set_state(s, SESSION_RESETTING, "client asked for a reset");
+    if (!s->conn) {
+        reset_without_conn(s, "the connection was lost before the reset");
+        return;
+    }
     bufferevent_disable(s->client, EV_READ);
     pool_conn_attach(s->conn, NULL, NULL);
     pool_conn_reset(s->conn, db, db_len, charset <= 255 ? charset : 0, reset_done, s);
