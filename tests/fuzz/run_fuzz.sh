@@ -7,6 +7,8 @@
 #
 # CREDPROXY_FUZZ_SECONDS overrides SECONDS; CREDPROXY_FUZZ_JOBS runs that many processes in
 # parallel (libFuzzer -jobs/-workers); CREDPROXY_FUZZ_KEEP=DIR keeps the grown corpus in DIR.
+# CREDPROXY_FUZZ_SEED=N fixes libFuzzer's seed, so a run repeats what an earlier one with the
+# same seed did (the ctest runs use a fixed seed; 0 or unset: a new random seed each run).
 set -eu
 abs() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
 bin=$(abs "$1") src=$(abs "$2") secs=${CREDPROXY_FUZZ_SECONDS:-$3} dict=${4:+$(abs "$4")}
@@ -19,6 +21,8 @@ cp "$src/corpus/$name/"* "$work/corpus/"
 set -- -max_total_time="$secs" -timeout=5 -rss_limit_mb=2048 -max_len=4096 \
     -print_final_stats=1 -artifact_prefix="$work/artifacts/"
 [ -n "$dict" ] && set -- "$@" -dict="$dict"
+seed=${CREDPROXY_FUZZ_SEED:-0}
+[ "$seed" != 0 ] && set -- "$@" -seed="$seed"
 [ "$jobs" -gt 1 ] && set -- "$@" -jobs="$jobs" -workers="$jobs"
 dirs="$work/corpus"
 [ -d "$src/crashes/$name" ] && dirs="$dirs $src/crashes/$name"
