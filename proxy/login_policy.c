@@ -131,9 +131,9 @@ void login_policy_final_error(const struct route *r, const struct login_attempt 
     snprintf(last, sizeof(last), "%.300s", err->message);
     if (r->cfg->upstream_auth == UPSTREAM_AUTH_IAM) {
         snprintf(err->message, sizeof(err->message),
-                 "credproxy: route %s: the server refused the IAM auth token for '%s'%s; check "
-                 "the IAM policy (rds-db:connect for this user) and that the user is set up "
-                 "for IAM authentication: %s",
+                 "credproxy: route %.40s: the server refused the IAM auth token for '%.40s'%s; "
+                 "check the IAM policy (rds-db:connect for this user) and that the user is set "
+                 "up for IAM authentication: %.150s",
                  r->cfg->name, a->creds ? a->creds->username : "?",
                  a->refusals >= 2 ? " (also a new one made with refreshed AWS credentials)" : "",
                  last);
