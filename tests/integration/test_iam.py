@@ -2,7 +2,7 @@
 
 MariaDB's auth_pam plugin stands in for RDS's IAM plugin: with pam_use_cleartext_plugin=ON
 (tests/mariadb.sh sets it) a PAM user asks the client for mysql_clear_password, as RDS does,
-and the PAM service credproxy-iam-test (written here, removed at the end) hands the password
+and the PAM service credproxy-iam-test-PORT (written here, removed at the end) hands the password
 to tests/integration/iam_verifier.py through pam_exec. The verifier checks the token as RDS
 would, with botocore's own SigV4 code: signature by the access key's secret, scope, endpoint,
 session token, expiry, DBUser against the database user, and a small "IAM policy" of which key
@@ -30,7 +30,8 @@ from aws_fixture import AKID, SECRET_KEY, SECRET_NAME, AwsProxy, AwsTestCase  # 
 
 HERE = Path(__file__).resolve().parent
 VERIFIER = HERE / "iam_verifier.py"
-PAM_SERVICE = "credproxy-iam-test"
+# One PAM service per fixture (its port), so runs against two servers do not share it.
+PAM_SERVICE = "credproxy-iam-test-%s" % os.environ.get("CREDPROXY_TEST_MYSQL_PORT", "0")
 PAM_FILE = Path("/etc/pam.d") / PAM_SERVICE
 PLUGIN = Path("/usr/lib/mysql/plugin/auth_pam.so")
 REGION = "us-east-1"
@@ -110,6 +111,14 @@ class Iam(AwsTestCase):
         if cleartext != "1":
             raise AssertionError("the MariaDB fixture runs without pam_use_cleartext_plugin=ON; "
                                  "restart it with this tree's tests/mariadb.sh")
+        try:
+            cls.set_up_pam(fx)
+        except BaseException:
+            PAM_FILE.unlink(missing_ok=True)  # tearDownClass does not run after a failed setUp
+            raise
+
+    @classmethod
+    def set_up_pam(cls, fx):
         cls.state = Path(fx.dir) / "iam"
         cls.state.mkdir(exist_ok=True)
         cls.policy_file = cls.state / "policy.json"
