@@ -6,8 +6,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Largest answer any plugin gives (RSA-4096 ciphertext). */
-#define CLIENT_AUTH_MAX_REPLY 512
+/*
+ * Largest answer any plugin gives: mysql_clear_password's, for an RDS IAM auth token with a
+ * session token (well under 4 KiB in practice); RSA-4096 ciphertext is 512.
+ */
+#define CLIENT_AUTH_MAX_REPLY 8192
 
 /* Plugins credproxy can answer for. */
 enum client_auth_plugin {

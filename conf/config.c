@@ -53,6 +53,7 @@ struct setting {
 static const char *const tls_names[] = {"auto",      "disabled",        "preferred", "required",
                                         "verify-ca", "verify-identity", NULL};
 static const char *const auth_names[] = {"trust", "peer", "password", NULL};
+static const char *const upstream_auth_names[] = {"secret", "iam", NULL};
 static const char *const client_tls_names[] = {"optional", "required", NULL};
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const bool_names[] = {"false", "true", NULL};
@@ -60,6 +61,7 @@ static const char *const bool_names[] = {"false", "true", NULL};
 /* Enum settings are stored through an int lvalue. */
 _Static_assert(sizeof(enum upstream_tls_mode) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum client_auth_mode) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum upstream_auth_mode) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enum stored as int");
 
 #define RC(f)           offsetof(struct route_config, f)
@@ -108,6 +110,19 @@ static const struct setting settings[] = {
      .max = 65535,
      .metavar = "PORT",
      .help = "database port; overrides the port in the secret"},
+    {.key = "upstream_user",
+     .type = T_STRING,
+     .offset = RC(upstream_user),
+     .metavar = "USER",
+     .help = "database user; overrides the username in the secret"},
+    {.key = "upstream_auth",
+     .type = T_ENUM,
+     .offset = RC(upstream_auth),
+     .def = "secret",
+     .names = upstream_auth_names,
+     .metavar = "MODE",
+     .help = "secret (the secret's password), or iam (an RDS IAM auth token from the AWS "
+             "credentials; needs TLS)"},
     {.key = "upstream_tls",
      .type = T_ENUM,
      .offset = RC(upstream_tls),
@@ -788,6 +803,13 @@ const char *config_upstream_tls_name(enum upstream_tls_mode mode)
     return (unsigned)mode < sizeof(tls_names) / sizeof(tls_names[0]) - 1 ? tls_names[mode] : "?";
 }
 
+const char *config_upstream_auth_name(enum upstream_auth_mode mode)
+{
+    return (unsigned)mode < sizeof(upstream_auth_names) / sizeof(upstream_auth_names[0]) - 1
+               ? upstream_auth_names[mode]
+               : "?";
+}
+
 const char *config_client_auth_name(enum client_auth_mode mode)
 {
     return (unsigned)mode < sizeof(auth_names) / sizeof(auth_names[0]) - 1 ? auth_names[mode] : "?";
@@ -1188,7 +1210,7 @@ static void check_secret(struct loader *ld, size_t r)
     const struct route_config *rc = &ld->cfg->routes[r];
     if (rc->secret_file && rc->secret_id)
         route_err(ld, r, "secret_id", "secret_file is also set; set exactly one of them");
-    else if (!rc->secret_file && !rc->secret_id)
+    else if (!rc->secret_file && !rc->secret_id && rc->upstream_auth != UPSTREAM_AUTH_IAM)
         route_err(ld, r, NULL, "no secret: set secret_file or secret_id");
     if (rc->region && !region_valid(rc->region))
         route_err(ld, r, "region", "'%.64s' is not an AWS region name (like eu-west-1)",
@@ -1295,10 +1317,37 @@ static void check_listeners(struct loader *ld, size_t r)
     }
 }
 
+/*
+ * An IAM token is a password for 15 minutes, sent in the clear inside the connection: TLS is
+ * required (auto means verify-identity here, even for a loopback host). Without a secret the
+ * route itself says where and as whom.
+ */
+static void check_iam(struct loader *ld, size_t r)
+{
+    const struct route_config *rc = &ld->cfg->routes[r];
+    if (rc->upstream_auth != UPSTREAM_AUTH_IAM)
+        return;
+    if (rc->upstream_tls == UPSTREAM_TLS_DISABLED || rc->upstream_tls == UPSTREAM_TLS_PREFERRED)
+        route_err(ld, r, "upstream_tls",
+                  "upstream_auth=iam sends the IAM token as a cleartext password, so upstream TLS "
+                  "is required: use verify-identity (the default), verify-ca or required, not %s",
+                  config_upstream_tls_name(rc->upstream_tls));
+    if (!rc->secret_file && !rc->secret_id) {
+        if (!rc->upstream_user)
+            route_err(ld, r, "upstream_auth",
+                      "upstream_auth=iam without a secret needs upstream_user (the database user "
+                      "the token is for)");
+        if (!rc->upstream_host)
+            route_err(ld, r, "upstream_auth",
+                      "upstream_auth=iam without a secret needs upstream_host");
+    }
+}
+
 static void routes_check(struct loader *ld)
 {
     for (size_t r = 0; r < ld->cfg->n_routes; r++) {
         check_secret(ld, r);
+        check_iam(ld, r);
         check_client_auth(ld, r);
         check_files(ld, r);
         check_listeners(ld, r);

@@ -23,6 +23,12 @@ enum upstream_tls_mode {
     UPSTREAM_TLS_VERIFY_IDENTITY,
 };
 
+/* How credproxy proves itself to the upstream server. */
+enum upstream_auth_mode {
+    UPSTREAM_AUTH_SECRET, /* the secret's username and password */
+    UPSTREAM_AUTH_IAM,    /* an RDS IAM auth token made from the AWS credentials, over TLS */
+};
+
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
 
 /* One database fronted by credproxy: its listeners, its secret, its upstream. */
@@ -35,6 +41,8 @@ struct route_config {
     char *secret_id;     /* AWS Secrets Manager secret id or ARN, or NULL */
     char *upstream_host; /* overrides the secret's host when set */
     int upstream_port;   /* overrides the secret's port when > 0 */
+    char *upstream_user; /* overrides the secret's username when set */
+    enum upstream_auth_mode upstream_auth;
     enum upstream_tls_mode upstream_tls;
     char *upstream_ca; /* CA bundle for verify-ca / verify-identity */
     enum client_auth_mode client_auth;
@@ -108,6 +116,7 @@ bool config_host_is_loopback(const char *host);
 
 const char *config_upstream_tls_name(enum upstream_tls_mode mode);
 const char *config_client_auth_name(enum client_auth_mode mode);
+const char *config_upstream_auth_name(enum upstream_auth_mode mode);
 
 /*
  * Splits a listen address, "HOST:PORT" or "[IPV6]:PORT", into host (without brackets, at

@@ -17,6 +17,7 @@ void login_attempt_clear(struct login_attempt *a)
     a->creds = NULL;
     a->refused_pending = NULL;
     a->refused_current = 0;
+    a->refusals = 0;
 }
 
 struct creds *login_policy_current(struct route *r)
@@ -61,7 +62,9 @@ bool login_policy_next(struct route *r, struct login_attempt *a)
 {
     struct creds *c = next_candidate(r, a);
     if (!c) {
-        secret_source_refresh_now(r->source); /* nothing new to try yet: look again */
+        /* Nothing new to try yet: look again (IAM: the refusal already asked for a token). */
+        if (r->cfg->upstream_auth != UPSTREAM_AUTH_IAM)
+            secret_source_refresh_now(r->source);
         return false;
     }
     creds_unref(a->creds);
@@ -71,6 +74,15 @@ bool login_policy_next(struct route *r, struct login_attempt *a)
 
 void login_policy_refused(struct route *r, struct login_attempt *a)
 {
+    a->refusals++;
+    if (r->cfg->upstream_auth == UPSTREAM_AUTH_IAM) {
+        a->refused_current = a->creds->generation;
+        secret_source_refresh_now(r->source); /* a new token, from fresh AWS credentials */
+        log_info("route %s: login as '%s' with an IAM auth token refused%s", r->cfg->name,
+                 a->creds->username,
+                 a->refusals == 1 ? "; making a new token with refreshed AWS credentials" : "");
+        return;
+    }
     /* Published versions have a generation; AWSPENDING and its stand-in do not. */
     if (a->creds->generation != 0) {
         a->refused_current = a->creds->generation;
@@ -99,6 +111,11 @@ void login_policy_succeeded(struct route *r, struct login_attempt *a)
              r->cfg->name, (unsigned long long)gen, a->creds->version ? a->creds->version : "?");
 }
 
+bool login_policy_give_up(const struct route *r, const struct login_attempt *a)
+{
+    return r->cfg->upstream_auth == UPSTREAM_AUTH_IAM && a->refusals >= 2;
+}
+
 bool login_policy_retryable(uint16_t code)
 {
     return code == PROTO_ER_ACCESS_DENIED || code == 2003 || code == 2013 || code == 1040 ||
@@ -112,6 +129,16 @@ void login_policy_final_error(const struct route *r, const struct login_attempt 
         return;
     char last[320];
     snprintf(last, sizeof(last), "%.300s", err->message);
+    if (r->cfg->upstream_auth == UPSTREAM_AUTH_IAM) {
+        snprintf(err->message, sizeof(err->message),
+                 "credproxy: route %.40s: the server refused the IAM auth token for '%.40s'%s; "
+                 "check the IAM policy (rds-db:connect for this user) and that the user is set "
+                 "up for IAM authentication: %.150s",
+                 r->cfg->name, a->creds ? a->creds->username : "?",
+                 a->refusals >= 2 ? " (also a new one made with refreshed AWS credentials)" : "",
+                 last);
+        return;
+    }
     snprintf(err->message, sizeof(err->message),
              "credproxy: every version of the secret for route %s was refused by the server "
              "(tried AWSCURRENT%s): %s",

@@ -19,6 +19,7 @@ struct login_attempt {
     struct creds *creds;           /* the version being tried (owned) */
     uint64_t refused_current;      /* generation of AWSCURRENT the server refused (0: none) */
     struct creds *refused_pending; /* pending version the server refused (owned) */
+    int refusals;                  /* 1045s so far */
 };
 
 void login_attempt_clear(struct login_attempt *a);
@@ -34,6 +35,13 @@ void login_policy_refused(struct route *r, struct login_attempt *a);
 
 /* a->creds logged in: if it stands in for a refused AWSCURRENT, use it for new logins. */
 void login_policy_succeeded(struct route *r, struct login_attempt *a);
+
+/*
+ * True when a refused login should not wait for another candidate: with upstream_auth=iam,
+ * once a token made after the first refusal (from AWS credentials fetched again) is refused
+ * too. A secret's rotation window, by contrast, is waited through until connect_timeout.
+ */
+bool login_policy_give_up(const struct route *r, const struct login_attempt *a);
 
 /* Errors a login waits through until connect_timeout: rotation, restart, failover. */
 bool login_policy_retryable(uint16_t code);

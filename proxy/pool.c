@@ -894,7 +894,8 @@ static void login_done(void *arg, struct bufferevent *bev, const struct upstream
         if (refused)
             login_policy_refused(r, &req->attempt);
         /* Refused (rotation) or unreachable (restart, failover): retry until the deadline. */
-        if (login_policy_retryable(err->code) && now_ms() < req->deadline_ms) {
+        if (login_policy_retryable(err->code) && now_ms() < req->deadline_ms &&
+            !(refused && login_policy_give_up(r, &req->attempt))) {
             if (refused) {
                 start_login(req);
             } else {

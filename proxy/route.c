@@ -13,6 +13,7 @@
 #include "conf/log.h"
 #include "proxy/upstream.h"
 #include "secrets/aws_source.h"
+#include "secrets/iam_source.h"
 #include "secrets/secret_file.h"
 
 /* Until an upstream login shows the real ones: what any 5.7+ server offers. */
@@ -24,6 +25,67 @@
      PROTO_CAP_SECURE_CONNECTION | PROTO_CAP_MULTI_STATEMENTS | PROTO_CAP_MULTI_RESULTS |          \
      PROTO_CAP_PS_MULTI_RESULTS | PROTO_CAP_PLUGIN_AUTH | PROTO_CAP_CONNECT_ATTRS |                \
      PROTO_CAP_PLUGIN_AUTH_LENENC | PROTO_CAP_SESSION_TRACK)
+
+/* The route's secret (file or Secrets Manager) publishing into store; NULL when it has none. */
+static bool open_secret(const struct route_config *cfg, struct event_base *base,
+                        struct secret_store *store, struct secret_source **out, char *err,
+                        size_t errlen)
+{
+    *out = NULL;
+    if (cfg->secret_file) {
+        struct secret_file *sf =
+            secret_file_open(base, cfg->secret_file, store, cfg->secret_poll_ms, err, errlen);
+        if (!sf)
+            return false;
+        *out = secret_file_source(sf);
+    } else if (cfg->secret_id) {
+        struct aws_source_config ac = {
+            .secret_id = cfg->secret_id,
+            .region = cfg->region,
+            .endpoint = cfg->secrets_endpoint,
+            .refresh_ms = cfg->secret_refresh_ms,
+            .timeout_ms = cfg->aws_timeout_ms,
+        };
+        *out = aws_source_open(base, &ac, store, err, errlen);
+        if (!*out)
+            return false;
+    }
+    return true;
+}
+
+/*
+ * The source of r->store: the secret itself, or with upstream_auth=iam the IAM token maker,
+ * which reads the secret (if any) from a store of its own for the user, host and port.
+ */
+static bool open_source(struct route *r, const struct route_config *cfg, struct event_base *base,
+                        char *err, size_t errlen)
+{
+    if (cfg->upstream_auth != UPSTREAM_AUTH_IAM)
+        return open_secret(cfg, base, r->store, &r->source, err, errlen);
+    struct secret_store *inner_store = NULL;
+    struct secret_source *inner = NULL;
+    if (cfg->secret_file || cfg->secret_id) {
+        if (!(inner_store = secret_store_new())) {
+            snprintf(err, errlen, "out of memory");
+            return false;
+        }
+        if (!open_secret(cfg, base, inner_store, &inner, err, errlen)) {
+            secret_store_free(inner_store);
+            return false;
+        }
+    }
+    struct iam_source_config ic = {
+        .route = cfg->name,
+        .region = cfg->region,
+        .user = cfg->upstream_user,
+        .host = cfg->upstream_host,
+        .port = cfg->upstream_port,
+        .secret_id = cfg->secret_id,
+        .timeout_ms = cfg->aws_timeout_ms,
+    };
+    r->source = iam_source_open(base, &ic, inner, inner_store, r->store, err, errlen);
+    return r->source != NULL;
+}
 
 bool route_init(struct route *r, const struct route_config *cfg, struct event_base *base, char *err,
                 size_t errlen)
@@ -42,27 +104,9 @@ bool route_init(struct route *r, const struct route_config *cfg, struct event_ba
         return false;
     }
     char why[512];
-    if (cfg->secret_file) {
-        struct secret_file *sf = secret_file_open(base, cfg->secret_file, r->store,
-                                                  cfg->secret_poll_ms, why, sizeof(why));
-        if (!sf) {
-            snprintf(err, errlen, "route %s: %s", cfg->name, why);
-            return false;
-        }
-        r->source = secret_file_source(sf);
-    } else {
-        struct aws_source_config ac = {
-            .secret_id = cfg->secret_id,
-            .region = cfg->region,
-            .endpoint = cfg->secrets_endpoint,
-            .refresh_ms = cfg->secret_refresh_ms,
-            .timeout_ms = cfg->aws_timeout_ms,
-        };
-        r->source = aws_source_open(base, &ac, r->store, why, sizeof(why));
-        if (!r->source) {
-            snprintf(err, errlen, "route %s: %s", cfg->name, why);
-            return false;
-        }
+    if (!open_source(r, cfg, base, why, sizeof(why))) {
+        snprintf(err, errlen, "route %s: %s", cfg->name, why);
+        return false;
     }
     if (cfg->client_auth == CLIENT_AUTH_PASSWORD) {
         r->users = local_users_load(cfg->users_file, why, sizeof(why));
@@ -156,6 +200,8 @@ enum upstream_tls_mode route_tls_mode(const struct route *r, const char *host)
 {
     if (r->cfg->upstream_tls != UPSTREAM_TLS_AUTO)
         return r->cfg->upstream_tls;
+    if (r->cfg->upstream_auth == UPSTREAM_AUTH_IAM)
+        return UPSTREAM_TLS_VERIFY_IDENTITY; /* a token is a password: never without TLS */
     return config_host_is_loopback(host) ? UPSTREAM_TLS_PREFERRED : UPSTREAM_TLS_VERIFY_IDENTITY;
 }
 
@@ -219,7 +265,7 @@ bool route_login_params(const struct route *r, const struct creds *c, const char
         .port = route_upstream_port(r, c),
         .tls_mode = route_tls_mode(r, host),
         .tls_ctx = r->upstream_tls,
-        .user = c->username,
+        .user = r->cfg->upstream_user ? r->cfg->upstream_user : c->username,
         .password = c->password,
         .database = db,
         .database_len = db ? strlen(db) : 0,

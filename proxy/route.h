@@ -93,7 +93,7 @@ struct upstream_params;
 bool route_login_params(const struct route *r, const struct creds *c, const char *db,
                         struct upstream_params *out) __attribute__((warn_unused_result));
 
-/* AUTO resolved: verify-identity, or preferred for a loopback host. */
+/* AUTO resolved: verify-identity, or preferred for a loopback host (not with upstream_auth=iam). */
 enum upstream_tls_mode route_tls_mode(const struct route *r, const char *host);
 
 #endif

@@ -198,6 +198,27 @@ struct creds *creds_parse_rds_json(const char *json, size_t len, char *err, size
     return c;
 }
 
+struct creds *creds_new(const char *username, const char *password, const char *host, int port,
+                        const char *dbname, const char *version)
+{
+    struct creds *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->refs = 1;
+    c->port = port;
+    c->username = username ? strdup(username) : NULL;
+    c->password = password ? secure_strdup(password) : NULL;
+    c->host = host ? strdup(host) : NULL;
+    c->dbname = dbname ? strdup(dbname) : NULL;
+    c->version = version ? strdup(version) : NULL;
+    if (!c->username || !c->password || (host && !c->host) || (dbname && !c->dbname) ||
+        (version && !c->version)) {
+        creds_unref(c);
+        return NULL;
+    }
+    return c;
+}
+
 struct creds *creds_ref(struct creds *c)
 {
     if (c)
@@ -234,5 +255,5 @@ bool creds_same_login(const struct creds *a, const struct creds *b)
     if (!a || !b)
         return a == b;
     return a->port == b->port && same_str(a->username, b->username) &&
-           same_str(a->password, b->password) && same_str(a->host, b->host);
+           ((a->iam && b->iam) || same_str(a->password, b->password)) && same_str(a->host, b->host);
 }

@@ -22,6 +22,7 @@ struct creds {
     char *cluster_id;    /* dbClusterIdentifier, optional */
     char *version;       /* where it came from: file mtime, or a Secrets Manager VersionId */
     uint64_t generation; /* increases by one for every snapshot a source publishes */
+    bool iam;            /* password is an RDS IAM token: any token of the user logs in alike */
 };
 
 /*
@@ -35,10 +36,20 @@ struct creds {
  */
 struct creds *creds_parse_rds_json(const char *json, size_t len, char *err, size_t errlen);
 
+/*
+ * A snapshot from parts, every string copied (password into secure memory);
+ * host, dbname and version may be NULL. NULL when out of memory.
+ */
+struct creds *creds_new(const char *username, const char *password, const char *host, int port,
+                        const char *dbname, const char *version);
+
 struct creds *creds_ref(struct creds *c);
 void creds_unref(struct creds *c);
 
-/* True when both name the same user with the same password, host and port. */
+/*
+ * True when both name the same user with the same password, host and port; for two IAM
+ * snapshots the password (a token that changes every few minutes) is not compared.
+ */
 bool creds_same_login(const struct creds *a, const struct creds *b);
 
 #endif

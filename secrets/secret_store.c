@@ -7,8 +7,10 @@
 struct secret_store {
     pthread_mutex_t lock;
     struct creds *current;
-    struct creds *pending; /* AWSPENDING during a rotation, or NULL */
-    uint64_t generation;   /* of the last snapshot published here */
+    struct creds *pending;         /* AWSPENDING during a rotation, or NULL */
+    uint64_t generation;           /* of the last snapshot published here */
+    void (*on_publish)(void *arg); /* set before sources run; called on their thread */
+    void *on_publish_arg;
 };
 
 struct secret_store *secret_store_new(void)
@@ -62,6 +64,14 @@ void secret_store_publish(struct secret_store *s, struct creds *c)
     pthread_mutex_unlock(&s->lock);
     /* Dropped outside the lock: the last unref wipes and frees, which need not block readers. */
     creds_unref(old);
+    if (s->on_publish)
+        s->on_publish(s->on_publish_arg);
+}
+
+void secret_store_on_publish(struct secret_store *s, void (*fn)(void *arg), void *arg)
+{
+    s->on_publish = fn;
+    s->on_publish_arg = arg;
 }
 
 struct creds *secret_store_get_pending(struct secret_store *s)

@@ -22,6 +22,12 @@ uint64_t secret_store_generation(struct secret_store *s);
 void secret_store_publish(struct secret_store *s, struct creds *c);
 
 /*
+ * Calls fn(arg) after every secret_store_publish(), on the publishing thread, outside the
+ * store's lock (a source's own loop: the main one). One listener; NULL removes it.
+ */
+void secret_store_on_publish(struct secret_store *s, void (*fn)(void *arg), void *arg);
+
+/*
  * The AWSPENDING version while a rotation is under way (caller unrefs), or
  * NULL. Never trusted on its own: a login must prove it works first.
  */

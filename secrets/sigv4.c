@@ -387,17 +387,40 @@ static bool signing_key(const struct sigv4_key *key, unsigned char out[32])
     return ok;
 }
 
+bool sigv4_signature(const struct sigv4_request *req, const struct sigv4_key *key,
+                     char out[SIGV4_SIGNATURE_HEX + 1], char **signed_headers)
+{
+    char *sh = NULL;
+    char *creq = sigv4_canonical_request(req, &sh);
+    char *sts = creq ? sigv4_string_to_sign(creq, key) : NULL;
+    unsigned char k[32], sig[32];
+    bool ok = sts && signing_key(key, k) && hmac(k, 32, sts, strlen(sts), sig);
+    if (ok)
+        hex_encode(sig, 32, out);
+    OPENSSL_cleanse(k, sizeof(k));
+    OPENSSL_cleanse(sig, sizeof(sig));
+    if (creq) {
+        OPENSSL_cleanse(creq, strlen(creq));
+        free(creq);
+    }
+    if (sts) {
+        OPENSSL_cleanse(sts, strlen(sts));
+        free(sts);
+    }
+    if (ok && signed_headers)
+        *signed_headers = sh;
+    else
+        free(sh);
+    return ok;
+}
+
 bool sigv4_authorization(const struct sigv4_request *req, const struct sigv4_key *key, char *out,
                          size_t outlen)
 {
     char *signed_headers = NULL;
-    char *creq = sigv4_canonical_request(req, &signed_headers);
-    char *sts = creq ? sigv4_string_to_sign(creq, key) : NULL;
-    unsigned char k[32], sig[32];
-    char sighex[65];
-    bool ok = sts && signing_key(key, k) && hmac(k, 32, sts, strlen(sts), sig);
+    char sighex[SIGV4_SIGNATURE_HEX + 1];
+    bool ok = sigv4_signature(req, key, sighex, &signed_headers);
     if (ok) {
-        hex_encode(sig, 32, sighex);
         struct wipe_buf b = {0};
         wipe_buf_puts(&b, "AWS4-HMAC-SHA256 Credential=");
         wipe_buf_puts(&b, key->access_key_id);
@@ -412,12 +435,11 @@ bool sigv4_authorization(const struct sigv4_request *req, const struct sigv4_key
             memcpy(out, b.p, b.len + 1);
         wipe_buf_wipe(&b);
     }
-    OPENSSL_cleanse(k, sizeof(k));
-    if (creq) {
-        OPENSSL_cleanse(creq, strlen(creq));
-        free(creq);
-    }
-    free(sts);
     free(signed_headers);
     return ok;
+}
+
+void sigv4_credential_scope(const struct sigv4_key *key, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%.8s/%s/%s/aws4_request", key->amz_date, key->region, key->service);
 }

@@ -58,6 +58,20 @@ char *sigv4_string_to_sign(const char *canonical_request, const struct sigv4_key
 bool sigv4_authorization(const struct sigv4_request *req, const struct sigv4_key *key, char *out,
                          size_t outlen);
 
+#define SIGV4_SIGNATURE_HEX 64 /* hex digits of a signature */
+
+/*
+ * The signature of req with key, as lower-case hex, into out; with
+ * signed_headers, also the SignedHeaders list (malloc'd). A presigned URL
+ * puts its X-Amz-* parameters in req->query and sends this as
+ * X-Amz-Signature. False when memory runs out. Derived keys are wiped.
+ */
+bool sigv4_signature(const struct sigv4_request *req, const struct sigv4_key *key,
+                     char out[SIGV4_SIGNATURE_HEX + 1], char **signed_headers);
+
+/* "YYYYMMDD/REGION/SERVICE/aws4_request" for key into out. */
+void sigv4_credential_scope(const struct sigv4_key *key, char *out, size_t outlen);
+
 /* Lower-case hex SHA-256 of data into out (65 bytes). */
 void sigv4_sha256_hex(const void *data, size_t len, char *out);
 

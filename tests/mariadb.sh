@@ -96,6 +96,9 @@ innodb_flush_log_at_trx_commit = 2
 innodb_doublewrite = 0
 innodb_use_native_aio = 0
 performance_schema = OFF
+# For test_iam.py, which installs auth_pam at run time: PAM users then ask clients for
+# mysql_clear_password, as RDS's IAM plugin does (loose-: no error while it is not installed).
+loose-pam_use_cleartext_plugin = ON
 EOF
 }
 

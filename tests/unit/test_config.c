@@ -436,6 +436,27 @@ struct error_row {
 };
 
 static const struct error_row error_rows[] = {
+    /* upstream_auth=iam: TLS is required; without a secret the route names user and host. */
+    {"upstream_auth = iam\nupstream_user = u\nupstream_host = db\nupstream_tls = disabled\n",
+     {NULL},
+     {NULL},
+     "%s:4: key 'upstream_tls': upstream_auth=iam sends the IAM token as a cleartext password"},
+    {"secret_file = /s\nupstream_tls = preferred\nupstream_auth = iam\n",
+     {NULL},
+     {NULL},
+     "%s:2: key 'upstream_tls': upstream_auth=iam sends"},
+    {"upstream_auth = iam\nupstream_host = db\n",
+     {NULL},
+     {NULL},
+     "%s:1: key 'upstream_auth': upstream_auth=iam without a secret needs upstream_user"},
+    {"upstream_auth = iam\nupstream_user = u\n",
+     {NULL},
+     {NULL},
+     "%s:1: key 'upstream_auth': upstream_auth=iam without a secret needs upstream_host"},
+    {"secret_file = /s\nupstream_auth = token\n",
+     {NULL},
+     {NULL},
+     "%s:2: key 'upstream_auth': must be one of secret|iam, got 'token'"},
     /* File problems. */
     {"secret_file = /s\nbogus = 1\n", {NULL}, {NULL}, "%s:2: key 'bogus': unknown setting"},
     {"secret_file = /s\nthis is not valid\n",
@@ -601,11 +622,34 @@ static void test_errors(void)
         char want[512];
         snprintf(want, sizeof(want), row->want, tmp_path);
         CHECK(!ok);
-        if (!has_error(&errs, want))
+        bool found = has_error(&errs, want);
+        CHECK(found);
+        if (!found)
             fprintf(stderr, "  (error row %zu)\n", i);
         config_free(&cfg);
         config_errors_free(&errs);
     }
+}
+
+/* upstream_auth=iam needs no secret when the route names the user and host. */
+static void test_iam(void)
+{
+    struct config cfg;
+    if (load_ok("upstream_auth = iam\nupstream_user = app\nupstream_host = db.example\n"
+                "upstream_ca = /dev/null\nregion = eu-west-1\n",
+                NULL, NULL, &cfg)) {
+        CHECK(cfg.routes[0].upstream_auth == UPSTREAM_AUTH_IAM);
+        CHECK_STR(cfg.routes[0].upstream_user, "app");
+        CHECK(cfg.routes[0].upstream_tls == UPSTREAM_TLS_AUTO);
+        CHECK(cfg.routes[0].secret_file == NULL && cfg.routes[0].secret_id == NULL);
+        config_free(&cfg);
+    }
+    if (load_ok("secret_file = /s\n", NULL, NULL, &cfg)) {
+        CHECK(cfg.routes[0].upstream_auth == UPSTREAM_AUTH_SECRET);
+        CHECK(cfg.routes[0].upstream_user == NULL);
+        config_free(&cfg);
+    }
+    CHECK_STR(config_upstream_auth_name(UPSTREAM_AUTH_IAM), "iam");
 }
 
 /* Loading reports every problem, not just the first. */
@@ -784,6 +828,7 @@ int main(void)
     test_file_syntax();
     test_routes();
     test_errors();
+    test_iam();
     test_all_errors_collected();
     test_switches();
     test_help();
