@@ -86,6 +86,7 @@ enum proto_command {
 #define PROTO_ER_UNKNOWN_COM          1047
 #define PROTO_ER_CONN_HOST_ERROR      2003 /* CR_CONN_HOST_ERROR: cannot reach the server */
 #define PROTO_ER_SERVER_LOST          2013
+#define PROTO_ER_OPTION_PREVENTS_STATEMENT 1290 /* e.g. "running with the --read-only option" */
 /*
  * What the client gets instead of client-range codes (2000-2999), which
  * libmariadb turns into "2027 malformed packet" when they arrive in an ERR:

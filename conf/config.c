@@ -52,6 +52,7 @@ struct setting {
 
 static const char *const tls_names[] = {"auto",      "disabled",        "preferred", "required",
                                         "verify-ca", "verify-identity", NULL};
+static const char *const role_names[] = {"auto", "any", "writer", NULL};
 static const char *const auth_names[] = {"trust", "peer", "password", NULL};
 static const char *const upstream_auth_names[] = {"secret", "iam", NULL};
 static const char *const client_tls_names[] = {"optional", "required", NULL};
@@ -60,6 +61,7 @@ static const char *const bool_names[] = {"false", "true", NULL};
 
 /* Enum settings are stored through an int lvalue. */
 _Static_assert(sizeof(enum upstream_tls_mode) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum upstream_role) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum client_auth_mode) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum upstream_auth_mode) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enum stored as int");
@@ -130,6 +132,14 @@ static const struct setting settings[] = {
      .names = tls_names,
      .metavar = "MODE",
      .help = "TLS to the database; auto is verify-identity, or preferred for a loopback host"},
+    {.key = "upstream_role",
+     .type = T_ENUM,
+     .offset = RC(upstream_role),
+     .def = "auto",
+     .names = role_names,
+     .metavar = "ROLE",
+     .help = "any, or writer: never lend a read-only server's connection; auto is writer for an "
+             "RDS/Aurora cluster endpoint"},
     {.key = "upstream_ca",
      .type = T_STRING,
      .offset = RC(upstream_ca),
@@ -808,6 +818,45 @@ const char *config_upstream_auth_name(enum upstream_auth_mode mode)
     return (unsigned)mode < sizeof(upstream_auth_names) / sizeof(upstream_auth_names[0]) - 1
                ? upstream_auth_names[mode]
                : "?";
+}
+
+const char *config_upstream_role_name(enum upstream_role role)
+{
+    return (unsigned)role < sizeof(role_names) / sizeof(role_names[0]) - 1 ? role_names[role] : "?";
+}
+
+static bool ends_with_ci(const char *s, size_t n, const char *suffix)
+{
+    size_t k = strlen(suffix);
+    return n >= k && strncasecmp(s + n - k, suffix, k) == 0;
+}
+
+bool config_host_is_rds_writer_endpoint(const char *host)
+{
+    if (!host)
+        return false;
+    size_t n = strlen(host);
+    if (n && host[n - 1] == '.')
+        n--; /* a fully qualified name */
+    if (ends_with_ci(host, n, ".cn"))
+        n -= 3;
+    if (!ends_with_ci(host, n, ".rds.amazonaws.com"))
+        return false;
+    n -= strlen(".rds.amazonaws.com");
+    /* NAME.cluster-ID.REGION: the label after the first one names the endpoint's kind. */
+    const char *dot = memchr(host, '.', n);
+    if (!dot || dot == host)
+        return false;
+    const char *kind = dot + 1;
+    size_t left = n - (size_t)(kind - host);
+    const char *end = memchr(kind, '.', left);
+    if (!end || end + 1 >= host + n)
+        return false; /* the region label is missing */
+    size_t klen = (size_t)(end - kind);
+    if (klen <= 8 || strncasecmp(kind, "cluster-", 8) != 0)
+        return false;
+    return !(klen > 11 && strncasecmp(kind, "cluster-ro-", 11) == 0) &&
+           !(klen > 15 && strncasecmp(kind, "cluster-custom-", 15) == 0);
 }
 
 const char *config_client_auth_name(enum client_auth_mode mode)

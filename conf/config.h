@@ -29,6 +29,13 @@ enum upstream_auth_mode {
     UPSTREAM_AUTH_IAM,    /* an RDS IAM auth token made from the AWS credentials, over TLS */
 };
 
+/* Which servers a route's new and reused upstream connections may be on. */
+enum upstream_role {
+    UPSTREAM_ROLE_AUTO,   /* writer for an RDS/Aurora cluster (writer) endpoint, else any */
+    UPSTREAM_ROLE_ANY,    /* any server that logs in */
+    UPSTREAM_ROLE_WRITER, /* only a writable one: read-only servers are waited through */
+};
+
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
 
 /* One database fronted by credproxy: its listeners, its secret, its upstream. */
@@ -44,6 +51,7 @@ struct route_config {
     char *upstream_user; /* overrides the secret's username when set */
     enum upstream_auth_mode upstream_auth;
     enum upstream_tls_mode upstream_tls;
+    enum upstream_role upstream_role;
     char *upstream_ca; /* CA bundle for verify-ca / verify-identity */
     enum client_auth_mode client_auth;
     unsigned *peer_uids; /* allow-list for peer mode */
@@ -117,6 +125,14 @@ bool config_host_is_loopback(const char *host);
 const char *config_upstream_tls_name(enum upstream_tls_mode mode);
 const char *config_client_auth_name(enum client_auth_mode mode);
 const char *config_upstream_auth_name(enum upstream_auth_mode mode);
+const char *config_upstream_role_name(enum upstream_role role);
+
+/*
+ * True when host is an RDS or Aurora cluster (writer) endpoint,
+ * NAME.cluster-ID.REGION.rds.amazonaws.com[.cn]; false for reader
+ * (cluster-ro-), custom (cluster-custom-), proxy and instance endpoints.
+ */
+bool config_host_is_rds_writer_endpoint(const char *host);
 
 /*
  * Splits a listen address, "HOST:PORT" or "[IPV6]:PORT", into host (without brackets, at

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <event2/buffer.h>
@@ -36,6 +37,9 @@
 #define RETRY_DELAY_MS 200
 /* How often a pool whose route is at pool_size looks for a slot another worker gave up. */
 #define STARVED_POLL_MS 50
+
+/* Replies among credproxy's own commands whose first row is kept. */
+#define POOL_ROWS 2
 
 /* Capability bits that do not change what goes over the wire after login. */
 #define LOGIN_ONLY_CAPS                                                                            \
@@ -66,10 +70,18 @@ struct pool_conn {
     uint64_t created_ms;
     uint64_t idle_since_ms;
     bool tracked; /* session-state tracking is on */
+    /*
+     * upstream_role=writer: the route's read-only epoch when the server was
+     * last seen writable; a connection checked before a newer epoch, or one
+     * whose client saw an error, is checked again before it is lent.
+     */
+    uint64_t ro_epoch;
+    bool suspect;
     /* credproxy's own commands in flight */
     struct response_tracker irt; /* follows their replies (one may be a result set) */
-    uint8_t *row;                /* the first row of a result among them (payload), or NULL */
-    size_t row_len;
+    uint8_t *rows[POOL_ROWS];    /* the first row of the first replies' results (payload) */
+    size_t rows_len[POOL_ROWS];
+    unsigned replies_total;
     unsigned replies_left;
     uint8_t *error; /* first ERR payload among their replies */
     size_t error_len;
@@ -114,6 +126,8 @@ struct pool_request {
     bool failed;     /* result holds the error to deliver */
     bool holds_slot; /* counts in the route's upstream_open (logging in) */
     bool warming;    /* opened by the janitor for pool_min_idle */
+    bool checking;   /* its connection's set-up or lend includes READ_ONLY_SQL, first */
+    bool read_only;  /* a server it reached was read-only (upstream_role=writer) */
 };
 
 struct pool {
@@ -191,7 +205,8 @@ static void conn_free(struct deferred_free *d)
     creds_unref(c->creds);
     free(c->database);
     free(c->error);
-    free(c->row);
+    for (int i = 0; i < POOL_ROWS; i++)
+        free(c->rows[i]);
     if (c->timer)
         event_free(c->timer);
     free(c);
@@ -318,13 +333,16 @@ static void conn_run(struct pool_conn *c, const uint8_t *pkts, size_t len, unsig
     c->mode = CONN_INTERNAL;
     c->handler = NULL;
     c->replies_left = n;
+    c->replies_total = n;
     c->internal_done = done;
     c->internal_arg = arg;
     c->lost = false;
     free(c->error);
     c->error = NULL;
-    free(c->row);
-    c->row = NULL;
+    for (int i = 0; i < POOL_ROWS; i++) {
+        free(c->rows[i]);
+        c->rows[i] = NULL;
+    }
     response_tracker_init(&c->irt, c->info.caps);
     struct wire_reader rd;
     wire_reader_init(&rd, pkts, len);
@@ -376,9 +394,10 @@ static void internal_read(struct pool_conn *c)
         if (len && p[0] == 0xff && !c->error) {
             c->error = p;
             c->error_len = len;
-        } else if (row && ev == RESPONSE_MORE && !c->row) {
-            c->row = p;
-            c->row_len = len;
+        } else if (row && ev == RESPONSE_MORE && c->replies_total - c->replies_left < POOL_ROWS &&
+                   !c->rows[c->replies_total - c->replies_left]) {
+            c->rows[c->replies_total - c->replies_left] = p;
+            c->rows_len[c->replies_total - c->replies_left] = len;
         } else {
             free(p);
         }
@@ -434,6 +453,63 @@ static const char TRACK_VIEW_SQL[] =
 static const char TRACKING_SQL[] = "SET SESSION session_track_schema=ON, "
                                    "session_track_state_change=ON, "
                                    "session_track_system_variables='*'";
+
+/*
+ * upstream_role=writer: is this server writable? Aurora replicas report
+ * innodb_read_only, MySQL and MariaDB replicas (and an RDS instance after a
+ * failover) read_only; both exist on MySQL and MariaDB, so one query serves all.
+ */
+static const char READ_ONLY_SQL[] = "SELECT @@global.read_only, @@global.innodb_read_only";
+
+/*
+ * The row READ_ONLY_SQL returned: 1 read-only, 0 writable, -1 unknown (no
+ * row: the query failed). Values are 0/1, or OFF/ON and NO_LOCK... where
+ * read_only is an enum.
+ */
+static int read_only_verdict(const uint8_t *row, size_t len)
+{
+    if (!row)
+        return -1;
+    struct wire_reader r;
+    wire_reader_init(&r, row, len);
+    for (int i = 0; i < 2; i++) {
+        bool is_null = false;
+        uint64_t n = wire_get_lenenc(&r, &is_null);
+        if (r.failed)
+            return -1;
+        if (is_null)
+            continue;
+        const uint8_t *v = wire_get_bytes(&r, (size_t)n);
+        if (!v)
+            return -1;
+        bool off =
+            (n == 1 && v[0] == '0') || (n == 3 && strncasecmp((const char *)v, "OFF", 3) == 0);
+        if (!off)
+            return 1;
+    }
+    return 0;
+}
+
+static bool conn_wants_writer(const struct pool_conn *c)
+{
+    struct route *r = c->pool->route;
+    return route_wants_writer(r, route_upstream_host(r, c->creds));
+}
+
+/* Logs a read-only server found by a check and makes every connection checked before suspect. */
+static void saw_read_only(struct pool_conn *c, const char *when, bool again)
+{
+    struct route *r = c->pool->route;
+    route_saw_read_only(r);
+    LOG_AT(again ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO,
+           "route %s: upstream %s:%d (thread %u) is read-only %s; closing that connection "
+           "(upstream_role=writer)",
+           r->cfg->name, route_upstream_host(r, c->creds), route_upstream_port(r, c->creds),
+           c->info.thread_id, when);
+}
+
+/* What a client gets when no writable server answered within connect_timeout. */
+static void deliver_read_only_error(struct pool_request *req);
 
 static void put_query(struct wire_writer *w, const char *sql)
 {
@@ -596,7 +672,12 @@ static void request_event_cb(evutil_socket_t fd, short what, void *arg)
         break;
     }
     case REQ_RETRY:
-        start_login(req);
+        if (req->holds_slot)
+            start_login(req);
+        else if (now_ms() >= req->deadline_ms)
+            deliver_read_only_error(req);
+        else
+            dispatch(req); /* after a read-only server: an idle connection, or a new login */
         break;
     case REQ_DELIVERING: {
         pool_ready_fn ready = req->ready;
@@ -624,11 +705,53 @@ static bool same_db(const char *a, const char *b)
     return (!a || !*a) ? (!b || !*b) : (b && strcmp(a, b) == 0);
 }
 
+/*
+ * A read-only server where a writer is wanted: close c and try again after
+ * RETRY_DELAY_MS (DNS is resolved again by the next login), until
+ * connect_timeout; the client waits meanwhile.
+ */
+static void retry_after_read_only(struct pool_request *req, struct pool_conn *c, const char *when)
+{
+    struct pool *p = req->pool;
+    saw_read_only(c, when, req->read_only); /* once per client at info: the rest at debug */
+    conn_close(c);
+    req->read_only = true;
+    if (!req->ready) {
+        request_finish(req);
+    } else if (now_ms() + RETRY_DELAY_MS >= req->deadline_ms) {
+        deliver_read_only_error(req);
+    } else {
+        req->state = REQ_RETRY;
+        start_timer(req->timer, RETRY_DELAY_MS);
+    }
+    serve_waiters(p);
+}
+
+static void deliver_read_only_error(struct pool_request *req)
+{
+    const struct route_config *cfg = req->pool->route->cfg;
+    char msg[300];
+    snprintf(msg, sizeof(msg),
+             "credproxy: route %s: the server is read-only and no writable server answered "
+             "within connect_timeout (%d ms; upstream_role=writer)",
+             cfg->name, cfg->connect_timeout_ms);
+    deliver_error(req, PROTO_ER_OPTION_PREVENTS_STATEMENT, "HY000", msg);
+}
+
 static void prepared_cb(struct pool_conn *c, void *arg)
 {
     struct pool_request *req = arg;
     struct pool *p = req->pool;
     req->conn = NULL;
+    bool sent_db = c->replies_total > (req->checking ? 1u : 0u);
+    if (!c->lost && req->checking) {
+        req->checking = false;
+        if (read_only_verdict(c->rows[0], c->rows_len[0]) == 1) {
+            retry_after_read_only(req, c, "(checked before reuse)");
+            return;
+        }
+        c->suspect = false;
+    }
     if (c->lost) {
         conn_close(c);
         if (req->ready)
@@ -638,7 +761,7 @@ static void prepared_cb(struct pool_conn *c, void *arg)
         serve_waiters(p);
         return;
     }
-    if (c->error) {
+    if (c->error && sent_db && c->last_failed) {
         /* Unknown schema or no access: the client's error, and the connection stays good. */
         struct upstream_error err = {.code = 1049};
         struct server_reply rep;
@@ -656,8 +779,12 @@ static void prepared_cb(struct pool_conn *c, void *arg)
         add_idle(p, c);
         return;
     }
-    free(c->database);
-    c->database = req->database ? strdup(req->database) : NULL;
+    free(c->error);
+    c->error = NULL;
+    if (req->database && *req->database) {
+        free(c->database);
+        c->database = strdup(req->database);
+    }
     deliver(req, c, NULL);
 }
 
@@ -665,13 +792,27 @@ static void prepared_cb(struct pool_conn *c, void *arg)
 static void lend(struct pool_request *req, struct pool_conn *c)
 {
     const char *db = req->database;
-    if (!db || !*db || same_db(db, c->database)) {
+    bool need_db = db && *db && !same_db(db, c->database);
+    /* upstream_role=writer: checked again when a read-only server was seen since its last check. */
+    uint64_t epoch = route_read_only_epoch(req->pool->route);
+    bool check = c->ro_epoch != epoch && conn_wants_writer(c);
+    if (!need_db && !check) {
         deliver(req, c, NULL);
         return;
     }
     struct wire_writer w;
     wire_writer_init(&w);
-    put_init_db(&w, db, strlen(db));
+    unsigned n = 0;
+    req->checking = check;
+    if (check) {
+        c->ro_epoch = epoch;
+        put_query(&w, READ_ONLY_SQL);
+        n++;
+    }
+    if (need_db) {
+        put_init_db(&w, db, strlen(db));
+        n++;
+    }
     if (w.failed) {
         wire_writer_free(&w);
         conn_close(c);
@@ -680,7 +821,7 @@ static void lend(struct pool_request *req, struct pool_conn *c)
     }
     req->state = REQ_PREPARING;
     req->conn = c;
-    conn_run(c, w.buf, w.len, 1, prepared_cb, req);
+    conn_run(c, w.buf, w.len, n, prepared_cb, req);
     wire_writer_free(&w);
 }
 
@@ -867,12 +1008,27 @@ static void tracking_on_cb(struct pool_conn *c, void *arg)
         serve_waiters(p);
         return;
     }
+    bool checked = req->checking;
+    req->checking = false;
+    if (checked) {
+        int ro = read_only_verdict(c->rows[0], c->rows_len[0]);
+        if (ro == 1) {
+            retry_after_read_only(req, c, "(a new connection)");
+            return;
+        }
+        if (ro < 0)
+            log_warn("route %s: could not read whether the server is read-only "
+                     "(upstream_role=writer); taking it as writable",
+                     p->route->cfg->name);
+    }
     /* The tracking SET is the last command: the view SELECT before it may fail alone. */
-    c->tracked = (c->info.caps & PROTO_CAP_SESSION_TRACK) && !c->last_failed;
+    bool tracking = c->info.caps & PROTO_CAP_SESSION_TRACK;
+    c->tracked = tracking && !c->last_failed;
     struct track_view view;
-    if (c->tracked && c->row && track_view_parse(&view, c->row, c->row_len))
+    unsigned vi = checked ? 1 : 0;
+    if (c->tracked && c->rows[vi] && track_view_parse(&view, c->rows[vi], c->rows_len[vi]))
         route_set_track_view(p->route, &view);
-    if (c->last_failed)
+    if (tracking && c->last_failed)
         log_warn("route %s: session tracking is unavailable on this server; clients cannot be "
                  "moved to a new connection if theirs is lost",
                  p->route->cfg->name);
@@ -936,18 +1092,29 @@ static void login_done(void *arg, struct bufferevent *bev, const struct upstream
     bufferevent_setcb(bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     req->state = REQ_PREPARING;
     req->conn = c;
-    if (!(info->caps & PROTO_CAP_SESSION_TRACK)) {
+    /* upstream_role=writer: whether the server is writable is asked in the same round trip. */
+    req->checking = conn_wants_writer(c);
+    c->ro_epoch = route_read_only_epoch(r);
+    bool tracking = info->caps & PROTO_CAP_SESSION_TRACK;
+    if (!tracking && !req->checking) {
         tracking_on_cb(c, req);
         return;
     }
     struct wire_writer w;
     wire_writer_init(&w);
-    unsigned n = 1;
-    if (!route_track_view(r)) {
-        put_query(&w, TRACK_VIEW_SQL); /* the first connection learns the clients' defaults */
+    unsigned n = 0;
+    if (req->checking) {
+        put_query(&w, READ_ONLY_SQL); /* first: its row is rows[0] */
         n++;
     }
-    put_query(&w, TRACKING_SQL);
+    if (tracking) {
+        if (!route_track_view(r)) {
+            put_query(&w, TRACK_VIEW_SQL); /* the first connection learns the clients' defaults */
+            n++;
+        }
+        put_query(&w, TRACKING_SQL);
+        n++;
+    }
     conn_run(c, w.buf, w.len, n, tracking_on_cb, req);
     wire_writer_free(&w);
 }
@@ -1027,8 +1194,16 @@ void pool_cancel(struct pool_request *req)
 
 static void reset_for_pool_cb(struct pool_conn *c, void *arg)
 {
-    (void)arg;
+    bool checked = arg != NULL;
     struct pool *p = c->pool;
+    if (checked && !c->lost && read_only_verdict(c->rows[0], c->rows_len[0]) == 1) {
+        saw_read_only(c, "(checked after an error)", false);
+        conn_close(c);
+        serve_waiters(p);
+        return;
+    }
+    if (checked)
+        c->suspect = false;
     if (c->error || c->lost) {
         log_debug("route %s: upstream connection (thread %u) closed: its reset %s",
                   p->route->cfg->name, c->info.thread_id, c->lost ? "lost it" : "failed");
@@ -1083,9 +1258,17 @@ void pool_release(struct pool_conn *c, enum pool_return how)
     /* Reset the session, then put back the schema the next client most likely wants. */
     struct wire_writer w;
     wire_writer_init(&w);
+    /* A client saw an error on it: is the server still writable? Asked in the same round trip. */
+    bool check = c->suspect && conn_wants_writer(c);
+    unsigned n = 0;
+    if (check) {
+        c->ro_epoch = route_read_only_epoch(p->route);
+        put_query(&w, READ_ONLY_SQL); /* first: its row is rows[0] */
+        n++;
+    }
     struct creds *cur = secret_store_get(p->route->store);
     const char *db = cur ? cur->dbname : NULL;
-    unsigned n = write_reset(c, &w, db, db ? strlen(db) : 0);
+    n += write_reset(c, &w, db, db ? strlen(db) : 0);
     creds_unref(cur);
     if (w.failed) {
         wire_writer_free(&w);
@@ -1093,8 +1276,13 @@ void pool_release(struct pool_conn *c, enum pool_return how)
         serve_waiters(p);
         return;
     }
-    conn_run(c, w.buf, w.len, n, reset_for_pool_cb, NULL);
+    conn_run(c, w.buf, w.len, n, reset_for_pool_cb, check ? (void *)c : NULL);
     wire_writer_free(&w);
+}
+
+void pool_conn_suspect(struct pool_conn *c)
+{
+    c->suspect = true;
 }
 
 static void client_reset_cb(struct pool_conn *c, void *arg)

@@ -74,6 +74,12 @@ void pool_conn_attach(struct pool_conn *c, const struct pool_conn_handler *h, vo
 struct bufferevent *pool_conn_bev(struct pool_conn *c);
 const struct upstream_info *pool_conn_info(const struct pool_conn *c);
 const char *pool_conn_user(const struct pool_conn *c);
+/*
+ * Its client saw an error: with upstream_role=writer, the server is asked
+ * whether it is still writable (in the round trip of the reset that returns
+ * it to the pool) before it serves anyone else.
+ */
+void pool_conn_suspect(struct pool_conn *c);
 /* True when the server reports session-state changes on this connection. */
 bool pool_conn_tracked(const struct pool_conn *c);
 

@@ -205,6 +205,23 @@ enum upstream_tls_mode route_tls_mode(const struct route *r, const char *host)
     return config_host_is_loopback(host) ? UPSTREAM_TLS_PREFERRED : UPSTREAM_TLS_VERIFY_IDENTITY;
 }
 
+bool route_wants_writer(const struct route *r, const char *host)
+{
+    if (r->cfg->upstream_role != UPSTREAM_ROLE_AUTO)
+        return r->cfg->upstream_role == UPSTREAM_ROLE_WRITER;
+    return config_host_is_rds_writer_endpoint(host);
+}
+
+void route_saw_read_only(struct route *r)
+{
+    __atomic_add_fetch(&r->read_only_epoch, 1, __ATOMIC_RELAXED);
+}
+
+uint64_t route_read_only_epoch(const struct route *r)
+{
+    return __atomic_load_n(&r->read_only_epoch, __ATOMIC_RELAXED);
+}
+
 bool route_client_enter(struct route *r)
 {
     int n = __atomic_add_fetch(&r->n_clients, 1, __ATOMIC_RELAXED);

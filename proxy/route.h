@@ -43,6 +43,7 @@ struct route {
     int n_clients;                 /* atomic: open client sessions, all workers together */
     struct track_view *track_view; /* atomic pointer, set once: clients' own session tracking */
     uint64_t n_refused;            /* atomic: clients refused at max_client_connections, unlogged */
+    uint64_t read_only_epoch;      /* atomic: bumped when a read-only server is found (writer) */
     int64_t refused_log_s;         /* atomic: monotonic second of the last such log line, 0 never */
 };
 
@@ -92,6 +93,17 @@ struct upstream_params;
  */
 bool route_login_params(const struct route *r, const struct creds *c, const char *db,
                         struct upstream_params *out) __attribute__((warn_unused_result));
+
+/* upstream_role resolved for host: true when only a writable server's connections may be lent. */
+bool route_wants_writer(const struct route *r, const char *host);
+
+/*
+ * A connection of r was found on a read-only server where a writer is
+ * wanted: connections that were checked before this must be checked again
+ * before they are lent. route_read_only_epoch() is the current count.
+ */
+void route_saw_read_only(struct route *r);
+uint64_t route_read_only_epoch(const struct route *r);
 
 /* AUTO resolved: verify-identity, or preferred for a loopback host (not with upstream_auth=iam). */
 enum upstream_tls_mode route_tls_mode(const struct route *r, const char *host);
