@@ -1280,6 +1280,11 @@ void pool_release(struct pool_conn *c, enum pool_return how)
     wire_writer_free(&w);
 }
 
+bool pool_conn_wants_writer(const struct pool_conn *c)
+{
+    return conn_wants_writer(c);
+}
+
 void pool_conn_suspect(struct pool_conn *c)
 {
     c->suspect = true;

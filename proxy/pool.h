@@ -80,6 +80,8 @@ const char *pool_conn_user(const struct pool_conn *c);
  * it to the pool) before it serves anyone else.
  */
 void pool_conn_suspect(struct pool_conn *c);
+/* True when its route wants a writable server (upstream_role, resolved for its host). */
+bool pool_conn_wants_writer(const struct pool_conn *c);
 /* True when the server reports session-state changes on this connection. */
 bool pool_conn_tracked(const struct pool_conn *c);
 

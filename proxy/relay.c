@@ -117,6 +117,112 @@ static void scan_text(struct session *s, const uint8_t *text, size_t len)
 }
 
 /*
+ * Read-only refusals (upstream_role=writer). During a failover the writer's
+ * name still points at the old writer, now read-only, and a connection to
+ * it answers writes with 1290 (--read-only). A COM_QUERY sent with nothing
+ * else in flight, in autocommit mode and outside a transaction, by a session
+ * that can move, is kept (at most RETRY_STMT_MAX bytes): when the first
+ * packet of its reply is such a 1290, the statement did not run, so the ERR
+ * is dropped and the session moves to a writable connection the way a
+ * session whose connection was lost does (DETACHED, then the pool waits for
+ * a writer until connect_timeout and the session's state is replayed), with
+ * the statement put back in front of the client's input. It is sent again
+ * once. Other 1290s reach the client; the session then leaves the connection
+ * as soon as no transaction is open (moved, or closed when it cannot move).
+ * Normal replies cost one test of retry_len, and only on writer routes.
+ */
+static void keep_for_retry(struct session *s, struct evbuffer *in, uint8_t cmd, uint32_t len)
+{
+    s->ro_retried = s->ro_retry_pending;
+    s->ro_retry_pending = 0;
+    s->retry_len = 0;
+    uint16_t st = s->rt.status;
+    if (cmd != PROTO_COM_QUERY || len > RETRY_STMT_MAX || !response_idle(&s->rt) ||
+        s->to_client_left || s->swallow || s->untrackable || s->cursor_open || s->st.unrestorable ||
+        !(st & PROTO_STATUS_AUTOCOMMIT) || (st & PROTO_STATUS_IN_TRANS))
+        return;
+    size_t n = 4 + (size_t)len;
+    if (n > s->retry_cap) {
+        uint8_t *p = malloc(RETRY_STMT_MAX + 4);
+        if (!p)
+            return;
+        if (s->retry_pkt)
+            OPENSSL_cleanse(s->retry_pkt, s->retry_cap);
+        free(s->retry_pkt);
+        s->retry_pkt = p;
+        s->retry_cap = RETRY_STMT_MAX + 4;
+    }
+    if (evbuffer_copyout(in, s->retry_pkt, n) == (ssize_t)n)
+        s->retry_len = n;
+}
+
+static bool says_read_only(const uint8_t *p, size_t len)
+{
+    struct server_reply rep;
+    if (!server_reply_parse(p, len, &rep) || rep.kind != REPLY_ERR ||
+        rep.error_code != PROTO_ER_OPTION_PREVENTS_STATEMENT)
+        return false;
+    return memmem(rep.message, rep.message_len, "read-only", 9) ||
+           memmem(rep.message, rep.message_len, "read_only", 9);
+}
+
+/*
+ * The first packet of the kept statement's reply: 1 when it is a read-only
+ * refusal the session retries (the packet is drained), 0 otherwise (the
+ * statement is no longer kept), -1 to wait for the rest of the packet.
+ */
+static int read_only_refusal(struct session *s, struct evbuffer *in, size_t avail, uint8_t first,
+                             size_t len)
+{
+    if (first != 0xff || len > 1024 || s->ro_retried) {
+        s->retry_len = 0;
+        return 0;
+    }
+    if (avail < 4 + len)
+        return -1;
+    const uint8_t *p = evbuffer_pullup(in, 4 + (ssize_t)len);
+    bool retry = p && avail == 4 + len && says_read_only(p + 4, len) && !s->to_server_left &&
+                 !s->client_continues && !s->st.unrestorable && !s->cursor_open &&
+                 pool_conn_tracked(s->conn);
+    if (!retry ||
+        evbuffer_prepend(bufferevent_get_input(s->client), s->retry_pkt, s->retry_len) < 0) {
+        s->retry_len = 0;
+        return 0;
+    }
+    evbuffer_drain(in, 4 + len);
+    return 1;
+}
+
+/* The kept statement is back in the client's input: move to a writable server and send it. */
+static void retry_on_writer(struct session *s)
+{
+    s->retry_len = 0;
+    s->ro_retry_pending = 1;
+    route_saw_read_only(s->route);
+    log_info("C-%llu %s: the server (thread %u) refused a statement as read-only; sending it again "
+             "on a writable server (upstream_role=writer)",
+             (unsigned long long)s->id, s->peer, pool_conn_info(s->conn)->thread_id);
+    s->released = 0;
+    reconnect_detach(s, "its server is read-only: the refused statement goes to a writable one");
+    relay_resume(s);
+}
+
+/* A 1290 reached the client; no transaction is open now: leave the read-only server. */
+static void move_off_read_only(struct session *s)
+{
+    s->ro_move = 0;
+    if (s->st.unrestorable || s->cursor_open || s->untrackable || !pool_conn_tracked(s->conn)) {
+        session_close(s, "its server refused a statement as read-only (upstream_role=writer) and "
+                         "the session cannot be moved");
+        return;
+    }
+    s->released = 0;
+    reconnect_detach(s, "its server refused a statement as read-only: the next command goes to a "
+                        "writable server");
+    relay_resume(s);
+}
+
+/*
  * Bookkeeping for one client command before it is forwarded. Returns false
  * when more bytes must arrive first. Every command but COM_PING and
  * COM_STATISTICS marks the session for a reset before its connection serves
@@ -166,6 +272,8 @@ static bool note_command(struct session *s, struct evbuffer *in, size_t avail, u
         if (cmd == PROTO_COM_STMT_RESET)
             s->cursor_open = 0;
     }
+    if (s->writer)
+        keep_for_retry(s, in, cmd, len);
     (void)response_begin(&s->rt, cmd);
     if (response_lost(&s->rt) && !s->untrackable)
         lose_track(s);
@@ -530,6 +638,11 @@ static void reply_done(struct session *s)
     s->hold_conn = s->rt.warnings > 0 || s->rt.affected_rows > 0;
     if (s->rt.last_insert_id)
         s->st.last_insert_id = s->rt.last_insert_id;
+    if (s->rt.last_was_error && s->writer) {
+        pool_conn_suspect(s->conn); /* is its server still writable? asked at its reset */
+        if (s->rt.last_error_code == PROTO_ER_OPTION_PREVENTS_STATEMENT)
+            s->ro_move = 1;
+    }
     if (s->rt.cmd == PROTO_COM_STMT_PREPARE && s->rt.last_was_error)
         (void)session_state_prepare_done(&s->st, false, 0);
     if (s->rt.cmd == PROTO_COM_STMT_EXECUTE && (s->rt.status & PROTO_STATUS_CURSOR_EXISTS))
@@ -598,6 +711,18 @@ static void server_read(void *arg)
                 s->swallow--;
             continue;
         }
+        if (tracked && s->retry_len) {
+            evbuffer_copyout(in, h, 4 + prefix);
+            int r = read_only_refusal(s, in, avail, len ? h[4] : 0, len);
+            if (r < 0)
+                break;
+            if (r > 0) {
+                if (evbuffer_get_length(out))
+                    session_send_now(s->client, out);
+                retry_on_writer(s);
+                return;
+            }
+        }
         if (tracked) {
             evbuffer_copyout(in, h, 4 + prefix);
             bool maybe_ok =
@@ -633,6 +758,11 @@ static void server_read(void *arg)
     if (evbuffer_get_length(out))
         session_send_now(s->client, out);
     throttle(s, s->server, s->client);
+    if (s->ro_move && response_idle(&s->rt) && !s->to_client_left &&
+        !(s->rt.status & PROTO_STATUS_IN_TRANS) && evbuffer_get_length(in) == 0) {
+        move_off_read_only(s);
+        return;
+    }
     if (s->client_waits && !s->client_throttled) {
         /* Replies came in: the commands the client had to hold back may go now. */
         s->client_waits = 0;

@@ -211,6 +211,9 @@ void session_take_conn(struct session *s, struct pool_conn *conn)
 {
     s->conn = conn;
     s->server = pool_conn_bev(conn);
+    s->writer = pool_conn_wants_writer(conn);
+    s->retry_len = 0;
+    s->ro_move = 0;
     registry_set_thread(&s->kill, pool_conn_info(conn)->thread_id);
 }
 
@@ -227,6 +230,9 @@ static void session_free(struct deferred_free *d)
     free(s->restore);
     free(s->set_names_collation);
     free(s->change_db);
+    if (s->retry_pkt)
+        OPENSSL_cleanse(s->retry_pkt, s->retry_cap); /* statement text may hold secrets */
+    free(s->retry_pkt);
     OPENSSL_cleanse(s->scramble, sizeof(s->scramble));
     free(s);
 }

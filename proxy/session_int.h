@@ -32,6 +32,8 @@ struct route;
 #define LOGIN_MAX_PACKET (64 * 1024)
 /* Past this much unsent data toward one side, stop reading from the other (backpressure). */
 #define RELAY_HIGH_WATER (256 * 1024)
+/* Largest COM_QUERY kept to retry once on a writer after a read-only refusal (1290). */
+#define RETRY_STMT_MAX (16 * 1024)
 /* How long a session may spend flushing its last packet to a client that does not read. */
 #define CLOSING_LINGER_MS 2000
 
@@ -107,6 +109,13 @@ struct session {
     unsigned swallow : 2;      /* replies to credproxy's own commands still due in the stream */
     unsigned client_waits : 1; /* the client's next command waits for replies to come */
     unsigned greet_waits : 8;  /* checks for the upstream's profile before greeting */
+    /* upstream_role=writer (see relay.c, "read-only refusals") */
+    unsigned writer : 1;           /* the lent connection's route wants a writable server */
+    unsigned ro_retry_pending : 1; /* the next command is a refused statement sent again */
+    unsigned ro_retried : 1;       /* the statement in flight was sent again already */
+    unsigned ro_move : 1;          /* refused as read-only: move off this connection when idle */
+    uint8_t *retry_pkt; /* the COM_QUERY in flight (header and payload), while retry_len */
+    size_t retry_len, retry_cap;
     struct session_state st;   /* what a new connection must be given to continue the session */
     struct restore *restore;   /* while RESTORING */
     char *set_names_collation; /* COLLATE of a SET NAMES awaiting its OK ("" for none) */
