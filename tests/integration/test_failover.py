@@ -258,11 +258,12 @@ class Forwarder:
                 dst.sendall(data)
         except OSError:
             pass
-        for s in (src, dst):
+        for s in (src, dst):  # wakes the other direction's thread, which closes dst
             try:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        src.close()
 
     def close(self):
         self.closed = True
