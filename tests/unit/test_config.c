@@ -250,6 +250,9 @@ static void test_values(void)
         {"upstream_tls", "on",
          "must be one of auto|disabled|preferred|required|verify-ca|"
          "verify-identity, got 'on'"},
+        {"upstream_role", "writer", NULL},
+        {"upstream_role", "ANY", NULL},
+        {"upstream_role", "reader", "must be one of auto|any|writer, got 'reader'"},
         {"log_level", "debug", NULL},
         {"log_level", "trace", "must be one of error|warn|info|debug, got 'trace'"},
         {"client_auth", "kerberos", "must be one of trust|peer|password, got 'kerberos'"},
@@ -782,6 +785,37 @@ static void test_loopback(void)
         }
 }
 
+/* upstream_role=auto: which hosts are an RDS or Aurora writer endpoint. */
+static void test_rds_writer_endpoint(void)
+{
+    static const struct {
+        const char *host;
+        bool writer;
+    } rows[] = {
+        {"app.cluster-c9abcdefgh12.us-east-1.rds.amazonaws.com", true},
+        {"APP.CLUSTER-C9ABCDEFGH12.US-EAST-1.RDS.AMAZONAWS.COM", true},
+        {"app.cluster-c9abcdefgh12.us-east-1.rds.amazonaws.com.", true},
+        {"app.cluster-c9abcdefgh12.cn-north-1.rds.amazonaws.com.cn", true},
+        {"app.cluster-ro-c9abcdefgh12.us-east-1.rds.amazonaws.com", false},
+        {"app.cluster-custom-c9abcdefgh12.us-east-1.rds.amazonaws.com", false},
+        {"app.proxy-c9abcdefgh12.us-east-1.rds.amazonaws.com", false},
+        {"app-instance-1.c9abcdefgh12.us-east-1.rds.amazonaws.com", false},
+        {"app.cluster-.us-east-1.rds.amazonaws.com", false},
+        {"app.cluster-c9abcdefgh12.rds.amazonaws.com", false},
+        {".cluster-c9abcdefgh12.us-east-1.rds.amazonaws.com", false},
+        {"app.cluster-c9abcdefgh12.us-east-1.rds.amazonaws.com.example", false},
+        {"rds.amazonaws.com", false},
+        {"127.0.0.1", false},
+        {"", false},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+        if (config_host_is_rds_writer_endpoint(rows[i].host) != rows[i].writer) {
+            fprintf(stderr, "  host '%s'\n", rows[i].host);
+            CHECK(!"writer endpoint mismatch");
+        }
+    CHECK(!config_host_is_rds_writer_endpoint(NULL));
+}
+
 static void test_hostport(void)
 {
     static const struct {
@@ -833,6 +867,7 @@ int main(void)
     test_switches();
     test_help();
     test_loopback();
+    test_rds_writer_endpoint();
     test_hostport();
     return test_summary();
 }
