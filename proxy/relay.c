@@ -143,14 +143,16 @@ static void keep_for_retry(struct session *s, struct evbuffer *in, uint8_t cmd, 
         return;
     size_t n = 4 + (size_t)len;
     if (n > s->retry_cap) {
-        uint8_t *p = malloc(RETRY_STMT_MAX + 4);
+        /* Grown to fit (idle clients stay cheap), in 512-byte steps; never shrunk. */
+        size_t cap = (n + 511) & ~(size_t)511;
+        uint8_t *p = malloc(cap);
         if (!p)
             return;
         if (s->retry_pkt)
             OPENSSL_cleanse(s->retry_pkt, s->retry_cap);
         free(s->retry_pkt);
         s->retry_pkt = p;
-        s->retry_cap = RETRY_STMT_MAX + 4;
+        s->retry_cap = cap;
     }
     if (evbuffer_copyout(in, s->retry_pkt, n) == (ssize_t)n)
         s->retry_len = n;
