@@ -13,6 +13,7 @@ with a DNS change), and the second server is started here with tests/mariadb.sh.
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -277,6 +278,7 @@ class TwoServers(FailoverCase):
         super().setUp()
         self.b_dir = self.fixture.dir / "runs" / ("second-server.%d" % os.getpid())
         self.b_port = free_port()
+        self.addCleanup(shutil.rmtree, self.b_dir, ignore_errors=True)  # after the stop below
         subprocess.run(["bash", str(ROOT / "tests" / "mariadb.sh"), "start", str(self.b_dir),
                         str(self.b_port)], check=True, capture_output=True, timeout=120)
         self.addCleanup(subprocess.run, ["bash", str(ROOT / "tests" / "mariadb.sh"), "stop",
