@@ -80,12 +80,12 @@ enum proto_command {
 };
 
 /* Error codes credproxy itself sends. */
-#define PROTO_ER_ACCESS_DENIED        1045
-#define PROTO_ER_HANDSHAKE            1043
-#define PROTO_ER_NET_PACKET_TOO_LARGE 1153
-#define PROTO_ER_UNKNOWN_COM          1047
-#define PROTO_ER_CONN_HOST_ERROR      2003 /* CR_CONN_HOST_ERROR: cannot reach the server */
-#define PROTO_ER_SERVER_LOST          2013
+#define PROTO_ER_ACCESS_DENIED             1045
+#define PROTO_ER_HANDSHAKE                 1043
+#define PROTO_ER_NET_PACKET_TOO_LARGE      1153
+#define PROTO_ER_UNKNOWN_COM               1047
+#define PROTO_ER_CONN_HOST_ERROR           2003 /* CR_CONN_HOST_ERROR: cannot reach the server */
+#define PROTO_ER_SERVER_LOST               2013
 #define PROTO_ER_OPTION_PREVENTS_STATEMENT 1290 /* e.g. "running with the --read-only option" */
 /*
  * What the client gets instead of client-range codes (2000-2999), which
