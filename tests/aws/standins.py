@@ -23,6 +23,7 @@ import hashlib
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 import urllib.parse
@@ -158,6 +159,7 @@ class StandIn:
         self.lock = threading.Lock()
         self.requests = []  # (path or operation, access key or None) of every request
         self.broken = False  # when set, every request gets HTTP 500
+        self.open_conns = set()  # sockets of kept-alive connections, cut by stop()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -165,6 +167,19 @@ class StandIn:
 
             def log_message(self, *args):
                 pass
+
+            def setup(self):
+                super().setup()
+                with outer.lock:
+                    outer.open_conns.add(self.connection)
+
+            def finish(self):
+                with outer.lock:
+                    outer.open_conns.discard(self.connection)
+                try:
+                    super().finish()
+                except OSError:
+                    pass
 
             def _do(self):
                 n = int(self.headers.get("Content-Length") or 0)
@@ -199,8 +214,17 @@ class StandIn:
         return self
 
     def stop(self):
+        """Stops like a host that went away: new connections are refused and the kept-alive
+        ones are cut."""
         self.server.shutdown()
         self.server.server_close()
+        with self.lock:
+            conns = list(self.open_conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def record(self, what, akid=None, detail=None):
         with self.lock:

@@ -244,8 +244,9 @@ class SecretsManagerRegionsWithBotocore(StandInTest):
 
     def test_stopped_region_refuses_and_restarts_on_its_port(self):
         port = self.primary.port
-        self.primary.stop()
         c = self.regional(self.primary, REGION)
+        c.get_secret_value(SecretId="app/db")  # leaves a kept-alive connection in the pool
+        self.primary.stop()
         with self.assertRaises(botocore.exceptions.EndpointConnectionError):
             c.get_secret_value(SecretId="app/db")
         again = self.start(standins.SecretsManager, region=REGION, port=port)
