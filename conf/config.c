@@ -21,6 +21,7 @@ enum setting_type {
     T_ENUM,     /* int index into names */
     T_LIST,     /* char ** + size_t count of HOST:PORT strings, comma separated */
     T_IDS,      /* unsigned * + size_t count of numeric ids, comma separated */
+    T_WORDS,    /* char ** + size_t count of items without spaces, comma separated */
 };
 
 enum setting_scope {
@@ -42,7 +43,7 @@ struct setting {
     enum setting_scope scope; /* route or global */
     enum setting_group group; /* inherited together with the other keys of its group */
     size_t offset;            /* into struct route_config (route) or struct config (global) */
-    size_t count_offset;      /* T_LIST / T_IDS: the size_t element count beside the array */
+    size_t count_offset;      /* T_LIST / T_IDS / T_WORDS: the element count beside the array */
     const char *def;          /* default, written as in the file; NULL for none */
     const char *const *names; /* T_ENUM: names indexed by enum value, NULL-terminated */
     int min, max;             /* T_INT and T_DURATION (ms) bounds */
@@ -221,6 +222,20 @@ static const struct setting settings[] = {
      .offset = RC(secrets_endpoint),
      .metavar = "URL",
      .help = "Secrets Manager endpoint (https://, or http:// to loopback); default the region's"},
+    {.key = "secret_regions",
+     .type = T_WORDS,
+     .offset = RC(secret_regions),
+     .count_offset = RC(n_secret_regions),
+     .metavar = "REGION[,...]",
+     .help = "regions holding secret_id (a replicated secret), primary first; a replica is read "
+             "only while the primary fails"},
+    {.key = "secrets_endpoints",
+     .type = T_WORDS,
+     .offset = RC(secrets_endpoints),
+     .count_offset = RC(n_secrets_endpoints),
+     .metavar = "REGION=URL[,...]",
+     .help = "Secrets Manager endpoint of each region of secret_regions; default secrets_endpoint "
+             "(primary), AWS_ENDPOINT_URL_SECRETS_MANAGER, or the region's"},
     {.key = "secret_refresh",
      DURATION(secret_refresh_ms, "300s"),
      .help = "how often secret_id is checked for a new AWSCURRENT version (+-10 % jitter)"},
@@ -474,7 +489,7 @@ static void value_free(const struct setting *s, void *base)
     if (s->type == T_STRING) {
         free(*str_slot(s, base));
         *str_slot(s, base) = NULL;
-    } else if (s->type == T_LIST) {
+    } else if (s->type == T_LIST || s->type == T_WORDS) {
         for (size_t i = 0; i < *count_slot(s, base); i++)
             free((*list_slot(s, base))[i]);
         free(*list_slot(s, base));
@@ -490,11 +505,12 @@ static void value_free(const struct setting *s, void *base)
 /* Deep-copies the value of s from src into dst, which holds no value of s yet. */
 static void value_copy(const struct setting *s, void *dst, void *src)
 {
-    size_t n = s->type == T_LIST || s->type == T_IDS ? *count_slot(s, src) : 0;
+    size_t n =
+        s->type == T_LIST || s->type == T_IDS || s->type == T_WORDS ? *count_slot(s, src) : 0;
     if (s->type == T_STRING) {
         const char *v = *str_slot(s, src);
         *str_slot(s, dst) = v ? xstrdup(v) : NULL;
-    } else if (s->type == T_LIST) {
+    } else if (s->type == T_LIST || s->type == T_WORDS) {
         char **v = n ? xrealloc(NULL, n * sizeof(*v)) : NULL;
         for (size_t i = 0; i < n; i++)
             v[i] = xstrdup((*list_slot(s, src))[i]);
@@ -606,7 +622,7 @@ static bool parse_string(const struct setting *s, void *base, const char *text)
 
 /* Items parsed from one list value, committed only when all of them are good. */
 struct items {
-    char **strs;   /* T_LIST */
+    char **strs;   /* T_LIST, T_WORDS */
     unsigned *ids; /* T_IDS */
     size_t n;
 };
@@ -622,6 +638,19 @@ static bool add_address(struct items *acc, const char *item, char *msg, size_t l
                  item);
         return false;
     }
+    acc->strs = xrealloc(acc->strs, (acc->n + 1) * sizeof(*acc->strs));
+    acc->strs[acc->n++] = xstrdup(item);
+    return true;
+}
+
+/* One item of a T_WORDS list: any text without spaces (what it means is checked later). */
+static bool add_word(struct items *acc, const char *item, char *msg, size_t len)
+{
+    for (const char *p = item; *p; p++)
+        if (isspace((unsigned char)*p)) {
+            snprintf(msg, len, "bad item '%.64s': no spaces inside an item", item);
+            return false;
+        }
     acc->strs = xrealloc(acc->strs, (acc->n + 1) * sizeof(*acc->strs));
     acc->strs[acc->n++] = xstrdup(item);
     return true;
@@ -656,7 +685,9 @@ static bool split_items(const struct setting *s, const char *text, struct items 
             snprintf(msg, len, "empty item in list '%.64s'", text);
             ok = false;
         } else {
-            ok = s->type == T_LIST ? add_address(acc, item, msg, len) : add_id(acc, item, msg, len);
+            ok = s->type == T_LIST    ? add_address(acc, item, msg, len)
+                 : s->type == T_WORDS ? add_word(acc, item, msg, len)
+                                      : add_id(acc, item, msg, len);
         }
         if (!comma)
             break;
@@ -671,7 +702,7 @@ static bool parse_list(const struct setting *s, void *base, const char *text, bo
 {
     struct items acc = {0};
     if (!split_items(s, text, &acc, msg, len)) {
-        for (size_t i = 0; s->type == T_LIST && i < acc.n; i++)
+        for (size_t i = 0; s->type != T_IDS && i < acc.n; i++)
             free(acc.strs[i]);
         free(acc.strs);
         free(acc.ids);
@@ -680,7 +711,7 @@ static bool parse_list(const struct setting *s, void *base, const char *text, bo
     if (!append)
         value_free(s, base);
     size_t *n = count_slot(s, base);
-    if (s->type == T_LIST) {
+    if (s->type != T_IDS) {
         char ***v = list_slot(s, base);
         *v = xrealloc(*v, (*n + acc.n) * sizeof(**v));
         memcpy(*v + *n, acc.strs, acc.n * sizeof(**v));
@@ -714,6 +745,7 @@ static bool value_parse(const struct setting *s, void *base, const char *text, b
         return parse_enum(s, base, text, msg, len);
     case T_LIST:
     case T_IDS:
+    case T_WORDS:
         return parse_list(s, base, text, append, msg, len);
     }
     return false;
@@ -1028,7 +1060,7 @@ static void file_setting(struct loader *ld, const char *key, const char *value, 
         return;
     }
     struct origin prev = ld->section->org[setting_index(s)];
-    if (prev.src == SRC_FILE && s->type != T_LIST && s->type != T_IDS) {
+    if (prev.src == SRC_FILE && s->type != T_LIST && s->type != T_IDS && s->type != T_WORDS) {
         origin_err(ld, s, o, "already set at line %d", prev.line);
         return;
     }
@@ -1253,6 +1285,72 @@ static bool endpoint_valid(const char *url)
     return config_host_is_loopback(host);
 }
 
+static bool region_listed(const struct route_config *rc, const char *region, size_t before)
+{
+    for (size_t i = 0; i < before && i < rc->n_secret_regions; i++)
+        if (strcmp(rc->secret_regions[i], region) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * secret_regions lists a replicated secret's regions, primary first; region, when also set,
+ * must name the same primary (two different "first" regions would leave it unclear which one
+ * signs). secrets_endpoints gives "REGION=URL" for regions of that list; secrets_endpoint
+ * stays the primary's, so the two must not both name it.
+ */
+static void check_secret_regions(struct loader *ld, size_t r)
+{
+    const struct route_config *rc = &ld->cfg->routes[r];
+    if (rc->n_secret_regions > CONFIG_MAX_SECRET_REGIONS)
+        route_err(ld, r, "secret_regions", "%zu regions; at most %d", rc->n_secret_regions,
+                  CONFIG_MAX_SECRET_REGIONS);
+    for (size_t i = 0; i < rc->n_secret_regions; i++) {
+        const char *reg = rc->secret_regions[i];
+        if (!region_valid(reg))
+            route_err(ld, r, "secret_regions", "'%.64s' is not an AWS region name (like eu-west-1)",
+                      reg);
+        else if (region_listed(rc, reg, i))
+            route_err(ld, r, "secret_regions", "region '%.64s' is listed twice", reg);
+    }
+    if (rc->n_secret_regions && rc->region && strcmp(rc->region, rc->secret_regions[0]) != 0)
+        route_err(ld, r, "region",
+                  "'%.64s' is not the first (primary) region of secret_regions ('%.64s'); set "
+                  "only secret_regions, or put the same region first",
+                  rc->region, rc->secret_regions[0]);
+    for (size_t i = 0; i < rc->n_secrets_endpoints; i++) {
+        const char *item = rc->secrets_endpoints[i];
+        const char *eq = strchr(item, '=');
+        char reg[65];
+        size_t n = eq ? (size_t)(eq - item) : 0;
+        if (!eq || n == 0 || n >= sizeof(reg)) {
+            route_err(ld, r, "secrets_endpoints", "'%.200s' is not REGION=URL", item);
+            continue;
+        }
+        memcpy(reg, item, n);
+        reg[n] = '\0';
+        const char *primary = rc->n_secret_regions ? rc->secret_regions[0] : rc->region;
+        bool listed = rc->n_secret_regions ? region_listed(rc, reg, rc->n_secret_regions)
+                                           : primary && strcmp(primary, reg) == 0;
+        if (!listed)
+            route_err(ld, r, "secrets_endpoints",
+                      "region '%.64s' is not in secret_regions (nor region); an endpoint for a "
+                      "region never asked would be unused",
+                      reg);
+        else if (!endpoint_valid(eq + 1))
+            route_err(ld, r, "secrets_endpoints",
+                      "'%.200s' must be an https:// URL, or http:// to a loopback address", eq + 1);
+        else if (rc->secrets_endpoint && primary && strcmp(reg, primary) == 0)
+            route_err(ld, r, "secrets_endpoints",
+                      "region '%.64s' is the primary, whose endpoint secrets_endpoint also sets; "
+                      "set it in one place",
+                      reg);
+        for (size_t j = 0; j < i; j++)
+            if (strncmp(rc->secrets_endpoints[j], item, n + 1) == 0)
+                route_err(ld, r, "secrets_endpoints", "region '%.64s' is given twice", reg);
+    }
+}
+
 /* The secret says which database to log in to and as whom; exactly one source of it. */
 static void check_secret(struct loader *ld, size_t r)
 {
@@ -1268,6 +1366,8 @@ static void check_secret(struct loader *ld, size_t r)
         route_err(ld, r, "secrets_endpoint",
                   "'%.200s' must be an https:// URL, or http:// to a loopback address",
                   rc->secrets_endpoint);
+    if (rc->secret_id)
+        check_secret_regions(ld, r);
 }
 
 /* Returns the first listen address that is not loopback, or NULL. */

@@ -38,6 +38,9 @@ enum upstream_role {
 
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
 
+/* secret_regions: the primary and at most this many - 1 replica regions. */
+#define CONFIG_MAX_SECRET_REGIONS 8
+
 /* One database fronted by credproxy: its listeners, its secret, its upstream. */
 struct route_config {
     char *name;    /* "default" for the route built from top-level settings */
@@ -78,6 +81,13 @@ struct route_config {
     int client_tls_required;    /* client_tls: 1 when TCP clients must log in over TLS */
     int client_idle_timeout_ms; /* close a client silent this long between commands (0: never) */
     int max_clients;            /* max_client_connections, all workers together (0: no limit) */
+
+    /* secret_id's regions, primary first; replicas are read while the regions before fail. */
+    char **secret_regions;
+    size_t n_secret_regions; /* 0: one region, from region or the SDKs' resolution */
+    /* "REGION=URL": per-region Secrets Manager endpoints (secrets_endpoints). */
+    char **secrets_endpoints;
+    size_t n_secrets_endpoints;
 };
 
 /* The whole validated configuration. */

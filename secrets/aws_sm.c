@@ -18,6 +18,7 @@ struct aws_sm {
     struct aws_ctx *ctx;
     struct aws_creds_cache *cc;
     char *endpoint;
+    char *region; /* the SigV4 scope's region: the region this endpoint serves */
     int max_attempts;
 };
 
@@ -31,6 +32,7 @@ struct sm_call {
     size_t body_len;
     aws_sm_cb cb;
     void *arg;
+    int max_attempts;             /* of this call */
     struct aws_fetch *creds_wait; /* waiting for credentials */
     struct http_request *req;     /* the attempt in flight */
     struct event *retry_ev;       /* backoff before the next attempt */
@@ -84,7 +86,7 @@ static void retry_later(struct sm_call *c)
 /* Either retries (when the failure is retryable and attempts remain) or ends the call. */
 static void failed(struct sm_call *c)
 {
-    if (c->res.retryable && c->res.attempts < c->sm->max_attempts) {
+    if (c->res.retryable && c->res.attempts < c->max_attempts) {
         retry_later(c);
         return;
     }
@@ -156,7 +158,7 @@ static void on_creds(struct aws_credentials *creds, const char *err, void *arg)
     }
     struct aws_request_params p = {
         .url = c->sm->endpoint,
-        .region = c->sm->ctx->region,
+        .region = c->sm->region,
         .service = "secretsmanager",
         .content_type = "application/x-amz-json-1.1",
         .target = c->target,
@@ -196,6 +198,12 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 struct aws_fetch *aws_sm_call(struct aws_sm *sm, const char *op, cJSON *body, aws_sm_cb cb,
                               void *arg)
 {
+    return aws_sm_call_limited(sm, op, body, 0, cb, arg);
+}
+
+struct aws_fetch *aws_sm_call_limited(struct aws_sm *sm, const char *op, cJSON *body,
+                                      int max_attempts, aws_sm_cb cb, void *arg)
+{
     struct sm_call *c = calloc(1, sizeof(*c));
     char *text = body ? cJSON_PrintUnformatted(body) : NULL;
     cJSON_Delete(body);
@@ -215,6 +223,8 @@ struct aws_fetch *aws_sm_call(struct aws_sm *sm, const char *op, cJSON *body, aw
     c->body_len = strlen(text);
     c->cb = cb;
     c->arg = arg;
+    c->max_attempts =
+        max_attempts > 0 && max_attempts < sm->max_attempts ? max_attempts : sm->max_attempts;
     /* The first attempt only queues a wait for credentials: its callback runs later. */
     c->creds_wait = aws_creds_cache_get(sm->cc, on_creds, c);
     if (!c->creds_wait) {
@@ -225,10 +235,13 @@ struct aws_fetch *aws_sm_call(struct aws_sm *sm, const char *op, cJSON *body, aw
 }
 
 struct aws_sm *aws_sm_new(struct aws_ctx *ctx, struct aws_creds_cache *cc, const char *endpoint,
-                          int max_attempts)
+                          const char *region, int max_attempts)
 {
     struct aws_sm *sm = calloc(1, sizeof(*sm));
-    if (!sm || !(sm->endpoint = strdup(endpoint))) {
+    if (!sm || !(sm->endpoint = strdup(endpoint)) || !(sm->region = strdup(region))) {
+        if (sm)
+            free(sm->endpoint);
+        free(sm->region);
         free(sm);
         return NULL;
     }
@@ -242,6 +255,7 @@ void aws_sm_free(struct aws_sm *sm)
 {
     if (sm) {
         free(sm->endpoint);
+        free(sm->region);
         free(sm);
     }
 }

@@ -22,11 +22,12 @@ struct aws_sm_result {
 typedef void (*aws_sm_cb)(const struct aws_sm_result *r, void *arg);
 
 /*
- * A client for endpoint, signing for ctx->region with credentials from cc.
- * max_attempts bounds the requests of one call (at least 1). Does not own cc.
+ * A client for endpoint, signing for region (the SigV4 scope: the region the
+ * endpoint serves) with credentials from cc. max_attempts bounds the requests
+ * of one call (at least 1). Does not own cc.
  */
 struct aws_sm *aws_sm_new(struct aws_ctx *ctx, struct aws_creds_cache *cc, const char *endpoint,
-                          int max_attempts);
+                          const char *region, int max_attempts);
 void aws_sm_free(struct aws_sm *sm);
 
 /*
@@ -38,5 +39,9 @@ void aws_sm_free(struct aws_sm *sm);
  */
 struct aws_fetch *aws_sm_call(struct aws_sm *sm, const char *op, struct cJSON *body, aws_sm_cb cb,
                               void *arg);
+
+/* The same with at most max_attempts requests (<= 0, or more than the client's: the client's). */
+struct aws_fetch *aws_sm_call_limited(struct aws_sm *sm, const char *op, struct cJSON *body,
+                                      int max_attempts, aws_sm_cb cb, void *arg);
 
 #endif

@@ -23,6 +23,7 @@ import hashlib
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 import urllib.parse
@@ -72,8 +73,11 @@ class Keyring:
         return {"AccessKeyId": akid, "SecretAccessKey": secret, "Token": token,
                 "Expiration": iso(expires)}
 
-    def verify(self, method, path, headers, body, service):
-        """Checks a SigV4 Authorization header; returns the AKID or raises AuthError."""
+    def verify(self, method, path, headers, body, service, region=None):
+        """Checks a SigV4 Authorization header; returns the AKID or raises AuthError.
+
+        With region, the credential scope must name it, as a regional AWS endpoint requires.
+        """
         authz = headers.get("Authorization")
         if not authz:
             raise AuthError(400, "MissingAuthenticationTokenException", "Missing Authentication Token")
@@ -82,7 +86,7 @@ class Keyring:
             raise AuthError(400, "IncompleteSignatureException",
                             "Authorization header requires 'Credential', 'Signature' and "
                             "'SignedHeaders' parameters.")
-        akid, day, region, svc, signed, signature = m.groups()
+        akid, day, scope_region, svc, signed, signature = m.groups()
         amz_date = headers.get("X-Amz-Date", "")
         signed_names = signed.split(";")
         if "host" not in signed_names or not amz_date or "x-amz-date" not in signed_names:
@@ -91,6 +95,9 @@ class Keyring:
         if svc != service or day != amz_date[:8]:
             raise AuthError(403, "InvalidSignatureException",
                             "Credential should be scoped to correct service: '%s'." % service)
+        if region is not None and scope_region != region:
+            raise AuthError(403, "InvalidSignatureException",
+                            "Credential should be scoped to a valid region.")
         with self.lock:
             entry = self.keys.get(akid)
         if entry is None:
@@ -112,7 +119,7 @@ class Keyring:
             raise AuthError(403, "InvalidSignatureException", "Signature expired: %s is now "
                             "earlier than the allowed window." % amz_date)
         expected = self.signature(method, path, headers, signed_names, body, akid, secret,
-                                  token, region, service, amz_date)
+                                  token, scope_region, service, amz_date)
         if expected != signature:
             raise AuthError(403, "InvalidSignatureException",
                             "The request signature we calculated does not match the signature "
@@ -147,11 +154,12 @@ class _Server(ThreadingHTTPServer):
 class StandIn:
     """An HTTP server in a background thread; subclasses implement handle(req)."""
 
-    def __init__(self, keyring):
+    def __init__(self, keyring, port=0):
         self.keyring = keyring
         self.lock = threading.Lock()
         self.requests = []  # (path or operation, access key or None) of every request
         self.broken = False  # when set, every request gets HTTP 500
+        self.open_conns = set()  # sockets of kept-alive connections, cut by stop()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -159,6 +167,19 @@ class StandIn:
 
             def log_message(self, *args):
                 pass
+
+            def setup(self):
+                super().setup()
+                with outer.lock:
+                    outer.open_conns.add(self.connection)
+
+            def finish(self):
+                with outer.lock:
+                    outer.open_conns.discard(self.connection)
+                try:
+                    super().finish()
+                except OSError:
+                    pass
 
             def _do(self):
                 n = int(self.headers.get("Content-Length") or 0)
@@ -183,7 +204,7 @@ class StandIn:
 
             do_GET = do_PUT = do_POST = _do
 
-        self.server = _Server(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         self.url = "http://127.0.0.1:%d" % self.port
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -193,8 +214,17 @@ class StandIn:
         return self
 
     def stop(self):
+        """Stops like a host that went away: new connections are refused and the kept-alive
+        ones are cut."""
         self.server.shutdown()
         self.server.server_close()
+        with self.lock:
+            conns = list(self.open_conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def record(self, what, akid=None, detail=None):
         with self.lock:
@@ -242,8 +272,8 @@ class SecretsManager(StandIn):
     with a body that is not JSON), "error" (400 with the AWS error code given as extra).
     """
 
-    def __init__(self, keyring, region="us-east-1", account="123456789012"):
-        super().__init__(keyring)
+    def __init__(self, keyring, region="us-east-1", account="123456789012", port=0):
+        super().__init__(keyring, port)
         self.region, self.account = region, account
         self.secrets = {}  # name -> {"arn": ..., "versions": {id: {...}}}
         self.faults = Faults()
@@ -285,6 +315,20 @@ class SecretsManager(StandIn):
         if to_vid in s["versions"]:
             s["versions"][to_vid]["stages"].add(stage)
 
+    def replicate_from(self, primary, name):
+        """Makes this region hold a replica of primary's secret as it is now, as Secrets
+        Manager replication does: same name, VersionIds, values and stages, and the ARN with
+        this region in it. Called again, it catches the replica up; not calling it leaves the
+        replica behind."""
+        with primary.lock:
+            src = primary.secrets[name]
+            arn = src["arn"].split(":")
+            arn[3] = self.region
+            versions = {vid: dict(v, stages=set(v["stages"])) for vid, v in
+                        src["versions"].items()}
+        with self.lock:
+            self.secrets[name] = {"arn": ":".join(arn), "name": name, "versions": versions}
+
     def set_stage(self, name, stage, vid):
         with self.lock:
             self._move_stage(self.secrets[name], stage, vid)
@@ -325,7 +369,7 @@ class SecretsManager(StandIn):
         op = target.split(".", 1)[1]
         try:
             akid = self.keyring.verify(req.command, req.path, req.headers, req.body,
-                                       "secretsmanager")
+                                       "secretsmanager", self.region)
         except AuthError as e:
             self.record(op, None, "rejected:" + e.code)
             return self.error(e.status, e.code, e.message)

@@ -192,6 +192,70 @@ class SecretsManagerWithBotocore(StandInTest):
         self.sm.faults.clear()
 
 
+class SecretsManagerRegionsWithBotocore(StandInTest):
+    """Two stand-ins as two regions of a replicated secret, as botocore sees them."""
+
+    REPLICA = "us-west-2"
+
+    def setUp(self):
+        super().setUp()
+        self.primary = self.start(standins.SecretsManager, region=REGION)
+        self.replica = self.start(standins.SecretsManager, region=self.REPLICA)
+        self.vid = self.primary.create("app/db", {"username": "u", "password": "p1"})
+        self.replica.replicate_from(self.primary, "app/db")
+
+    def regional(self, sm, region):
+        s = self.botocore_session()
+        return s.create_client("secretsmanager", region_name=region, endpoint_url=sm.url,
+                               aws_access_key_id=AKID, aws_secret_access_key=SECRET)
+
+    def test_request_signed_for_another_region_rejected(self):
+        with self.assertRaises(botocore.exceptions.ClientError) as cm:
+            self.regional(self.replica, REGION).get_secret_value(SecretId="app/db")
+        err = cm.exception.response
+        self.assertEqual((err["ResponseMetadata"]["HTTPStatusCode"], err["Error"]["Code"]),
+                         (403, "InvalidSignatureException"))
+        self.assertIn("scoped to a valid region", err["Error"]["Message"])
+        self.assertEqual(self.replica.calls()[-1][2], "rejected:InvalidSignatureException")
+
+    def test_replica_has_the_same_versions_under_its_own_arn(self):
+        p = self.regional(self.primary, REGION).get_secret_value(SecretId="app/db")
+        r = self.regional(self.replica, self.REPLICA).get_secret_value(SecretId="app/db")
+        self.assertEqual((r["VersionId"], r["SecretString"]), (p["VersionId"], p["SecretString"]))
+        self.assertEqual(p["ARN"].split(":")[3], REGION)
+        self.assertEqual(r["ARN"].split(":")[3], self.REPLICA)
+        self.assertEqual(r["ARN"].split(":")[4:], p["ARN"].split(":")[4:])
+        by_arn = self.regional(self.replica, self.REPLICA).describe_secret(SecretId=r["ARN"])
+        self.assertEqual(by_arn["VersionIdsToStages"], {self.vid: ["AWSCURRENT"]})
+        with self.assertRaises(botocore.exceptions.ClientError) as cm:
+            # The primary's ARN names another region: the replica does not know it.
+            self.regional(self.replica, self.REPLICA).describe_secret(SecretId=p["ARN"])
+        self.assertEqual(cm.exception.response["Error"]["Code"], "ResourceNotFoundException")
+
+    def test_replica_behind_until_replicated_again(self):
+        new = self.primary.put("app/db", {"username": "u", "password": "p2"})
+        rep = self.regional(self.replica, self.REPLICA)
+        self.assertEqual(rep.describe_secret(SecretId="app/db")["VersionIdsToStages"],
+                         {self.vid: ["AWSCURRENT"]})
+        self.replica.replicate_from(self.primary, "app/db")
+        self.assertEqual(rep.describe_secret(SecretId="app/db")["VersionIdsToStages"],
+                         {self.vid: ["AWSPREVIOUS"], new: ["AWSCURRENT"]})
+        self.assertEqual(rep.get_secret_value(SecretId="app/db")["VersionId"], new)
+
+    def test_stopped_region_refuses_and_restarts_on_its_port(self):
+        port = self.primary.port
+        c = self.regional(self.primary, REGION)
+        c.get_secret_value(SecretId="app/db")  # leaves a kept-alive connection in the pool
+        self.primary.stop()
+        with self.assertRaises(botocore.exceptions.EndpointConnectionError):
+            c.get_secret_value(SecretId="app/db")
+        again = self.start(standins.SecretsManager, region=REGION, port=port)
+        again.replicate_from(self.replica, "app/db")
+        self.assertEqual(again.port, port)
+        got = self.regional(again, REGION).get_secret_value(SecretId="app/db")
+        self.assertEqual(got["VersionId"], self.vid)
+
+
 class StsWithBotocore(StandInTest):
 
     def setUp(self):

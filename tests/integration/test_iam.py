@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "aws"))
 
 import harness  # noqa: E402
+import standins  # noqa: E402
 from aws_fixture import AKID, SECRET_KEY, SECRET_NAME, AwsProxy, AwsTestCase  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -327,10 +328,13 @@ class Iam(AwsTestCase):
 
     def test_secret_from_secrets_manager(self):
         """The secret (user, host, port) may come from Secrets Manager; its password is unused."""
-        self.sm.put(SECRET_NAME, self.iam_secret())
+        # The secret lives in the region the token is for (--region signs both), and a
+        # Secrets Manager endpoint refuses requests signed for another region.
+        sm = self.start_standin(standins.SecretsManager, region=REGION)
+        sm.create(SECRET_NAME, self.iam_secret())
         env = self.clean_env(AWS_ACCESS_KEY_ID=AKID, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
         self.set_policy([{"AccessKeyId": AKID, "SecretAccessKey": SECRET_KEY}])
-        argv = ["--secret-id", SECRET_NAME, "--secrets-endpoint", self.sm.url]
+        argv = ["--secret-id", SECRET_NAME, "--secrets-endpoint", sm.url]
         p = self.iam_proxy(*argv, env=env)
         self.assertEqual(self.query_user(p), USER + "@127.0.0.1")
         self.assertEqual(self.verdict_lines()[-1], "ok %s %s" % (USER, AKID))

@@ -138,6 +138,44 @@ static void test_aws_settings(void)
     const char *v6[] = {"--secret-id", "x", "--secrets-endpoint", "http://[::1]:4566/", NULL};
     if (load_ok(NULL, NULL, v6, &cfg))
         config_free(&cfg);
+    /* Replica regions: the primary first, region may repeat it, endpoints per region. */
+    const char *file =
+        "secret_id = arn:aws:secretsmanager:us-east-1:1:secret:db-AbCdEf\n"
+        "region = us-east-1\n"
+        "secret_regions = us-east-1, us-west-2\n"
+        "secret_regions = eu-central-1\n"
+        "secrets_endpoint = http://127.0.0.1:4566\n"
+        "secrets_endpoints = us-west-2=http://127.0.0.1:4567,"
+        " eu-central-1=https://vpce-2.secretsmanager.eu-central-1.vpce.amazonaws.com\n";
+    if (load_ok(file, NULL, NULL, &cfg)) {
+        struct route_config *r = &cfg.routes[0];
+        CHECK(r->n_secret_regions == 3);
+        CHECK_STR(r->secret_regions[0], "us-east-1");
+        CHECK_STR(r->secret_regions[1], "us-west-2");
+        CHECK_STR(r->secret_regions[2], "eu-central-1");
+        CHECK(r->n_secrets_endpoints == 2);
+        CHECK_STR(r->secrets_endpoints[0], "us-west-2=http://127.0.0.1:4567");
+        config_free(&cfg);
+    }
+    /* A route inherits the top-level list; flags and the environment set it too. */
+    const char *routes = "secret_regions = us-east-1,us-west-2\n"
+                         "[route a]\nsecret_id = x\nlisten = 127.0.0.1:1\n"
+                         "[route b]\nsecret_id = y\nlisten = 127.0.0.1:2\n"
+                         "secret_regions = eu-west-1, eu-west-3\n";
+    if (load_ok(routes, NULL, NULL, &cfg)) {
+        CHECK(cfg.n_routes == 2 && cfg.routes[0].n_secret_regions == 2);
+        CHECK_STR(cfg.routes[0].secret_regions[1], "us-west-2");
+        CHECK_STR(cfg.routes[1].secret_regions[0], "eu-west-1");
+        config_free(&cfg);
+    }
+    const char *env[] = {"CREDPROXY_SECRET_REGIONS=ap-south-1,ap-south-2", NULL};
+    const char *flags[] = {"--secret-id", "x", "--secrets-endpoints", "ap-south-2=http://[::1]:9",
+                           NULL};
+    if (load_ok(NULL, env, flags, &cfg)) {
+        CHECK(cfg.routes[0].n_secret_regions == 2);
+        CHECK_STR(cfg.routes[0].secrets_endpoints[0], "ap-south-2=http://[::1]:9");
+        config_free(&cfg);
+    }
 }
 
 static void test_precedence(void)
@@ -460,6 +498,59 @@ static const struct error_row error_rows[] = {
      {NULL},
      {NULL},
      "%s:2: key 'upstream_auth': must be one of secret|iam, got 'token'"},
+    /* secret_regions and secrets_endpoints: each problem names the line and the key. */
+    {"secret_id = x\nsecret_regions = us-east-1, US-WEST-2\n",
+     {NULL},
+     {NULL},
+     "%s:2: key 'secret_regions': 'US-WEST-2' is not an AWS region name"},
+    {"secret_id = x\nsecret_regions = us-east-1,us-west-2,us-east-1\n",
+     {NULL},
+     {NULL},
+     "%s:2: key 'secret_regions': region 'us-east-1' is listed twice"},
+    {"secret_id = x\nsecret_regions = us-east-1, us west-2\n",
+     {NULL},
+     {NULL},
+     "%s:2: key 'secret_regions': bad item 'us west-2': no spaces inside an item"},
+    {"secret_id = x\nsecret_regions = a-1,a-2,a-3,a-4,a-5,a-6,a-7,a-8,a-9\n",
+     {NULL},
+     {NULL},
+     "%s:2: key 'secret_regions': 9 regions; at most 8"},
+    {"secret_id = x\nregion = us-west-2\nsecret_regions = us-east-1, us-west-2\n",
+     {NULL},
+     {NULL},
+     "%s:2: key 'region': 'us-west-2' is not the first (primary) region of secret_regions"},
+    {"secret_id = x\nsecret_regions = us-east-1, us-west-2\n"
+     "secrets_endpoints = us-west-2 http://127.0.0.1:1\n",
+     {NULL},
+     {NULL},
+     "%s:3: key 'secrets_endpoints': bad item"},
+    {"secret_id = x\nsecret_regions = us-east-1, us-west-2\n"
+     "secrets_endpoints = us-west-2:http://127.0.0.1:1\n",
+     {NULL},
+     {NULL},
+     "%s:3: key 'secrets_endpoints': 'us-west-2:http://127.0.0.1:1' is not REGION=URL"},
+    {"secret_id = x\nsecret_regions = us-east-1, us-west-2\n"
+     "secrets_endpoints = eu-west-1=http://127.0.0.1:1\n",
+     {NULL},
+     {NULL},
+     "%s:3: key 'secrets_endpoints': region 'eu-west-1' is not in secret_regions"},
+    {"secret_id = x\nsecret_regions = us-east-1, us-west-2\n"
+     "secrets_endpoints = us-west-2=http://10.0.0.1:1\n",
+     {NULL},
+     {NULL},
+     "%s:3: key 'secrets_endpoints': 'http://10.0.0.1:1' must be an https:// URL, or http:// to "
+     "a loopback address"},
+    {"secret_id = x\nsecret_regions = us-east-1, us-west-2\nsecrets_endpoint = "
+     "http://127.0.0.1:1\nsecrets_endpoints = us-east-1=http://127.0.0.1:2\n",
+     {NULL},
+     {NULL},
+     "%s:4: key 'secrets_endpoints': region 'us-east-1' is the primary, whose endpoint "
+     "secrets_endpoint also sets"},
+    {"secret_id = x\nsecret_regions = us-east-1, us-west-2\nsecrets_endpoints = "
+     "us-west-2=http://127.0.0.1:1, us-west-2=http://127.0.0.1:2\n",
+     {NULL},
+     {NULL},
+     "%s:3: key 'secrets_endpoints': region 'us-west-2' is given twice"},
     /* File problems. */
     {"secret_file = /s\nbogus = 1\n", {NULL}, {NULL}, "%s:2: key 'bogus': unknown setting"},
     {"secret_file = /s\nthis is not valid\n",
