@@ -29,6 +29,13 @@ enum upstream_auth_mode {
     UPSTREAM_AUTH_IAM,    /* an RDS IAM auth token made from the AWS credentials, over TLS */
 };
 
+/* TLS towards clients (the frontend). */
+enum client_tls_mode {
+    CLIENT_TLS_OPTIONAL, /* offered (tls_cert, else an ephemeral certificate); not required */
+    CLIENT_TLS_REQUIRED, /* TCP clients must log in over TLS; unix sockets are exempt */
+    CLIENT_TLS_OFF,      /* never offered: no tls_cert, no ephemeral certificate */
+};
+
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
 
 /* One database fronted by credproxy: its listeners, its secret, its upstream. */
@@ -51,7 +58,7 @@ struct route_config {
     unsigned *peer_gids;
     size_t n_peer_gids;
     char *users_file;           /* "name:*HEX" lines for password mode */
-    char *tls_cert;             /* frontend TLS certificate (PEM); TLS offered when set */
+    char *tls_cert;             /* frontend TLS certificate (PEM); else an ephemeral one */
     char *tls_key;              /* frontend TLS private key (PEM) */
     char *server_version;       /* greeting version until the upstream's is learned */
     int connect_timeout_ms;     /* upstream connect + login */
@@ -67,7 +74,7 @@ struct route_config {
     int pool_max_lifetime_ms;   /* connections older than this are not reused */
     int pool_wait_timeout_ms;   /* how long a client waits when the pool is full */
     int pool_release_idle_ms;   /* multiplexing: release an idle client's connection (0: never) */
-    int client_tls_required;    /* client_tls: 1 when TCP clients must log in over TLS */
+    int client_tls;             /* enum client_tls_mode: offered, required, or off */
     int client_idle_timeout_ms; /* close a client silent this long between commands (0: never) */
     int max_clients;            /* max_client_connections, all workers together (0: no limit) */
 };
