@@ -18,6 +18,7 @@ import time
 
 import pymysql
 
+import harness
 from harness import (ProxyTestCase, connect, main, mariadb_cli, recv_packet, run_proxy_once,
                      scalar)
 
@@ -263,6 +264,35 @@ class ClientTLSRequiredEphemeral(EphemeralCase):
     def test_unix_socket_is_exempt(self):
         conn = connect(socket_path=str(self.proxy.socket))
         self.assertEqual(scalar(conn, "SELECT 2"), 2)
+        conn.close()
+
+
+class ErrorsOverTLS(EphemeralCase):
+    """A login refused over TLS gets its error, not a TLS "unexpected eof": the last record
+    must leave the socket before the session is freed (Debian's mariadb CLI uses TLS by
+    default, so every refusal it sees goes this way)."""
+
+    def setUp(self):
+        super().setUp()
+        hashed = subprocess.run([harness.binary(), "--hash-password"], input="localpw\n",
+                                capture_output=True, text=True, check=True).stdout.strip()
+        users = self.workdir / "users"
+        users.write_text("alice:%s\n" % hashed)
+        users.chmod(0o600)
+        self.proxy = self.start_proxy("--client-auth", "password", "--users-file", str(users))
+
+    def test_refused_login_reads_1045(self):
+        for version in ("TLSv1.2", "TLSv1.3"):
+            with self.subTest(version=version):
+                p = mariadb_cli("SELECT 1", port=self.proxy.port, user="alice",
+                                extra=["--ssl", "--tls-version=" + version, "--password=wrong"])
+                self.assertNotEqual(p.returncode, 0)
+                self.assertRegex(p.stderr, r"^ERROR 1045 \(28000\)")
+        err = self.assertMysqlError(1045, connect, self.proxy.port, user="alice",
+                                    password="wrong", ssl=NO_VERIFY)
+        self.assertIn("Access denied", str(err))
+        conn = connect(self.proxy.port, user="alice", password="localpw", ssl=NO_VERIFY)
+        tls_peer(conn)
         conn.close()
 
 
