@@ -1,12 +1,17 @@
-/* Server-side TLS context for clients that upgrade with an SSLRequest. */
+/* Server-side TLS contexts for clients that upgrade with an SSLRequest: configured or ephemeral. */
 #include "auth/tls.h"
 
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/bn.h>
+#include <openssl/ec.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 /*
  * Refuses to decrypt a protected key: a daemon must never block on a
@@ -108,4 +113,101 @@ SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *e
 out_free:
     SSL_CTX_free(ctx);
     return NULL;
+}
+
+/* A positive serial of 128 random bits (RFC 5280 allows up to 20 octets; never zero). */
+static bool set_random_serial(X509 *x)
+{
+    unsigned char raw[16];
+    if (RAND_bytes(raw, sizeof(raw)) != 1)
+        return false;
+    raw[0] &= 0x7f;
+    raw[0] |= 0x40; /* top bit clear, so DER needs no sign octet; next set, so never zero */
+    BIGNUM *bn = BN_bin2bn(raw, sizeof(raw), NULL);
+    ASN1_INTEGER *serial = bn ? BN_to_ASN1_INTEGER(bn, NULL) : NULL;
+    bool ok = serial && X509_set_serialNumber(x, serial) == 1;
+    ASN1_INTEGER_free(serial);
+    BN_free(bn);
+    return ok;
+}
+
+/* Adds one v3 extension given in openssl.cnf syntax, issuer = subject = x. */
+static bool add_extension(X509 *x, int nid, const char *value)
+{
+    X509V3_CTX v3;
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
+    bool ok = ext && X509_add_ext(x, ext, -1) == 1;
+    X509_EXTENSION_free(ext);
+    return ok;
+}
+
+/* The self-signed leaf described at tls_ephemeral_ctx_new, signed with key. */
+static X509 *ephemeral_cert_new(EVP_PKEY *key)
+{
+    X509 *x = X509_new();
+    if (!x)
+        return NULL;
+    X509_NAME *name = X509_get_subject_name(x);
+    bool ok = X509_set_version(x, X509_VERSION_3) == 1 && set_random_serial(x) &&
+              X509_gmtime_adj(X509_getm_notBefore(x), -3600) && /* clocks a little behind */
+              X509_gmtime_adj(X509_getm_notAfter(x), 365L * 24 * 3600) && /* outlives any process */
+              X509_set_pubkey(x, key) == 1 &&
+              X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                         (const unsigned char *)"credproxy", -1, -1, 0) == 1 &&
+              X509_set_issuer_name(x, name) == 1 &&
+              add_extension(x, NID_basic_constraints, "critical,CA:FALSE") &&
+              add_extension(x, NID_key_usage, "critical,digitalSignature") &&
+              add_extension(x, NID_ext_key_usage, "serverAuth") &&
+              add_extension(x, NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1,IP:::1") &&
+              add_extension(x, NID_subject_key_identifier, "hash") &&
+              X509_sign(x, key, EVP_sha256()) > 0;
+    if (!ok) {
+        X509_free(x);
+        return NULL;
+    }
+    return x;
+}
+
+SSL_CTX *tls_ephemeral_ctx_new(char *err, size_t errlen)
+{
+    static const char what[] = "ephemeral certificate";
+    bool asked_passphrase = false;
+    ERR_clear_error();
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *cert = key ? ephemeral_cert_new(key) : NULL;
+    SSL_CTX *ctx = cert ? ctx_new_base(&asked_passphrase) : NULL;
+    bool ok = ctx && SSL_CTX_use_certificate(ctx, cert) == 1 &&
+              SSL_CTX_use_PrivateKey(ctx, key) == 1 && SSL_CTX_check_private_key(ctx) == 1;
+    /* The context holds its own references: dropping ours leaves it the key's only holder. */
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    if (!ok) {
+        tls_error(err, errlen, what,
+                  !key    ? "cannot make an EC P-256 key"
+                  : !cert ? "cannot make the certificate"
+                          : "cannot create TLS context");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
+    SSL_CTX_set_default_passwd_cb(ctx, NULL);
+    return ctx;
+}
+
+bool tls_ctx_fingerprint(SSL_CTX *ctx, char out[TLS_FINGERPRINT_LEN])
+{
+    static const char hex[] = "0123456789ABCDEF";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    X509 *cert = ctx ? SSL_CTX_get0_certificate(ctx) : NULL;
+    out[0] = 0;
+    if (!cert || X509_digest(cert, EVP_sha256(), md, &n) != 1 || n != 32)
+        return false;
+    for (unsigned i = 0; i < n; i++) {
+        out[3 * i] = hex[md[i] >> 4];
+        out[3 * i + 1] = hex[md[i] & 15];
+        out[3 * i + 2] = i + 1 < n ? ':' : 0;
+    }
+    return true;
 }

@@ -56,7 +56,7 @@ static const char *const tls_names[] = {"auto",      "disabled",        "preferr
 static const char *const role_names[] = {"auto", "any", "writer", NULL};
 static const char *const auth_names[] = {"trust", "peer", "password", NULL};
 static const char *const upstream_auth_names[] = {"secret", "iam", NULL};
-static const char *const client_tls_names[] = {"optional", "required", NULL};
+static const char *const client_tls_names[] = {"optional", "required", "off", NULL};
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const bool_names[] = {"false", "true", NULL};
 
@@ -65,6 +65,7 @@ _Static_assert(sizeof(enum upstream_tls_mode) == sizeof(int), "enum stored as in
 _Static_assert(sizeof(enum upstream_role) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum client_auth_mode) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum upstream_auth_mode) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum client_tls_mode) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enum stored as int");
 
 #define RC(f)           offsetof(struct route_config, f)
@@ -175,7 +176,7 @@ static const struct setting settings[] = {
      .group = G_TLS_PAIR,
      .offset = RC(tls_cert),
      .metavar = "PATH",
-     .help = "certificate (PEM) offered to clients; TLS is offered when set"},
+     .help = "certificate (PEM) offered to clients; unset: an ephemeral self-signed one"},
     {.key = "tls_key",
      .type = T_STRING,
      .group = G_TLS_PAIR,
@@ -184,11 +185,11 @@ static const struct setting settings[] = {
      .help = "private key (PEM) of tls_cert"},
     {.key = "client_tls",
      .type = T_ENUM,
-     .offset = RC(client_tls_required),
+     .offset = RC(client_tls),
      .def = "optional",
      .names = client_tls_names,
      .metavar = "MODE",
-     .help = "optional, or required: TCP clients must use TLS (tls_cert); unix sockets are exempt"},
+     .help = "optional; required: TCP clients must use TLS (unix sockets exempt); off: no TLS"},
     {.key = "server_version",
      .type = T_STRING,
      .offset = RC(server_version),
@@ -1432,8 +1433,8 @@ static void check_files(struct loader *ld, size_t r)
         route_err(ld, r, "tls_cert", "tls_key must be set too");
     if (rc->tls_key && !rc->tls_cert)
         route_err(ld, r, "tls_key", "tls_cert must be set too");
-    if (rc->client_tls_required && !rc->tls_cert)
-        route_err(ld, r, "client_tls", "required needs tls_cert and tls_key");
+    if (rc->client_tls == CLIENT_TLS_OFF && rc->tls_cert)
+        route_err(ld, r, "client_tls", "off offers no TLS, but tls_cert is set: drop one of them");
     if (rc->upstream_ca && access(rc->upstream_ca, R_OK) != 0)
         route_err(ld, r, "upstream_ca", "cannot read '%.200s': %s", rc->upstream_ca,
                   strerror(errno));

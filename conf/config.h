@@ -36,6 +36,13 @@ enum upstream_role {
     UPSTREAM_ROLE_WRITER, /* only a writable one: read-only servers are waited through */
 };
 
+/* TLS towards clients (the frontend). */
+enum client_tls_mode {
+    CLIENT_TLS_OPTIONAL, /* offered (tls_cert, else an ephemeral certificate); not required */
+    CLIENT_TLS_REQUIRED, /* TCP clients must log in over TLS; unix sockets are exempt */
+    CLIENT_TLS_OFF,      /* never offered: no tls_cert, no ephemeral certificate */
+};
+
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
 
 /* secret_regions: the primary and at most this many - 1 replica regions. */
@@ -62,7 +69,7 @@ struct route_config {
     unsigned *peer_gids;
     size_t n_peer_gids;
     char *users_file;           /* "name:*HEX" lines for password mode */
-    char *tls_cert;             /* frontend TLS certificate (PEM); TLS offered when set */
+    char *tls_cert;             /* frontend TLS certificate (PEM); else an ephemeral one */
     char *tls_key;              /* frontend TLS private key (PEM) */
     char *server_version;       /* greeting version until the upstream's is learned */
     int connect_timeout_ms;     /* upstream connect + login */
@@ -78,7 +85,7 @@ struct route_config {
     int pool_max_lifetime_ms;   /* connections older than this are not reused */
     int pool_wait_timeout_ms;   /* how long a client waits when the pool is full */
     int pool_release_idle_ms;   /* multiplexing: release an idle client's connection (0: never) */
-    int client_tls_required;    /* client_tls: 1 when TCP clients must log in over TLS */
+    int client_tls;             /* enum client_tls_mode: offered, required, or off */
     int client_idle_timeout_ms; /* close a client silent this long between commands (0: never) */
     int max_clients;            /* max_client_connections, all workers together (0: no limit) */
 

@@ -199,7 +199,7 @@ static void handle_login_request(struct session *s, const uint8_t *p, size_t len
         session_fail(s, PROTO_ER_HANDSHAKE, "08S01", "Bad handshake: user name too long");
         return;
     }
-    if (s->route->cfg->client_tls_required && !s->tls && !s->is_unix) {
+    if (s->route->cfg->client_tls == CLIENT_TLS_REQUIRED && !s->tls && !s->is_unix) {
         /* MySQL's own answer under require_secure_transport (ER_SECURE_TRANSPORT_REQUIRED). */
         session_fail(s, 3159, "HY000",
                      "Connections using insecure transport are prohibited (credproxy client_tls = "

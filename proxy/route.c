@@ -91,6 +91,86 @@ static bool open_source(struct route *r, const struct route_config *cfg, struct 
     return r->source != NULL;
 }
 
+/*
+ * The ephemeral certificate's context, made by the first route that needs one
+ * and shared by every such route (each holds a reference of its own); freed,
+ * which wipes the key, when the last of them lets go. A later route_init (a
+ * test harness starting over) makes a new one.
+ */
+static pthread_mutex_t ephemeral_lock = PTHREAD_MUTEX_INITIALIZER;
+static SSL_CTX *ephemeral_ctx;
+static int ephemeral_users;
+
+/* A reference to the shared ephemeral context, made (and logged) on first use. */
+static SSL_CTX *ephemeral_ctx_get(char *err, size_t errlen)
+{
+    pthread_mutex_lock(&ephemeral_lock);
+    if (!ephemeral_ctx) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        ephemeral_ctx = tls_ephemeral_ctx_new(err, errlen);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        char fp[TLS_FINGERPRINT_LEN];
+        if (ephemeral_ctx && tls_ctx_fingerprint(ephemeral_ctx, fp))
+            log_info("TLS: no tls_cert configured: clients are offered an ephemeral self-signed "
+                     "certificate made in memory at start-up (EC P-256, CN=credproxy, %.1f ms), "
+                     "SHA-256 fingerprint %s; it changes at every start: give clients that "
+                     "verify the server's certificate a tls_cert and tls_key",
+                     (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
+                         (double)(t1.tv_nsec - t0.tv_nsec) / 1e6,
+                     fp);
+    }
+    SSL_CTX *ctx = ephemeral_ctx;
+    if (ctx) {
+        SSL_CTX_up_ref(ctx);
+        ephemeral_users++;
+    }
+    pthread_mutex_unlock(&ephemeral_lock);
+    return ctx;
+}
+
+/* Gives back a route's reference; after the last one the context is freed (its key wiped). */
+static void ephemeral_ctx_put(SSL_CTX *ctx)
+{
+    pthread_mutex_lock(&ephemeral_lock);
+    SSL_CTX_free(ctx);
+    if (--ephemeral_users == 0) {
+        SSL_CTX_free(ephemeral_ctx); /* the reference made with it */
+        ephemeral_ctx = NULL;
+    }
+    pthread_mutex_unlock(&ephemeral_lock);
+}
+
+/* The route's frontend TLS context: its tls_cert, the shared ephemeral one, or none. */
+static bool frontend_tls_init(struct route *r, const struct route_config *cfg, char *err,
+                              size_t errlen)
+{
+    char why[512];
+    if (cfg->client_tls == CLIENT_TLS_OFF)
+        return true;
+    if (cfg->tls_cert) {
+        r->frontend_tls = tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, why, sizeof(why));
+    } else {
+        r->frontend_tls = ephemeral_ctx_get(why, sizeof(why));
+        r->frontend_ephemeral = r->frontend_tls != NULL;
+    }
+    if (!r->frontend_tls) {
+        snprintf(err, errlen, "route %s: %s", cfg->name, why);
+        return false;
+    }
+    if (tls_ctx_fingerprint(r->frontend_tls, r->frontend_fingerprint) && cfg->tls_cert)
+        log_info("route %s: TLS certificate %s, SHA-256 fingerprint %s", cfg->name, cfg->tls_cert,
+                 r->frontend_fingerprint);
+    return true;
+}
+
+const char *route_tls_fingerprint(const struct route *r, bool *ephemeral)
+{
+    if (ephemeral)
+        *ephemeral = r->frontend_ephemeral;
+    return r->frontend_tls && r->frontend_fingerprint[0] ? r->frontend_fingerprint : NULL;
+}
+
 bool route_init(struct route *r, const struct route_config *cfg, struct event_base *base, char *err,
                 size_t errlen)
 {
@@ -119,13 +199,8 @@ bool route_init(struct route *r, const struct route_config *cfg, struct event_ba
             return false;
         }
     }
-    if (cfg->tls_cert) {
-        r->frontend_tls = tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, why, sizeof(why));
-        if (!r->frontend_tls) {
-            snprintf(err, errlen, "route %s: %s", cfg->name, why);
-            return false;
-        }
-    }
+    if (!frontend_tls_init(r, cfg, err, errlen))
+        return false;
     if (cfg->upstream_tls != UPSTREAM_TLS_DISABLED) {
         r->upstream_tls = upstream_tls_ctx_new(cfg->upstream_ca, why, sizeof(why));
         if (!r->upstream_tls) {
@@ -143,7 +218,10 @@ void route_destroy(struct route *r)
         secret_store_free(r->store);
     if (r->users)
         local_users_free(r->users);
-    SSL_CTX_free(r->frontend_tls);
+    if (r->frontend_ephemeral)
+        ephemeral_ctx_put(r->frontend_tls);
+    else
+        SSL_CTX_free(r->frontend_tls);
     SSL_CTX_free(r->upstream_tls);
     creds_unref(r->preferred);
     free(r->track_view);

@@ -9,6 +9,7 @@
 
 #include <openssl/ssl.h>
 
+#include "auth/tls.h"
 #include "conf/config.h"
 #include "secrets/secret_store.h"
 
@@ -31,9 +32,12 @@ struct route {
     struct secret_store *store;
     struct secret_source *source;
     struct local_users *users; /* password mode only */
-    SSL_CTX *frontend_tls;     /* NULL when the route has no tls_cert */
+    SSL_CTX *frontend_tls;     /* tls_cert's, the shared ephemeral one, or NULL (client_tls off) */
+    bool frontend_ephemeral;   /* frontend_tls serves the process's ephemeral certificate */
     SSL_CTX *upstream_tls;     /* NULL when upstream_tls is disabled */
     pthread_mutex_t lock;      /* guards profile and preferred */
+    /* SHA-256 fingerprint of frontend_tls's certificate ("AB:CD:..."), or "" */
+    char frontend_fingerprint[TLS_FINGERPRINT_LEN];
     struct server_profile profile;
     struct creds *preferred;       /* a non-current version that logged in (rotation window) */
     int probing;                   /* atomic: the start-up login that learns the profile runs */
@@ -63,6 +67,13 @@ const struct track_view *route_track_view(const struct route *r);
 void route_set_track_view(struct route *r, const struct track_view *v);
 
 void route_profile(struct route *r, struct server_profile *out);
+
+/*
+ * The SHA-256 fingerprint ("AB:CD:...") of the certificate the route serves to
+ * clients, or NULL when it offers no TLS; *ephemeral (if not NULL) says whether
+ * it is the ephemeral one made at start-up. For the log and a status page.
+ */
+const char *route_tls_fingerprint(const struct route *r, bool *ephemeral);
 
 /* True while the start-up login that learns the server's profile is in flight. */
 bool route_probing(const struct route *r);

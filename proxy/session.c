@@ -22,6 +22,8 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "auth/handshake.h"
 #include "auth/reply.h"
@@ -381,13 +383,37 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
     }
 }
 
+/*
+ * A TLS client's last packet has left the TLS bufferevent only for the socket
+ * bufferevent under it, which session_close frees with it: write it out now
+ * (non-blocking; it is one small record) after a close_notify, so the client
+ * reads the error rather than "unexpected eof".
+ */
+static void client_tls_flush(struct bufferevent *bev)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    struct bufferevent *under = bufferevent_get_underlying(bev);
+    if (!ssl || !under)
+        return;
+    (void)SSL_shutdown(ssl); /* into under's output, like every record */
+    ERR_clear_error();
+    struct evbuffer *out = bufferevent_get_output(under);
+    evbuffer_unfreeze(out, 1); /* a socket bufferevent lets only itself drain its output */
+    while (evbuffer_get_length(out) > 0 && evbuffer_write(out, bufferevent_getfd(under)) > 0)
+        ;
+    evbuffer_freeze(out, 1);
+}
+
 static void client_write_cb(struct bufferevent *bev, void *arg)
 {
     struct session *s = arg;
     SCRATCH_EMPTY(s);
     if (s->state == SESSION_CLOSING) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+            if (s->tls)
+                client_tls_flush(bev);
             session_close(s, "error sent");
+        }
         return;
     }
     relay_client_write(s);

@@ -951,6 +951,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     snprintf(text, sizeof(text),
              "secret_file = %s\n"
              "upstream_tls = disabled\n"
+             "client_tls = off\n"
              "pool_min_idle = 0\n"
              "workers = 1\n"
              "[route plain]\n"
