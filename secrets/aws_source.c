@@ -15,13 +15,10 @@
 #include "conf/log.h"
 #include "secrets/aws_creds.h"
 #include "secrets/aws_endpoint.h"
-#include "secrets/aws_metadata.h"
-#include "secrets/aws_profile.h"
+#include "secrets/aws_setup.h"
 #include "secrets/aws_sm.h"
-#include "secrets/http_client.h"
 
 #define DEFAULT_REFRESH_MS   300000
-#define DEFAULT_TIMEOUT_MS   5000
 #define DEFAULT_MAX_ATTEMPTS 3
 /* A forced refresh (after an access-denied login) waits this long after the previous read. */
 #define MIN_GAP_MS 1000
@@ -565,12 +562,7 @@ static void aws_source_free(struct aws_source *s)
     aws_creds_cache_free(s->cc);
     creds_unref(s->current);
     creds_unref(s->pending);
-    if (s->ctx.http)
-        http_client_release(s->ctx.http);
-    free(s->ctx.region);
-    free(s->ctx.profile);
-    free(s->ctx.creds_file);
-    free(s->ctx.config_file);
+    aws_ctx_cleanup(&s->ctx);
     free(s->secret_id);
     free(s);
 }
@@ -580,120 +572,11 @@ static void source_destroy(struct secret_source *src)
     aws_source_free((struct aws_source *)src);
 }
 
-/* Runs base until *done (bounded by the operations' own time limits). */
-static bool run_until(struct event_base *base, const bool *done)
-{
-    while (!*done)
-        if (event_base_loop(base, EVLOOP_ONCE) != 0)
-            return false;
-    return true;
-}
-
-struct region_wait {
-    bool done;
-    char *region;
-    char err[256];
-};
-
-static void region_done(const char *region, const char *err, void *arg)
-{
-    struct region_wait *w = arg;
-    w->done = true;
-    if (region)
-        w->region = strdup(region);
-    else
-        snprintf(w->err, sizeof(w->err), "%s", err);
-}
-
-static const char *env_nonempty(const char *name)
-{
-    const char *v = getenv(name);
-    return v && *v ? v : NULL;
-}
-
-/* --region, AWS_REGION, AWS_DEFAULT_REGION, the profile, the ARN, then IMDS. */
-static bool resolve_region(struct aws_source *s, const char *explicit_region,
-                           const char *explicit_from, char *err, size_t errlen)
-{
-    const char *r = explicit_region && *explicit_region ? explicit_region : NULL;
-    const char *from = explicit_from;
-    char arn_region[65];
-    if (!r && (r = env_nonempty("AWS_REGION")))
-        from = "AWS_REGION";
-    if (!r && (r = env_nonempty("AWS_DEFAULT_REGION")))
-        from = "AWS_DEFAULT_REGION";
-    char *prof = r ? NULL : aws_profile_region(&s->ctx);
-    if (prof) {
-        r = prof;
-        from = "the profile";
-    }
-    if (!r && aws_arn_region(s->secret_id, arn_region, sizeof(arn_region))) {
-        r = arn_region;
-        from = "the secret's ARN";
-    }
-    if (r) {
-        if (!aws_region_valid(r)) {
-            snprintf(err, errlen, "region '%.64s' (from %s) is not a valid AWS region name", r,
-                     from);
-            free(prof);
-            return false;
-        }
-        s->ctx.region = strdup(r);
-        free(prof);
-        log_debug("AWS region %s (from %s)", s->ctx.region, from);
-        return s->ctx.region != NULL;
-    }
-    if (aws_env_true("AWS_EC2_METADATA_DISABLED")) {
-        snprintf(err, errlen,
-                 "no AWS region: set --region, AWS_REGION or the profile's region, or use the "
-                 "secret's ARN (instance metadata is disabled by AWS_EC2_METADATA_DISABLED)");
-        return false;
-    }
-    struct region_wait w = {0};
-    struct aws_fetch *f = aws_imds_region(&s->ctx, region_done, &w);
-    if (!f || !run_until(s->ctx.base, &w.done)) {
-        aws_fetch_cancel(f);
-        snprintf(err, errlen, "no AWS region: cannot ask instance metadata");
-        return false;
-    }
-    if (!w.region) {
-        snprintf(err, errlen, "no AWS region: set --region or AWS_REGION (instance metadata: %s)",
-                 w.err);
-        return false;
-    }
-    s->ctx.region = w.region;
-    log_info("AWS region %s (from instance metadata)", s->ctx.region);
-    return true;
-}
-
-static bool setup_ctx(struct aws_source *s, struct event_base *base, int timeout_ms)
-{
-    const char *home = env_nonempty("HOME");
-    const char *profile = env_nonempty("AWS_PROFILE");
-    if (!profile)
-        profile = env_nonempty("AWS_DEFAULT_PROFILE");
-    const char *cf = env_nonempty("AWS_SHARED_CREDENTIALS_FILE");
-    const char *gf = env_nonempty("AWS_CONFIG_FILE");
-    s->ctx.base = base;
-    s->ctx.timeout_ms = timeout_ms > 0 ? timeout_ms : DEFAULT_TIMEOUT_MS;
-    s->ctx.profile = strdup(profile ? profile : "default");
-    if (cf)
-        s->ctx.creds_file = strdup(cf);
-    else if (asprintf(&s->ctx.creds_file, "%s/.aws/credentials", home ? home : "") < 0)
-        s->ctx.creds_file = NULL;
-    if (gf)
-        s->ctx.config_file = strdup(gf);
-    else if (asprintf(&s->ctx.config_file, "%s/.aws/config", home ? home : "") < 0)
-        s->ctx.config_file = NULL;
-    s->ctx.http = http_client_shared(base);
-    return s->ctx.profile && s->ctx.creds_file && s->ctx.config_file && s->ctx.http;
-}
-
 static int max_attempts(int configured)
 {
     if (configured > 0)
         return configured;
-    const char *v = env_nonempty("AWS_MAX_ATTEMPTS");
+    const char *v = aws_env_nonempty("AWS_MAX_ATTEMPTS");
     int n = v ? atoi(v) : 0;
     return n > 0 && n <= 20 ? n : DEFAULT_MAX_ATTEMPTS;
 }
@@ -702,7 +585,7 @@ static bool first_read(struct aws_source *s, char *err, size_t errlen)
 {
     s->starting = true;
     start_cycle(s);
-    bool ran = run_until(s->ctx.base, &s->start_end);
+    bool ran = aws_run_until(s->ctx.base, &s->start_end);
     s->starting = false;
     if (!ran) {
         snprintf(err, errlen, "secret '%s': the event loop stopped during the first read",
@@ -792,7 +675,8 @@ struct secret_source *aws_source_open(struct event_base *base, const struct aws_
                                       struct secret_store *store, char *err, size_t errlen)
 {
     struct aws_source *s = calloc(1, sizeof(*s));
-    if (!s || !(s->secret_id = strdup(cfg->secret_id)) || !setup_ctx(s, base, cfg->timeout_ms)) {
+    if (!s || !(s->secret_id = strdup(cfg->secret_id)) ||
+        !aws_ctx_setup(&s->ctx, base, cfg->timeout_ms)) {
         snprintf(err, errlen, "secret '%s': out of memory", cfg->secret_id);
         if (s)
             aws_source_free(s);
@@ -806,8 +690,10 @@ struct secret_source *aws_source_open(struct event_base *base, const struct aws_
     char why[512];
     struct aws_provider *p = NULL;
     const char *primary = cfg->n_regions ? cfg->regions[0] : cfg->region;
-    if (!resolve_region(s, primary, cfg->n_regions ? "secret_regions" : "--region", why,
-                        sizeof(why)) ||
+    struct aws_region_hint hint = {.region = primary,
+                                   .region_from = cfg->n_regions ? "secret_regions" : "--region",
+                                   .arn = s->secret_id};
+    if (!aws_ctx_resolve_region(&s->ctx, &hint, why, sizeof(why)) ||
         !(p = aws_provider_chain(&s->ctx, why, sizeof(why)))) {
         snprintf(err, errlen, "secret '%s': %s", s->secret_id, why);
         aws_source_free(s);

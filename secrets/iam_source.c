@@ -13,13 +13,10 @@
 #include "conf/log.h"
 #include "secrets/aws_creds.h"
 #include "secrets/aws_endpoint.h"
-#include "secrets/aws_metadata.h"
-#include "secrets/aws_profile.h"
-#include "secrets/http_client.h"
+#include "secrets/aws_setup.h"
 #include "secrets/rds_token.h"
 #include "secrets/secure_mem.h"
 
-#define DEFAULT_TIMEOUT_MS 5000
 /*
  * A token is valid 15 minutes; a new one is made every 5, so the one a login takes is never
  * older than that (the issue's bound is 10) and a connection attempt always has 10 left.
@@ -248,12 +245,7 @@ static void iam_source_free(struct iam_source *s)
     if (s->now_ev)
         event_free(s->now_ev);
     aws_creds_cache_free(s->cc);
-    if (s->ctx.http)
-        http_client_release(s->ctx.http);
-    free(s->ctx.region);
-    free(s->ctx.profile);
-    free(s->ctx.creds_file);
-    free(s->ctx.config_file);
+    aws_ctx_cleanup(&s->ctx);
     free(s->route);
     free(s->user);
     free(s->host);
@@ -266,135 +258,6 @@ static void source_destroy(struct secret_source *src)
 }
 
 /* ---- Set-up ---------------------------------------------------------------------------------- */
-
-static const char *env_nonempty(const char *name)
-{
-    const char *v = getenv(name);
-    return v && *v ? v : NULL;
-}
-
-static bool setup_ctx(struct iam_source *s, struct event_base *base, int timeout_ms)
-{
-    const char *home = env_nonempty("HOME");
-    const char *profile = env_nonempty("AWS_PROFILE");
-    if (!profile)
-        profile = env_nonempty("AWS_DEFAULT_PROFILE");
-    const char *cf = env_nonempty("AWS_SHARED_CREDENTIALS_FILE");
-    const char *gf = env_nonempty("AWS_CONFIG_FILE");
-    s->ctx.base = base;
-    s->ctx.timeout_ms = timeout_ms > 0 ? timeout_ms : DEFAULT_TIMEOUT_MS;
-    s->ctx.profile = strdup(profile ? profile : "default");
-    if (cf)
-        s->ctx.creds_file = strdup(cf);
-    else if (asprintf(&s->ctx.creds_file, "%s/.aws/credentials", home ? home : "") < 0)
-        s->ctx.creds_file = NULL;
-    if (gf)
-        s->ctx.config_file = strdup(gf);
-    else if (asprintf(&s->ctx.config_file, "%s/.aws/config", home ? home : "") < 0)
-        s->ctx.config_file = NULL;
-    s->ctx.http = http_client_shared(base);
-    return s->ctx.profile && s->ctx.creds_file && s->ctx.config_file && s->ctx.http;
-}
-
-/* The region label of an RDS endpoint name: NAME.ID.REGION.rds.amazonaws.com[.cn]. */
-static bool host_region(const char *host, char *out, size_t outlen)
-{
-    const char *rds = host ? strstr(host, ".rds.amazonaws.com") : NULL;
-    if (!rds)
-        return false;
-    const char *start = rds;
-    while (start > host && start[-1] != '.')
-        start--;
-    size_t n = (size_t)(rds - start);
-    if (n == 0 || n >= outlen)
-        return false;
-    memcpy(out, start, n);
-    out[n] = '\0';
-    return aws_region_valid(out);
-}
-
-struct region_wait {
-    bool done;
-    char *region;
-    char err[256];
-};
-
-static void region_done(const char *region, const char *err, void *arg)
-{
-    struct region_wait *w = arg;
-    w->done = true;
-    if (region)
-        w->region = strdup(region);
-    else
-        snprintf(w->err, sizeof(w->err), "%s", err);
-}
-
-static bool run_until(struct event_base *base, const bool *done)
-{
-    while (!*done)
-        if (event_base_loop(base, EVLOOP_ONCE) != 0)
-            return false;
-    return true;
-}
-
-/* --region, AWS_REGION, AWS_DEFAULT_REGION, the profile, the secret's ARN, the host, IMDS. */
-static bool resolve_region(struct iam_source *s, const char *explicit_region, const char *secret_id,
-                           const char *host, char *err, size_t errlen)
-{
-    const char *r = explicit_region && *explicit_region ? explicit_region : NULL;
-    const char *from = "region";
-    char found[65];
-    if (!r && (r = env_nonempty("AWS_REGION")))
-        from = "AWS_REGION";
-    if (!r && (r = env_nonempty("AWS_DEFAULT_REGION")))
-        from = "AWS_DEFAULT_REGION";
-    char *prof = r ? NULL : aws_profile_region(&s->ctx);
-    if (prof) {
-        r = prof;
-        from = "the profile";
-    }
-    if (!r && secret_id && aws_arn_region(secret_id, found, sizeof(found))) {
-        r = found;
-        from = "the secret's ARN";
-    }
-    if (!r && host_region(host, found, sizeof(found))) {
-        r = found;
-        from = "the database host name";
-    }
-    if (r) {
-        bool ok = aws_region_valid(r);
-        if (ok)
-            s->ctx.region = strdup(r);
-        else
-            snprintf(err, errlen, "region '%.64s' (from %s) is not a valid AWS region name", r,
-                     from);
-        if (ok)
-            log_debug("route %s: IAM tokens for AWS region %s (from %s)", s->route, r, from);
-        free(prof);
-        return ok && s->ctx.region;
-    }
-    if (aws_env_true("AWS_EC2_METADATA_DISABLED")) {
-        snprintf(err, errlen,
-                 "no AWS region for IAM tokens: set region or AWS_REGION (instance metadata is "
-                 "disabled by AWS_EC2_METADATA_DISABLED)");
-        return false;
-    }
-    struct region_wait w = {0};
-    struct aws_fetch *f = aws_imds_region(&s->ctx, region_done, &w);
-    if (!f || !run_until(s->ctx.base, &w.done)) {
-        aws_fetch_cancel(f);
-        snprintf(err, errlen, "no AWS region for IAM tokens: cannot ask instance metadata");
-        return false;
-    }
-    if (!w.region) {
-        snprintf(err, errlen,
-                 "no AWS region for IAM tokens: set region or AWS_REGION (instance metadata: %s)",
-                 w.err);
-        return false;
-    }
-    s->ctx.region = w.region;
-    return true;
-}
 
 struct secret_source *iam_source_open(struct event_base *base, const struct iam_source_config *cfg,
                                       struct secret_source *inner, struct secret_store *inner_store,
@@ -418,7 +281,7 @@ struct secret_source *iam_source_open(struct event_base *base, const struct iam_
     s->user = cfg->user ? strdup(cfg->user) : NULL;
     s->host = cfg->host ? strdup(cfg->host) : NULL;
     if (!s->route || (cfg->user && !s->user) || (cfg->host && !s->host) ||
-        !setup_ctx(s, base, cfg->timeout_ms)) {
+        !aws_ctx_setup(&s->ctx, base, cfg->timeout_ms)) {
         snprintf(err, errlen, "out of memory");
         iam_source_free(s);
         return NULL;
@@ -427,7 +290,11 @@ struct secret_source *iam_source_open(struct event_base *base, const struct iam_
     const char *host = s->host ? s->host : c ? c->host : NULL;
     char why[512];
     struct aws_provider *p = NULL;
-    bool ok = resolve_region(s, cfg->region, cfg->secret_id, host, why, sizeof(why)) &&
+    struct aws_region_hint hint = {.region = cfg->region,
+                                   .arn = cfg->secret_id,
+                                   .rds_host = host,
+                                   .purpose = " for IAM tokens"};
+    bool ok = aws_ctx_resolve_region(&s->ctx, &hint, why, sizeof(why)) &&
               (p = aws_provider_chain(&s->ctx, why, sizeof(why)));
     creds_unref(c);
     if (!ok) {
@@ -447,7 +314,7 @@ struct secret_source *iam_source_open(struct event_base *base, const struct iam_
              s->ctx.region, p->name);
     s->starting = true;
     start_token(s);
-    bool ran = run_until(base, &s->start_end);
+    bool ran = aws_run_until(base, &s->start_end);
     s->starting = false;
     if (!ran || !s->start_ok) {
         snprintf(err, errlen, "IAM authentication: %s",
