@@ -19,6 +19,7 @@
 #include "auth/users.h"
 #include "conf/config.h"
 #include "conf/log.h"
+#include "proxy/daemon.h"
 #include "proxy/listener.h"
 #include "proxy/route.h"
 #include "proxy/upstream.h"
@@ -323,6 +324,7 @@ int main(int argc, char **argv)
                 evsignal_add(other[i], NULL);
         }
         log_info("credproxy %s ready", CREDPROXY_VERSION);
+        daemon_set_phase(DAEMON_READY, "listening");
         event_base_loop(d.base, EVLOOP_NO_EXIT_ON_EMPTY);
         event_free(sigterm);
         event_free(sigint);
@@ -331,6 +333,7 @@ int main(int argc, char **argv)
                 event_free(other[i]);
         rc = 0;
     }
+    daemon_set_phase(DAEMON_STOPPING, "exiting");
     stop(&d);
     config_free(&d.cfg);
     log_info("credproxy stopped");
