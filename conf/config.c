@@ -311,6 +311,16 @@ static const struct setting settings[] = {
      .names = bool_names,
      .metavar = "BOOL",
      .help = "leave the process dumpable (core dumps hold the current password); for debugging"},
+    {.key = "shutdown_timeout",
+     .type = T_DURATION,
+     .scope = SCOPE_GLOBAL,
+     .offset = CF(shutdown_timeout_ms),
+     .def = "30s",
+     .min = 0,
+     .max = DURATION_MAX_MS,
+     .metavar = "DURATION",
+     .help = "on SIGTERM, how long open clients may take to finish their transactions before "
+             "they are cut (error 1053)"},
 };
 
 #define N_SETTINGS   (sizeof(settings) / sizeof(settings[0]))
@@ -1137,6 +1147,8 @@ static bool flag_switch(struct config *cfg, const char *arg)
         cfg->show_version = true;
     else if (strcmp(arg, "--check-config") == 0)
         cfg->check_only = true;
+    else if (strcmp(arg, "--upgrade") == 0)
+        cfg->upgrade = true;
     else
         return false;
     return true;
@@ -1594,7 +1606,7 @@ static void help_setting(FILE *f, const struct setting *s)
 void config_print_help(FILE *f, const char *argv0)
 {
     fprintf(f,
-            "Usage: %s [--config FILE] [--check-config] [--SETTING VALUE]...\n"
+            "Usage: %s [--config FILE] [--check-config] [--upgrade] [--SETTING VALUE]...\n"
             "\n"
             "A MySQL proxy that logs in to the database with credentials from a secret.\n"
             "\n"
@@ -1606,6 +1618,8 @@ void config_print_help(FILE *f, const char *argv0)
             "\n"
             "  --config FILE\n      config file [CREDPROXY_CONFIG]\n"
             "  --check-config\n      validate the configuration and exit\n"
+            "  --upgrade\n      share the listeners of a running credproxy, to replace it\n"
+            "      (binary swap: start the new one with --upgrade, then SIGTERM the old)\n"
             "  -h, --help\n      show this help and exit\n"
             "  --version\n      show the version and exit\n"
             "\n"

@@ -101,13 +101,15 @@ struct route_config {
 struct config {
     char *config_file; /* path given with --config, or NULL */
     enum log_level log_level;
-    int workers;          /* event-loop threads; 0 means one per CPU */
-    int allow_core_dumps; /* 1: stay dumpable (PR_SET_DUMPABLE left on); an enum false|true */
+    int workers;             /* event-loop threads; 0 means one per CPU */
+    int allow_core_dumps;    /* 1: stay dumpable (PR_SET_DUMPABLE left on); an enum false|true */
+    int shutdown_timeout_ms; /* SIGTERM: longest wait for open clients to finish (drain) */
     struct route_config *routes;
     size_t n_routes;
     bool check_only;   /* --check-config: validate and exit */
     bool show_help;    /* --help */
     bool show_version; /* --version */
+    bool upgrade;      /* --upgrade: share listeners another credproxy serves (binary swap) */
 };
 
 /* Errors collected while loading: every problem, each naming where it came from. */

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -160,6 +161,43 @@ bool listener_open_tcp(const char *hostport, bool loopback_only, struct listener
     return ok;
 }
 
+/* The unix socket files this process bound, by path and identity (main thread only). */
+struct own_socket {
+    char *path;
+    dev_t dev;
+    ino_t ino;
+};
+static struct own_socket *own_sockets;
+static size_t n_own_sockets;
+
+static void remember_own(const char *path)
+{
+    struct stat st;
+    struct own_socket *o = realloc(own_sockets, (n_own_sockets + 1) * sizeof(*o));
+    if (!o || lstat(path, &st) < 0)
+        return; /* then it is never removed: better than removing another's */
+    own_sockets = o;
+    o[n_own_sockets].path = strdup(path);
+    o[n_own_sockets].dev = st.st_dev;
+    o[n_own_sockets].ino = st.st_ino;
+    if (o[n_own_sockets].path)
+        n_own_sockets++;
+}
+
+void listener_unlink_own_unix(const char *path)
+{
+    for (size_t i = 0; i < n_own_sockets; i++) {
+        struct own_socket *o = &own_sockets[i];
+        if (!o->path || (path && strcmp(path, o->path) != 0))
+            continue;
+        struct stat st;
+        if (lstat(o->path, &st) == 0 && st.st_dev == o->dev && st.st_ino == o->ino)
+            unlink(o->path);
+        free(o->path);
+        o->path = NULL;
+    }
+}
+
 int listener_open_unix(const char *path, char *err, size_t errlen)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
@@ -186,6 +224,7 @@ int listener_open_unix(const char *path, char *err, size_t errlen)
             close(fd);
         return -1;
     }
+    remember_own(path);
     return fd;
 }
 

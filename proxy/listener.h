@@ -31,8 +31,18 @@ bool listener_open_tcp(const char *hostport, bool loopback_only, struct listener
 /* Closes every socket of set. */
 void listener_set_close(struct listener_set *set);
 
-/* Opens a listening unix socket at path (replacing a stale socket file), mode 0666. */
+/*
+ * Opens a listening unix socket at path (replacing a stale socket file), mode 0666, and
+ * remembers the socket file's identity (device, inode) for listener_unlink_own_unix.
+ */
 int listener_open_unix(const char *path, char *err, size_t errlen);
+
+/*
+ * Removes the socket file at path (NULL: every one this process opened) only if it is
+ * still the one this process bound: during an upgrade the path may already name the new
+ * process's socket, which must stay. Main thread only.
+ */
+void listener_unlink_own_unix(const char *path);
 
 /*
  * Tells a client that was accepted only to be turned away "Too many

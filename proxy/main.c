@@ -20,6 +20,7 @@
 #include "conf/config.h"
 #include "conf/log.h"
 #include "proxy/daemon.h"
+#include "proxy/drain.h"
 #include "proxy/listener.h"
 #include "proxy/route.h"
 #include "proxy/upstream.h"
@@ -164,11 +165,20 @@ static int open_listeners(struct daemon *d)
     return 0;
 }
 
+static void drained(void *arg)
+{
+    event_base_loopexit(((struct daemon *)arg)->base, NULL);
+}
+
+/* SIGTERM drains (drain.h); a second SIGTERM, or SIGINT, stops at once. */
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     struct daemon *d = arg;
-    log_info("received signal %d, shutting down", (int)sig);
+    if (sig == SIGTERM &&
+        drain_begin(d->base, d->workers, d->n_workers, d->cfg.shutdown_timeout_ms, drained, d))
+        return;
+    log_info("received signal %d, stopping at once", (int)sig);
     event_base_loopexit(d->base, NULL);
 }
 
@@ -255,7 +265,7 @@ static void stop(struct daemon *d)
         event_base_loop(d->base, EVLOOP_NONBLOCK); /* deferred frees of what was just freed */
     for (size_t i = 0; d->routes && i < d->n_routes; i++) {
         if (d->routes[i].cfg && d->routes[i].cfg->socket_path)
-            unlink(d->routes[i].cfg->socket_path);
+            listener_unlink_own_unix(d->routes[i].cfg->socket_path);
         if (d->routes[i].cfg)
             route_destroy(&d->routes[i]);
     }
@@ -328,6 +338,7 @@ int main(int argc, char **argv)
         event_base_loop(d.base, EVLOOP_NO_EXIT_ON_EMPTY);
         event_free(sigterm);
         event_free(sigint);
+        drain_free();
         for (int i = 0; i < 3; i++)
             if (other[i])
                 event_free(other[i]);

@@ -741,6 +741,7 @@ void session_start(struct worker *w, struct route *r, int fd, const struct socka
     registry_add(&s->kill);
     s->is_unix = is_unix;
     s->state = SESSION_GREET_WAIT;
+    s->fresh = 1;
     s->last_active_ms = session_now_ms(s);
     w->n_sessions++;
     s->next = w->sessions;

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include <event2/listener.h>
 
 #include "conf/log.h"
+#include "proxy/drain.h"
 #include "proxy/listener.h"
 #include "proxy/pool.h"
 #include "proxy/route.h"
@@ -149,6 +151,91 @@ static void kill_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *addr,
+                      int addrlen, void *arg);
+
+/* While draining, idle sessions are looked for at least this often (besides every poke). */
+#define DRAIN_SWEEP_MS 50
+
+/*
+ * Takes the clients already waiting in each listener's backlog (closing a listening socket
+ * would reset them), then closes the listeners: from here the kernel refuses new clients
+ * (or, during an upgrade, gives them to the new process's sockets).
+ */
+static void listeners_close_for_drain(struct worker *w)
+{
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        struct evconnlistener *l = w->listeners[i];
+        evconnlistener_disable(l);
+        for (;;) {
+            struct sockaddr_storage ss;
+            socklen_t len = sizeof(ss);
+            int fd = accept4(evconnlistener_get_fd(l), (struct sockaddr *)&ss, &len,
+                             SOCK_CLOEXEC | SOCK_NONBLOCK);
+            if (fd < 0)
+                break;
+            accept_cb(l, fd, (struct sockaddr *)&ss, (int)len, w);
+        }
+    }
+    for (size_t i = 0; i < w->n_listeners; i++)
+        evconnlistener_free(w->listeners[i]);
+    w->n_listeners = 0;
+    w->acc.paused = 0;
+    event_del(w->acc.timer);
+}
+
+/* The drain's safe point: closes idle sessions; tells the main loop once none is left. */
+static void drain_sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    if (w->stopping)
+        return;
+    session_drain_sweep(w);
+    if (w->n_sessions == 0 && !w->drain_reported_empty) {
+        w->drain_reported_empty = 1;
+        event_del(w->drain_sweep);
+        drain_report_empty();
+    }
+}
+
+/* Runs on the worker's thread: takes the drain steps the main loop asked for. */
+static void drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    int step = atomic_load(&w->drain_cmd);
+    if (w->stopping || step <= w->drain_done)
+        return;
+    if (w->drain_done < WORKER_DRAIN_BEGIN) {
+        w->draining = 1;
+        listeners_close_for_drain(w);
+        size_t open = 0, in_trans = 0;
+        session_drain_count(w, &open, &in_trans);
+        drain_report_began(open, in_trans);
+        struct timeval tv = {0, DRAIN_SWEEP_MS * 1000};
+        event_add(w->drain_sweep, &tv);
+    }
+    if (step >= WORKER_DRAIN_CUT)
+        session_drain_cut(w);
+    w->drain_done = step;
+    drain_sweep_cb(-1, 0, w);
+}
+
+void worker_post_drain(struct worker *w, int step)
+{
+    atomic_store(&w->drain_cmd, step);
+    event_active(w->drain_event, EV_TIMEOUT, 0);
+}
+
+void worker_drain_poke(struct worker *w)
+{
+    if (w->draining && !w->drain_reported_empty)
+        event_active(w->drain_sweep, EV_TIMEOUT, 0);
+}
+
 int worker_init(struct worker *w, int index, int n_workers)
 {
     memset(w, 0, sizeof(*w));
@@ -169,7 +256,9 @@ int worker_init(struct worker *w, int index, int n_workers)
     w->reap_event = event_new(w->base, -1, 0, reap_cb, w);
     w->kill_event = event_new(w->base, -1, 0, kill_cb, w);
     pthread_mutex_init(&w->kill_lock, NULL);
-    if (!w->reap_event || !w->kill_event)
+    w->drain_event = event_new(w->base, -1, 0, drain_cb, w);
+    w->drain_sweep = event_new(w->base, -1, EV_PERSIST, drain_sweep_cb, w);
+    if (!w->reap_event || !w->kill_event || !w->drain_event || !w->drain_sweep)
         return -1;
     w->acc.timer = evtimer_new(w->base, accept_timer_cb, w);
     if (!w->acc.timer)
@@ -460,6 +549,10 @@ void worker_destroy(struct worker *w)
         event_free(w->sweep_event);
     if (w->kill_event)
         event_free(w->kill_event);
+    if (w->drain_event)
+        event_free(w->drain_event);
+    if (w->drain_sweep)
+        event_free(w->drain_sweep);
     free(w->kills);
     pthread_mutex_destroy(&w->kill_lock);
     if (w->reap_event)

@@ -68,7 +68,30 @@ struct worker {
     uint32_t *kills;            /* connection ids to close, posted by other workers */
     size_t n_kills, cap_kills;
     struct accept_pause acc; /* accept errors: pause, back off, log once per episode */
+    /* drain on SIGTERM (drain.h): asked by the main loop, done on this thread */
+    struct event *drain_event; /* activated from the main thread: drain_cmd says what */
+    _Atomic int drain_cmd;     /* the furthest step asked: WORKER_DRAIN_BEGIN, then _CUT */
+    int drain_done;            /* the furthest step taken */
+    int draining;              /* listeners closed; sessions close at their first idle moment */
+    int drain_reported_empty;  /* told the main loop this worker has no session left */
+    struct event *drain_sweep; /* closes idle sessions: poked, and every DRAIN_SWEEP_MS */
 };
+
+/* Steps of a drain the main loop asks of a worker (worker_post_drain). */
+enum { WORKER_DRAIN_BEGIN = 1, WORKER_DRAIN_CUT = 2 };
+
+/*
+ * From the main thread: WORKER_DRAIN_BEGIN closes w's listeners (clients already waiting
+ * in their backlog are accepted first, not reset) and drains its sessions;
+ * WORKER_DRAIN_CUT closes the ones still open (shutdown_timeout).
+ */
+void worker_post_drain(struct worker *w, int step);
+
+/*
+ * On w's thread, from session code: a session may have become idle; while draining, the
+ * sweep runs at the loop's next safe point (never inside the caller's callback chain).
+ */
+void worker_drain_poke(struct worker *w);
 
 /* From any thread: w closes its session with connection id id (KILL CONNECTION). */
 void worker_post_kill(struct worker *w, uint32_t id);

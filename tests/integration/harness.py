@@ -174,6 +174,8 @@ class Proxy:
 
     def argv(self):
         argv = [binary(), "--secret-file", str(self.secret_file), "--log-level", "debug"]
+        # SIGTERM drains (test_drain.py): bound it well inside STOP_TIMEOUT; a test's own wins.
+        argv += ["--shutdown-timeout", "5s"]
         if self.port:
             argv += ["--listen", "127.0.0.1:%d" % self.port]
         if self.socket:
