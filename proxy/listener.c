@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "conf/config.h"
+#include "conf/log.h"
 
 static int set_nonblocking(int fd)
 {
@@ -91,6 +93,79 @@ static bool address_absent(int e)
     return e == EADDRNOTAVAIL || e == EAFNOSUPPORT;
 }
 
+/*
+ * True when a process accepts connections at ai's address (a wildcard address is tried on
+ * its loopback). A bind that fails with EADDRINUSE may only mean a TIME_WAIT left on the
+ * port; a connection that completes means a listener.
+ */
+static bool tcp_listening(const struct addrinfo *ai)
+{
+    struct sockaddr_storage ss;
+    memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        if (in->sin_addr.s_addr == htonl(INADDR_ANY))
+            in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        if (IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr))
+            in6->sin6_addr = in6addr_loopback;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return false;
+    bool up = connect(fd, (struct sockaddr *)&ss, ai->ai_addrlen) == 0;
+    if (!up && errno == EINPROGRESS) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        int e = 0;
+        socklen_t len = sizeof(e);
+        up =
+            poll(&p, 1, 1000) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) == 0 && e == 0;
+    }
+    close(fd);
+    return up;
+}
+
+bool listener_probe_tcp(const char *hostport, char *err, size_t errlen)
+{
+    char host[256], port[16];
+    if (split_hostport(hostport, host, sizeof(host), port, sizeof(port)) < 0) {
+        snprintf(err, errlen, "listen address '%s' is not HOST:PORT", hostport);
+        return false;
+    }
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(host, port, &hints, &res) != 0)
+        return true; /* listener_open_tcp reports it */
+    size_t n_ai = 0;
+    for (const struct addrinfo *ai = res; ai; ai = ai->ai_next)
+        n_ai++;
+    bool ok = true;
+    for (const struct addrinfo *ai = res; ai && ok; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        int one = 1;
+        /* SO_REUSEADDR: a TIME_WAIT left by a previous run is no conflict; a listener is. */
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (n_ai > 1 && ai->ai_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno == EADDRINUSE && tcp_listening(ai)) {
+            char addr[64];
+            describe_addr(ai, addr, sizeof(addr));
+            snprintf(err, errlen,
+                     "cannot listen on %s (%s): %s (another process listens there; to replace "
+                     "a running credproxy, start the new one with --upgrade)",
+                     hostport, addr, strerror(EADDRINUSE));
+            ok = false;
+        }
+        close(fd);
+    }
+    freeaddrinfo(res);
+    return ok;
+}
+
 void listener_set_close(struct listener_set *set)
 {
     for (size_t i = 0; i < set->n; i++)
@@ -163,25 +238,33 @@ bool listener_open_tcp(const char *hostport, bool loopback_only, struct listener
 
 /* The unix socket files this process bound, by path and identity (main thread only). */
 struct own_socket {
-    char *path;
+    char *path; /* where clients find it (once published) */
+    char *tmp;  /* where it is bound until listener_publish_unix renames it; NULL after */
     dev_t dev;
     ino_t ino;
 };
 static struct own_socket *own_sockets;
 static size_t n_own_sockets;
 
-static void remember_own(const char *path)
+static bool remember_own(const char *path, const char *tmp)
 {
     struct stat st;
     struct own_socket *o = realloc(own_sockets, (n_own_sockets + 1) * sizeof(*o));
-    if (!o || lstat(path, &st) < 0)
-        return; /* then it is never removed: better than removing another's */
+    if (!o)
+        return false;
     own_sockets = o;
-    o[n_own_sockets].path = strdup(path);
-    o[n_own_sockets].dev = st.st_dev;
-    o[n_own_sockets].ino = st.st_ino;
-    if (o[n_own_sockets].path)
-        n_own_sockets++;
+    o += n_own_sockets;
+    o->path = strdup(path);
+    o->tmp = strdup(tmp);
+    if (!o->path || !o->tmp || lstat(tmp, &st) < 0) {
+        free(o->path);
+        free(o->tmp);
+        return false;
+    }
+    o->dev = st.st_dev;
+    o->ino = st.st_ino;
+    n_own_sockets++;
+    return true;
 }
 
 void listener_unlink_own_unix(const char *path)
@@ -191,17 +274,50 @@ void listener_unlink_own_unix(const char *path)
         if (!o->path || (path && strcmp(path, o->path) != 0))
             continue;
         struct stat st;
-        if (lstat(o->path, &st) == 0 && st.st_dev == o->dev && st.st_ino == o->ino)
-            unlink(o->path);
+        const char *at = o->tmp ? o->tmp : o->path;
+        if (lstat(at, &st) == 0 && st.st_dev == o->dev && st.st_ino == o->ino)
+            unlink(at);
         free(o->path);
-        o->path = NULL;
+        free(o->tmp);
+        o->path = o->tmp = NULL;
     }
 }
 
-int listener_open_unix(const char *path, char *err, size_t errlen)
+bool listener_publish_unix(void)
 {
-    struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(sun.sun_path)) {
+    bool ok = true;
+    for (size_t i = 0; i < n_own_sockets; i++) {
+        struct own_socket *o = &own_sockets[i];
+        if (!o->path || !o->tmp)
+            continue;
+        if (rename(o->tmp, o->path) < 0) {
+            log_error("cannot listen on %s: rename from %s: %s", o->path, o->tmp, strerror(errno));
+            ok = false;
+            continue;
+        }
+        free(o->tmp);
+        o->tmp = NULL;
+    }
+    return ok;
+}
+
+/* True when a process accepts (or queues) connections on the unix socket at path. */
+static bool unix_served(const struct sockaddr_un *sun)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return false;
+    bool served = connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0 || errno == EAGAIN;
+    close(fd);
+    return served;
+}
+
+int listener_open_unix(const char *path, bool upgrade, char *err, size_t errlen)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX}, tmp = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sun.sun_path) ||
+        (size_t)snprintf(tmp.sun_path, sizeof(tmp.sun_path), "%s.%ld.new", path, (long)getpid()) >=
+            sizeof(tmp.sun_path)) {
         snprintf(err, errlen, "socket path '%s' is too long", path);
         return -1;
     }
@@ -214,17 +330,25 @@ int listener_open_unix(const char *path, char *err, size_t errlen)
                      path);
             return -1;
         }
-        unlink(path);
+        if (!upgrade && unix_served(&sun)) {
+            snprintf(err, errlen,
+                     "cannot listen on %s: %s (a running process serves it; to replace a "
+                     "running credproxy, start the new one with --upgrade)",
+                     path, strerror(EADDRINUSE));
+            return -1;
+        }
     }
+    unlink(tmp.sun_path); /* left by a crashed start of a process with the same pid */
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || chmod(path, 0666) < 0 ||
-        listen(fd, 1024) < 0 || set_nonblocking(fd) < 0) {
+    if (fd < 0 || bind(fd, (struct sockaddr *)&tmp, sizeof(tmp)) < 0 ||
+        chmod(tmp.sun_path, 0666) < 0 || listen(fd, 1024) < 0 || set_nonblocking(fd) < 0 ||
+        !remember_own(path, tmp.sun_path)) {
         snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(errno));
         if (fd >= 0)
             close(fd);
+        unlink(tmp.sun_path);
         return -1;
     }
-    remember_own(path);
     return fd;
 }
 

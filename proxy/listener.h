@@ -28,14 +28,36 @@ struct listener_set {
 bool listener_open_tcp(const char *hostport, bool loopback_only, struct listener_set *out,
                        char *err, size_t errlen) __attribute__((warn_unused_result));
 
+/*
+ * Fails, with "Address already in use" in err, when another process listens on any address
+ * of hostport. Called before the first listener_open_tcp of hostport (whose SO_REUSEPORT
+ * would otherwise let a second credproxy started by mistake silently share the port), and
+ * skipped with --upgrade, where sharing is the point. Binds a probe socket without
+ * SO_REUSEPORT, which the kernel refuses beside any listening socket.
+ */
+bool listener_probe_tcp(const char *hostport, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 /* Closes every socket of set. */
 void listener_set_close(struct listener_set *set);
 
 /*
- * Opens a listening unix socket at path (replacing a stale socket file), mode 0666, and
- * remembers the socket file's identity (device, inode) for listener_unlink_own_unix.
+ * Opens a listening unix socket for path, mode 0666, bound at a temporary name beside it
+ * ("PATH.PID.new"); listener_publish_unix renames it over path. A socket file at path that
+ * a live process still serves is an error ("Address already in use") unless upgrade is true
+ * (then the rename takes the path over and the old process keeps the clients it has); a
+ * stale one is replaced. The socket file's identity (device, inode) is remembered for
+ * listener_unlink_own_unix. Main thread only.
  */
-int listener_open_unix(const char *path, char *err, size_t errlen);
+int listener_open_unix(const char *path, bool upgrade, char *err, size_t errlen);
+
+/*
+ * Renames every socket listener_open_unix bound over its path, atomically: a client finds
+ * the old socket or the new one, never none. Called once every listener is open, so a
+ * start-up that fails takes no path away from a running credproxy. Returns false (logged)
+ * if a rename failed.
+ */
+bool listener_publish_unix(void);
 
 /*
  * Removes the socket file at path (NULL: every one this process opened) only if it is

@@ -120,6 +120,10 @@ static int open_tcp_listeners(struct daemon *d, struct route *r)
     bool loopback_only = rc->client_auth == CLIENT_AUTH_TRUST;
     for (size_t j = 0; j < rc->n_listen; j++) {
         struct listener_set set;
+        if (!d->cfg.upgrade && !listener_probe_tcp(rc->listen[j], err, sizeof(err))) {
+            log_error("route %s: %s", rc->name, err);
+            return -1;
+        }
         for (int k = 0; k < d->n_workers; k++) {
             if (!listener_open_tcp(rc->listen[j], loopback_only, &set, err, sizeof(err))) {
                 log_error("route %s: %s", rc->name, err);
@@ -149,12 +153,15 @@ static int open_tcp_listeners(struct daemon *d, struct route *r)
 static int open_listeners(struct daemon *d)
 {
     char err[512];
+    if (d->cfg.upgrade)
+        log_info("--upgrade: sharing the listeners of a running credproxy, if any; send it "
+                 "SIGTERM once this one is ready");
     for (size_t i = 0; i < d->n_routes; i++) {
         const struct route_config *rc = d->routes[i].cfg;
         if (open_tcp_listeners(d, &d->routes[i]) < 0)
             return -1;
         if (rc->socket_path) {
-            int fd = listener_open_unix(rc->socket_path, err, sizeof(err));
+            int fd = listener_open_unix(rc->socket_path, d->cfg.upgrade, err, sizeof(err));
             if (fd < 0 || worker_listen(&d->workers[0], fd, &d->routes[i]) < 0) {
                 log_error("route %s: %s", rc->name, fd < 0 ? err : "cannot add listener");
                 return -1;
@@ -162,7 +169,7 @@ static int open_listeners(struct daemon *d)
             log_info("route %s: listening on %s", rc->name, rc->socket_path);
         }
     }
-    return 0;
+    return listener_publish_unix() ? 0 : -1; /* only once all are open: see listener.h */
 }
 
 static void drained(void *arg)

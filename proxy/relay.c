@@ -422,7 +422,6 @@ void relay_client_to_server(struct session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->client);
     s->last_active_ms = session_now_ms(s);
-    s->fresh = 0;
     while (s->state == SESSION_RELAY || s->state == SESSION_DETACHED) {
         size_t avail = evbuffer_get_length(in);
         if (avail == 0)
@@ -509,7 +508,8 @@ void relay_client_to_server(struct session *s)
 /* The client's output drained: resume reading the server if it was paused for it. */
 void relay_client_write(struct session *s)
 {
-    worker_drain_poke(s->worker); /* a reply may have left whole: the session may be idle */
+    if (s->worker->draining && response_idle(&s->rt) && !s->to_client_left)
+        session_drain_poke(s); /* the reply has left whole */
     if (s->server_throttled && s->server) {
         s->server_throttled = 0;
         bufferevent_setwatermark(s->client, EV_WRITE, 0, 0);
@@ -768,7 +768,7 @@ static void server_read(void *arg)
         return;
     }
     if (s->worker->draining && response_idle(&s->rt) && !s->to_client_left)
-        worker_drain_poke(s->worker); /* the sweep closes it at its idle moment, not here */
+        session_drain_poke(s); /* the sweep closes it at this idle moment, not here */
     if (s->client_waits && !s->client_throttled) {
         /* Replies came in: the commands the client had to hold back may go now. */
         s->client_waits = 0;

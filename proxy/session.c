@@ -741,8 +741,8 @@ void session_start(struct worker *w, struct route *r, int fd, const struct socka
     registry_add(&s->kill);
     s->is_unix = is_unix;
     s->state = SESSION_GREET_WAIT;
-    s->fresh = 1;
     s->last_active_ms = session_now_ms(s);
+    s->started_ms = s->last_active_ms;
     w->n_sessions++;
     s->next = w->sessions;
     if (s->next)

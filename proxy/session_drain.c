@@ -14,8 +14,16 @@
 #include "proxy/drain.h"
 #include "proxy/session_int.h"
 
-/* A session that never ran a command, idle this long in a drain, is closed without one. */
-#define FRESH_GRACE_MS 1000
+/*
+ * When to close. Right after a reply has left whole is the best moment: the end of the
+ * connection reaches the client with the reply, before it can send anything else, so a
+ * client (or pool) that checks a connection before reusing it never loses a command. A
+ * session quiet for DRAIN_QUIET_MS is closed too (a pool's spare). A session accepted less
+ * than DRAIN_YOUNG_MS ago is still in its set-up (drivers send several statements back to
+ * back after login: SET autocommit, SET NAMES...): it is only closed once quiet.
+ */
+#define DRAIN_QUIET_MS 250
+#define DRAIN_YOUNG_MS 1000
 
 #define ER_SERVER_SHUTDOWN 1053
 
@@ -62,19 +70,19 @@ void session_drain_count(struct worker *w, size_t *open, size_t *in_trans)
     }
 }
 
-/*
- * A session that logged in but never ran a command (just accepted, or a pool's spare) is
- * given FRESH_GRACE_MS to send one: it was opened to run something, and closing it right
- * after its login would fail that command.
- */
-static bool fresh_waits(struct session *s)
+void session_drain_poke(struct session *s)
 {
-    if (!s->fresh)
-        return false;
+    s->drain_poked = 1;
+    worker_drain_poke(s->worker);
+}
+
+/* Whether now is the moment to close s, idle outside a transaction (see DRAIN_QUIET_MS). */
+static bool moment_to_close(const struct session *s)
+{
     uint64_t now = session_now_ms(s);
-    if (!s->drain_idle_ms)
-        s->drain_idle_ms = now;
-    return now - s->drain_idle_ms < FRESH_GRACE_MS;
+    if (now - s->last_active_ms >= DRAIN_QUIET_MS)
+        return true;
+    return s->drain_poked && now - s->started_ms >= DRAIN_YOUNG_MS;
 }
 
 void session_drain_sweep(struct worker *w)
@@ -82,9 +90,11 @@ void session_drain_sweep(struct worker *w)
     struct session *s = w->sessions;
     while (s) {
         struct session *next = s->next;
-        if (between_commands(s) && !in_transaction(s) && client_quiet(s) && !fresh_waits(s)) {
+        if (between_commands(s) && !in_transaction(s) && client_quiet(s) && moment_to_close(s)) {
             drain_count_idle_close();
             session_close(s, "credproxy is draining: closed at an idle moment");
+        } else {
+            s->drain_poked = 0; /* the moment has passed */
         }
         s = next;
     }

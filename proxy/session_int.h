@@ -75,7 +75,7 @@ struct session {
     uint64_t id;
     struct kill_target kill; /* the registry's entry: id, route, upstream thread */
     uint64_t last_active_ms; /* last command or completed reply, for client_idle_timeout */
-    uint64_t drain_idle_ms;  /* draining: when a fresh session was first seen idle (0: not yet) */
+    uint64_t started_ms;     /* accepted, for the drain: young sessions are mid-set-up */
     char peer[80];           /* "ADDR:PORT" or "unix:uid=N" for logs */
     char user[129];          /* the name the client gave, for password mode */
     char user_log[160];      /* the same, escaped for logs (a client's bytes are not log lines) */
@@ -110,7 +110,7 @@ struct session {
     unsigned swallow : 2;      /* replies to credproxy's own commands still due in the stream */
     unsigned client_waits : 1; /* the client's next command waits for replies to come */
     unsigned greet_waits : 8;  /* checks for the upstream's profile before greeting */
-    unsigned fresh : 1;        /* no command yet: a drain lets it run one first (session_drain.c) */
+    unsigned drain_poked : 1;  /* draining: a reply just left whole (session_drain.c) */
     /* upstream_role=writer (see relay.c, "read-only refusals") */
     unsigned writer : 1;           /* the lent connection's route wants a writable server */
     unsigned ro_retry_pending : 1; /* the next command is a refused statement sent again */
@@ -170,6 +170,9 @@ void relay_resume(struct session *s);
 void relay_client_to_server(struct session *s);
 void relay_client_write(struct session *s);
 extern const struct pool_conn_handler relay_handler;
+
+/* session_drain.c: a reply left whole; while draining, the session may close at this moment */
+void session_drain_poke(struct session *s);
 
 /* reconnect.c */
 void reconnect_lazy_login(struct session *s);

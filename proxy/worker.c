@@ -166,19 +166,23 @@ static void listeners_close_for_drain(struct worker *w)
 {
     for (size_t i = 0; i < w->n_listeners; i++) {
         struct evconnlistener *l = w->listeners[i];
+        int lfd = evconnlistener_get_fd(l);
         evconnlistener_disable(l);
         for (;;) {
             struct sockaddr_storage ss;
             socklen_t len = sizeof(ss);
-            int fd = accept4(evconnlistener_get_fd(l), (struct sockaddr *)&ss, &len,
-                             SOCK_CLOEXEC | SOCK_NONBLOCK);
+            int fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
             if (fd < 0)
                 break;
             accept_cb(l, fd, (struct sockaddr *)&ss, (int)len, w);
         }
+        /*
+         * Closed (LEV_OPT_CLOSE_ON_FREE) right after its backlog was found empty: a client
+         * the kernel queues in between is reset, unless net.ipv4.tcp_migrate_req hands it to
+         * another socket of the SO_REUSEPORT group (README, "Upgrading").
+         */
+        evconnlistener_free(l);
     }
-    for (size_t i = 0; i < w->n_listeners; i++)
-        evconnlistener_free(w->listeners[i]);
     w->n_listeners = 0;
     w->acc.paused = 0;
     event_del(w->acc.timer);
