@@ -30,6 +30,7 @@
 #include "conf/log.h"
 #include "proxy/login_policy.h"
 #include "proxy/route.h"
+#include "proxy/stats.h"
 #include "proxy/worker.h"
 #include "secrets/secret_source.h"
 
@@ -123,11 +124,12 @@ struct pool_request {
     struct upstream_error last_error;
     struct pool_conn *conn; /* while PREPARING or DELIVERING */
     struct upstream_error result;
-    bool failed;     /* result holds the error to deliver */
-    bool holds_slot; /* counts in the route's upstream_open (logging in) */
-    bool warming;    /* opened by the janitor for pool_min_idle */
-    bool checking;   /* its connection's set-up or lend includes READ_ONLY_SQL, first */
-    bool read_only;  /* a server it reached was read-only (upstream_role=writer) */
+    bool failed;        /* result holds the error to deliver */
+    bool holds_slot;    /* counts in the route's upstream_open (logging in) */
+    bool warming;       /* opened by the janitor for pool_min_idle */
+    bool checking;      /* its connection's set-up or lend includes READ_ONLY_SQL, first */
+    bool read_only;     /* a server it reached was read-only (upstream_role=writer) */
+    uint64_t queued_us; /* monotonic us it joined the wait queue (REQ_WAITING) */
 };
 
 struct pool {
@@ -145,7 +147,8 @@ struct pool {
     uint8_t last_charset;
     bool have_last;
     bool warming;
-    struct pool_conn *all; /* every open connection */
+    struct pool_conn *all;     /* every open connection */
+    struct route_stats *stats; /* the worker's counters for the route */
 };
 
 static uint64_t now_ms(void)
@@ -153,6 +156,13 @@ static uint64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 static void start_timer(struct event *ev, int ms)
@@ -593,6 +603,8 @@ static void unqueue(struct pool_request *req)
     if (p->wait_tail == req)
         p->wait_tail = prev;
     req->next = NULL;
+    uint64_t now = now_us();
+    stats_wait(p->stats, now > req->queued_us ? now - req->queued_us : 0);
 }
 
 /* Ends a request: gives back what it holds and queues it for the safe point. */
@@ -663,6 +675,7 @@ static void request_event_cb(evutil_socket_t fd, short what, void *arg)
     switch (req->state) {
     case REQ_WAITING: {
         unqueue(req);
+        stats_inc(p->stats, ST_WAIT_TIMEOUTS);
         char msg[300];
         snprintf(msg, sizeof(msg),
                  "credproxy: all %d upstream connections of route %s are in use; waited %d ms",
@@ -879,6 +892,7 @@ static void dispatch(struct pool_request *req)
     }
     req->state = REQ_WAITING;
     req->next = NULL;
+    req->queued_us = now_us();
     if (p->wait_tail)
         p->wait_tail->next = req;
     else
@@ -1047,6 +1061,7 @@ static void login_done(void *arg, struct bufferevent *bev, const struct upstream
     if (err) {
         req->last_error = *err;
         bool refused = err->code == PROTO_ER_ACCESS_DENIED;
+        stats_inc(p->stats, refused ? ST_LOGIN_ACCESS_DENIED : ST_LOGIN_OTHER_ERROR);
         if (refused)
             login_policy_refused(r, &req->attempt);
         /* Refused (rotation) or unreachable (restart, failover): retry until the deadline. */
@@ -1067,6 +1082,11 @@ static void login_done(void *arg, struct bufferevent *bev, const struct upstream
     }
     route_learn(r, info);
     login_policy_succeeded(r, &req->attempt);
+    stats_inc(p->stats, ST_LOGIN_OK);
+    /* Published versions have a generation; AWSPENDING (tried during a rotation) has none. */
+    stats_inc(p->stats,
+              req->attempt.creds->generation ? ST_CANDIDATE_CURRENT : ST_CANDIDATE_PENDING);
+    __atomic_store_n(&r->last_login_mono_ms, (int64_t)(now_ms()), __ATOMIC_RELAXED);
     struct pool_conn *c = calloc(1, sizeof(*c));
     if (!c) {
         bufferevent_free(bev);
@@ -1412,6 +1432,7 @@ struct pool *pool_new(struct worker *w, struct route *r)
         return NULL;
     p->worker = w;
     p->route = r;
+    p->stats = worker_stats(w, r);
     /* Unix-socket-only routes are served by one worker, which then keeps them all warm. */
     int n = w->n_workers > 0 && r->cfg->n_listen ? w->n_workers : 1;
     p->min_idle = share_of(r->cfg->pool_min_idle, n, n > 1 ? w->index : 0);
@@ -1427,6 +1448,36 @@ struct pool *pool_new(struct worker *w, struct route *r)
     }
     start_timer(p->janitor, 1000);
     return p;
+}
+
+struct route_stats *pool_stats(struct pool *p)
+{
+    return p->stats;
+}
+
+void pool_publish_stats(struct pool *p)
+{
+    uint64_t active = 0, idle = 0, used = 0, opening = 0, max_wait = 0;
+    for (struct pool_conn *c = p->all; c; c = c->all_next) {
+        if (c->mode == CONN_LENT)
+            active++;
+        else if (c->mode == CONN_IDLE)
+            idle++;
+        else if (c->mode == CONN_INTERNAL)
+            used++;
+    }
+    for (struct pool_request *q = p->requests; q; q = q->all_next)
+        if (q->holds_slot)
+            opening++;
+    if (p->wait_head) {
+        uint64_t now = now_us();
+        max_wait = now > p->wait_head->queued_us ? now - p->wait_head->queued_us : 0;
+    }
+    stats_set(p->stats, ST_G_SV_ACTIVE, active);
+    stats_set(p->stats, ST_G_SV_IDLE, idle);
+    stats_set(p->stats, ST_G_SV_USED, used);
+    stats_set(p->stats, ST_G_SV_OPENING, opening);
+    stats_set(p->stats, ST_G_MAX_WAIT_US, max_wait);
 }
 
 void pool_free(struct pool *p)

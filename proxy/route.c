@@ -225,6 +225,7 @@ void route_destroy(struct route *r)
     SSL_CTX_free(r->upstream_tls);
     creds_unref(r->preferred);
     free(r->track_view);
+    free(r->stats);
     pthread_mutex_destroy(&r->lock);
 }
 

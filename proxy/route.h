@@ -17,6 +17,7 @@ struct event_base;
 struct secret_source;
 struct local_users;
 struct upstream_info;
+struct route_stats;
 
 /* What the greeting tells clients: the upstream's own, once a login has shown it. */
 struct server_profile {
@@ -49,6 +50,8 @@ struct route {
     uint64_t n_refused;            /* atomic: clients refused at max_client_connections, unlogged */
     uint64_t read_only_epoch;      /* atomic: bumped when a read-only server is found (writer) */
     int64_t refused_log_s;         /* atomic: monotonic second of the last such log line, 0 never */
+    struct route_stats *stats;     /* counters, one block per worker (stats.h); may be NULL */
+    int64_t last_login_mono_ms;    /* atomic: monotonic ms of the last upstream login that worked */
 };
 
 /*

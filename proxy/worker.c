@@ -149,6 +149,28 @@ static void kill_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static uint64_t now_ms(void);
+
+struct route_stats *worker_stats(struct worker *w, const struct route *r)
+{
+    return r->stats ? &r->stats[w->index] : &w->stats_sink;
+}
+
+/* Once a second: the loop is turning (/healthz), and the pools' and clients' gauges. */
+static void beat_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    atomic_store_explicit(&w->heartbeat_ms, now_ms(), memory_order_relaxed);
+    if (w->stopping)
+        return;
+    session_publish_stats(w);
+    for (size_t i = 0; i < w->n_pools; i++)
+        if (w->pools[i])
+            pool_publish_stats(w->pools[i]);
+}
+
 int worker_init(struct worker *w, int index, int n_workers)
 {
     memset(w, 0, sizeof(*w));
@@ -172,7 +194,9 @@ int worker_init(struct worker *w, int index, int n_workers)
     if (!w->reap_event || !w->kill_event)
         return -1;
     w->acc.timer = evtimer_new(w->base, accept_timer_cb, w);
-    if (!w->acc.timer)
+    w->beat_event = event_new(w->base, -1, EV_PERSIST, beat_cb, w);
+    struct timeval beat = {WORKER_BEAT_MS / 1000, (WORKER_BEAT_MS % 1000) * 1000};
+    if (!w->acc.timer || !w->beat_event || event_add(w->beat_event, &beat) < 0)
         return -1;
     spares_resize(1);
     w->acc.holds_spare = 1;
@@ -319,13 +343,16 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
             listener_refuse(fd);
             spares_refill();
             w->acc.n_refused++;
+            stats_inc(worker_stats(w, r), ST_REFUSED_LIMIT);
             return;
         }
         if (!route_client_enter(r)) {
+            stats_inc(worker_stats(w, r), ST_REFUSED_LIMIT);
             listener_refuse(fd); /* max_client_connections reached */
             route_client_refused(r);
             return;
         }
+        stats_inc(worker_stats(w, r), ST_CLIENTS_ACCEPTED);
         session_start(w, r, fd, addr, (socklen_t)addrlen, addr->sa_family == AF_UNIX);
         return;
     }
@@ -422,6 +449,7 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
+    atomic_store_explicit(&w->heartbeat_ms, now_ms(), memory_order_relaxed);
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
     /*
      * Bufferevents freed while stopping finish freeing in deferred callbacks;
@@ -458,6 +486,8 @@ void worker_destroy(struct worker *w)
     worker_reap_now(w);
     if (w->sweep_event)
         event_free(w->sweep_event);
+    if (w->beat_event)
+        event_free(w->beat_event);
     if (w->kill_event)
         event_free(w->kill_event);
     free(w->kills);

@@ -3,8 +3,11 @@
 #define CREDPROXY_PROXY_WORKER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "proxy/stats.h"
 
 struct event_base;
 struct evdns_base;
@@ -67,8 +70,17 @@ struct worker {
     pthread_mutex_t kill_lock;  /* guards kills */
     uint32_t *kills;            /* connection ids to close, posted by other workers */
     size_t n_kills, cap_kills;
-    struct accept_pause acc; /* accept errors: pause, back off, log once per episode */
+    struct accept_pause acc;       /* accept errors: pause, back off, log once per episode */
+    struct event *beat_event;      /* once a second: heartbeat, and the gauges in stats */
+    _Atomic uint64_t heartbeat_ms; /* monotonic ms of the loop's last beat, for /healthz */
+    struct route_stats stats_sink; /* counts of routes without stats blocks (tests, fuzzers) */
 };
+
+/* Beat period of every worker loop; /healthz fails a loop silent for a few of these. */
+#define WORKER_BEAT_MS 1000
+
+/* w's counters for route r: written only from w's thread. */
+struct route_stats *worker_stats(struct worker *w, const struct route *r);
 
 /* From any thread: w closes its session with connection id id (KILL CONNECTION). */
 void worker_post_kill(struct worker *w, uint32_t id);
