@@ -311,6 +311,21 @@ static const struct setting settings[] = {
      .names = bool_names,
      .metavar = "BOOL",
      .help = "leave the process dumpable (core dumps hold the current password); for debugging"},
+    {.key = "admin_listen",
+     .type = T_STRING,
+     .scope = SCOPE_GLOBAL,
+     .offset = CF(admin_listen),
+     .metavar = "HOST:PORT",
+     .help = "HTTP admin endpoint: /metrics, /healthz, /readyz, /status, /status.json (off unless "
+             "set; loopback only unless admin_listen_public)"},
+    {.key = "admin_listen_public",
+     .type = T_ENUM,
+     .scope = SCOPE_GLOBAL,
+     .offset = CF(admin_listen_public),
+     .def = "false",
+     .names = bool_names,
+     .metavar = "BOOL",
+     .help = "allow admin_listen on a non-loopback address (it has no authentication)"},
 };
 
 #define N_SETTINGS   (sizeof(settings) / sizeof(settings[0]))
@@ -1493,6 +1508,32 @@ static void check_iam(struct loader *ld, size_t r)
     }
 }
 
+/* The admin endpoint has no authentication: loopback only, unless the operator says otherwise. */
+static void check_admin(struct loader *ld)
+{
+    const struct setting *s = setting_by_key("admin_listen");
+    const char *a = ld->cfg->admin_listen;
+    struct origin o = ld->top.org[setting_index(s)];
+    char host[256];
+    int port;
+    if (!a)
+        return;
+    if (!config_parse_hostport(a, host, sizeof(host), &port)) {
+        origin_err(ld, s, o, "'%.64s' is not HOST:PORT (or [IPV6]:PORT)", a);
+        return;
+    }
+    if (!config_host_is_loopback(host) && !ld->cfg->admin_listen_public)
+        origin_err(ld, s, o,
+                   "'%.64s' is not a loopback address: the admin endpoint has no authentication; "
+                   "use 127.0.0.1 or [::1], or set admin_listen_public = true to expose it",
+                   a);
+    for (size_t r = 0; r < ld->cfg->n_routes; r++)
+        for (size_t i = 0; i < ld->cfg->routes[r].n_listen; i++)
+            if (listen_conflict(a, ld->cfg->routes[r].listen[i]))
+                origin_err(ld, s, o, "'%.64s' conflicts with listen '%.64s' of route '%s'", a,
+                           ld->cfg->routes[r].listen[i], ld->cfg->routes[r].name);
+}
+
 static void routes_check(struct loader *ld)
 {
     for (size_t r = 0; r < ld->cfg->n_routes; r++) {
@@ -1553,6 +1594,7 @@ bool config_load(struct config *out, int argc, char **argv, char **envp, struct 
     free(flags);
     routes_build(&ld);
     routes_check(&ld);
+    check_admin(&ld);
     loader_free(&ld);
     return errs->n == errs_before;
 }
@@ -1563,6 +1605,7 @@ void config_free(struct config *cfg)
         route_values_free(&cfg->routes[r]);
     free(cfg->routes);
     free(cfg->config_file);
+    free(cfg->admin_listen);
     memset(cfg, 0, sizeof(*cfg));
 }
 

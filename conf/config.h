@@ -101,8 +101,10 @@ struct route_config {
 struct config {
     char *config_file; /* path given with --config, or NULL */
     enum log_level log_level;
-    int workers;          /* event-loop threads; 0 means one per CPU */
-    int allow_core_dumps; /* 1: stay dumpable (PR_SET_DUMPABLE left on); an enum false|true */
+    int workers;             /* event-loop threads; 0 means one per CPU */
+    int allow_core_dumps;    /* 1: stay dumpable (PR_SET_DUMPABLE left on); an enum false|true */
+    char *admin_listen;      /* "HOST:PORT" of the HTTP admin endpoint, or NULL (off) */
+    int admin_listen_public; /* 1: admin_listen may be a non-loopback address; false|true */
     struct route_config *routes;
     size_t n_routes;
     bool check_only;   /* --check-config: validate and exit */

@@ -19,9 +19,11 @@
 #include "auth/users.h"
 #include "conf/config.h"
 #include "conf/log.h"
+#include "proxy/admin.h"
 #include "proxy/daemon.h"
 #include "proxy/listener.h"
 #include "proxy/route.h"
+#include "proxy/stats.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
 
@@ -35,6 +37,7 @@ struct daemon {
     struct worker *workers;
     int n_workers;
     struct upstream_login **probes; /* start-up logins still in flight, by route */
+    struct admin *admin;            /* the HTTP admin endpoint (admin_listen), or NULL */
 };
 
 /* cJSON copies secret values into its own heap blocks: wipe every block it frees. */
@@ -63,6 +66,13 @@ static int hash_password(void)
 
 static struct daemon *the_daemon; /* for probe_done, which only gets the route */
 
+static int64_t ts_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void probe_done(void *arg, struct bufferevent *bev, const struct upstream_info *info,
                        const struct upstream_error *err)
 {
@@ -71,6 +81,8 @@ static void probe_done(void *arg, struct bufferevent *bev, const struct upstream
     if (info)
         route_learn(r, info); /* before clients waiting for the profile are let in */
     route_set_probing(r, false);
+    if (!err)
+        __atomic_store_n(&r->last_login_mono_ms, (int64_t)(ts_ms()), __ATOMIC_RELAXED);
     if (err) {
         log_warn("route %s: upstream not reachable at start-up (%s); greeting clients as '%s' "
                  "until it is",
@@ -217,6 +229,8 @@ static int start(struct daemon *d)
             d->n_routes = i + 1; /* destroy what was set up, including this one */
             return -1;
         }
+        /* One block of counters per worker; without one a route counts nowhere, but works. */
+        d->routes[i].stats = stats_new(d->n_workers);
     }
     for (int k = 0; k < d->n_workers; k++) {
         if (worker_init(&d->workers[k], k, d->n_workers) < 0) {
@@ -236,11 +250,21 @@ static int start(struct daemon *d)
             return -1;
         }
     }
+    if (d->cfg.admin_listen) {
+        struct admin_view v = {d->routes, d->n_routes, d->workers, d->n_workers, d->dns};
+        d->admin = admin_start(d->base, d->cfg.admin_listen, &v, err, sizeof(err));
+        if (!d->admin) {
+            log_error("%s", err);
+            return -1;
+        }
+    }
     return 0;
 }
 
 static void stop(struct daemon *d)
 {
+    admin_free(d->admin); /* first: it reads the routes and workers freed below */
+    d->admin = NULL;
     for (int k = 0; k < d->n_workers; k++)
         if (d->workers[k].thread)
             worker_stop(&d->workers[k]);
