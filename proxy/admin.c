@@ -920,8 +920,8 @@ static void status_secrets(struct evbuffer *b, const struct route_snap *s, size_
         evbuffer_add_printf(b, "<tr>");
         td(b, "%s", s[i].r->cfg->name);
         td(b, "%s", src ? src->kind : "none");
-        td(b, "%s", src && src->where ? src->where : "");
-        td(b, "%s (generation %" PRIu64 ")", s[i].version, s[i].generation);
+        td_class(b, "wrap", "%s", src && src->where ? src->where : "");
+        td_class(b, "wrap", "%s (generation %" PRIu64 ")", s[i].version, s[i].generation);
         td(b, "%s", s[i].stage);
         td(b, "%s%s", age, isinf(s[i].secret_age) ? "" : " ago");
         if (src)
@@ -979,7 +979,8 @@ static const char STATUS_STYLE[] =
     "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:.25em .6em;"
     "text-align:left;vertical-align:top}th{background:#f0f0f0;font-weight:600}"
     "table.num td{text-align:right}table.num td:first-child{text-align:left}"
-    ".meta{color:#555}td.fp{font:12px monospace;word-break:break-all;max-width:26em}";
+    ".meta{color:#555}td.fp{font:12px monospace;word-break:break-all;max-width:26em}"
+    "td.wrap{word-break:break-all;max-width:22em}";
 
 static int serve_status(struct admin *a, struct evbuffer *b, const char **type)
 {
