@@ -108,6 +108,7 @@ struct config {
     bool check_only;   /* --check-config: validate and exit */
     bool show_help;    /* --help */
     bool show_version; /* --version */
+    bool show_man;     /* --help-man */
 };
 
 /* Errors collected while loading: every problem, each naming where it came from. */
@@ -124,8 +125,8 @@ struct config_errors {
  * (then the process environment is used). The caller frees with
  * config_free() and config_errors_free() in both cases.
  *
- * With --help or --version nothing but the flags is read: the result is true with
- * show_help / show_version set and no routes, so check those first.
+ * With --help, --help-man or --version nothing but the flags is read: the result is true
+ * with show_help / show_man / show_version set and no routes, so check those first.
  */
 bool config_load(struct config *out, int argc, char **argv, char **envp, struct config_errors *errs)
     __attribute__((warn_unused_result));
@@ -135,6 +136,12 @@ void config_errors_free(struct config_errors *errs);
 
 /* Prints --help, generated from the settings table. */
 void config_print_help(FILE *f, const char *argv0);
+
+/*
+ * Prints the manual page credproxy(8) in roff (--help-man), from the same settings table and
+ * switch list as --help, so the two never drift; the build writes it to credproxy.8.
+ */
+void config_print_man(FILE *f);
 
 /* True when host is a loopback address or name ("localhost", 127.0.0.0/8, ::1). */
 bool config_host_is_loopback(const char *host);

@@ -282,9 +282,11 @@ int main(int argc, char **argv)
         config_free(&d.cfg);
         return 2;
     }
-    if (d.cfg.show_help || d.cfg.show_version || d.cfg.check_only) {
+    if (d.cfg.show_help || d.cfg.show_man || d.cfg.show_version || d.cfg.check_only) {
         if (d.cfg.show_help)
             config_print_help(stdout, argv[0]);
+        else if (d.cfg.show_man)
+            config_print_man(stdout);
         else if (d.cfg.show_version)
             printf("credproxy %s\n", CREDPROXY_VERSION);
         else
