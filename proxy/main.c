@@ -323,8 +323,11 @@ int main(int argc, char **argv)
             if (other[i])
                 evsignal_add(other[i], NULL);
         }
+        if (!daemon_watchdog_start(d.base, d.workers, d.n_workers))
+            log_error("cannot start the systemd watchdog timer; systemd will restart credproxy");
         log_info("credproxy %s ready", CREDPROXY_VERSION);
-        daemon_set_phase(DAEMON_READY, "listening");
+        /* start() read every route's secret (a failed first read is fatal) and listens. */
+        daemon_set_phase(DAEMON_READY, "listening, secrets loaded");
         event_base_loop(d.base, EVLOOP_NO_EXIT_ON_EMPTY);
         event_free(sigterm);
         event_free(sigint);
@@ -334,6 +337,7 @@ int main(int argc, char **argv)
         rc = 0;
     }
     daemon_set_phase(DAEMON_STOPPING, "exiting");
+    daemon_watchdog_stop();
     stop(&d);
     config_free(&d.cfg);
     log_info("credproxy stopped");
