@@ -220,6 +220,8 @@ static void test_json(int saved_stderr)
     int lines = 0, objects = 0, summaries = 0, flood = 0;
     for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
         lines++;
+        for (const unsigned char *c = (const unsigned char *)line; *c; c++)
+            CHECK(*c >= 0x20 && *c != 0x7f); /* JSON allows no raw control character */
         cJSON *o = cJSON_Parse(line);
         if (!o) {
             fprintf(stderr, "not JSON: %s\n", line);
