@@ -53,6 +53,7 @@ static struct {
     bool stopping;          /* log_stop() asked it to finish */
     bool done;              /* it has finished */
     bool reopen;            /* log_reopen() asked the log thread to reopen file */
+    size_t reopen_at;       /* bytes of the queue logged before that request */
     char *file;             /* log_file, or NULL when logging to the inherited stderr */
     pthread_t thread;
     struct rate_slot slots[RATE_SLOTS];
@@ -485,11 +486,15 @@ static void *log_main(void *arg)
         unsigned long dropped = lg.dropped;
         lg.dropped = 0;
         char *reopen = lg.reopen && lg.file ? strdup(lg.file) : NULL;
+        size_t old_part = reopen ? lg.reopen_at : 0; /* lines for the file being replaced */
         lg.reopen = false;
         pthread_mutex_unlock(&lg.mu);
         if (reopen) {
+            write_all(batch, old_part);
             reopen_file(reopen);
             free(reopen);
+            memmove(batch, batch + old_part, len - old_part);
+            len -= old_part;
         }
         if (dropped) {
             char line[LINE_MAX_BYTES], msg[160];
@@ -515,6 +520,7 @@ bool log_reopen(void)
     bool has_file = lg.file != NULL;
     if (has_file && lg.running) {
         lg.reopen = true;
+        lg.reopen_at = lg.len; /* what is queued now was logged before the rotation */
         pthread_cond_signal(&lg.wake);
     }
     pthread_mutex_unlock(&lg.mu);
