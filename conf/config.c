@@ -58,6 +58,7 @@ static const char *const auth_names[] = {"trust", "peer", "password", NULL};
 static const char *const upstream_auth_names[] = {"secret", "iam", NULL};
 static const char *const client_tls_names[] = {"optional", "required", "off", NULL};
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
+static const char *const log_format_names[] = {"text", "json", NULL};
 static const char *const bool_names[] = {"false", "true", NULL};
 
 /* Enum settings are stored through an int lvalue. */
@@ -67,6 +68,7 @@ _Static_assert(sizeof(enum client_auth_mode) == sizeof(int), "enum stored as int
 _Static_assert(sizeof(enum upstream_auth_mode) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum client_tls_mode) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum log_format) == sizeof(int), "enum stored as int");
 
 #define RC(f)           offsetof(struct route_config, f)
 #define CF(f)           offsetof(struct config, f)
@@ -294,6 +296,22 @@ static const struct setting settings[] = {
      .names = level_names,
      .metavar = "LEVEL",
      .help = "least severe level logged"},
+    {.key = "log_format",
+     .type = T_ENUM,
+     .scope = SCOPE_GLOBAL,
+     .offset = CF(log_format),
+     .def = "text",
+     .names = log_format_names,
+     .metavar = "FORMAT",
+     .help = "text (one line per event), or json (one JSON object per line: time, level, msg, "
+             "route, client, ...)"},
+    {.key = "log_file",
+     .type = T_STRING,
+     .scope = SCOPE_GLOBAL,
+     .offset = CF(log_file),
+     .metavar = "PATH",
+     .help = "append logs to this file instead of standard error; SIGUSR1 reopens it (after "
+             "logrotate renamed it)"},
     {.key = "workers",
      .type = T_INT,
      .scope = SCOPE_GLOBAL,
@@ -1565,6 +1583,9 @@ void config_free(struct config *cfg)
         route_values_free(&cfg->routes[r]);
     free(cfg->routes);
     free(cfg->config_file);
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        if (settings[i].scope == SCOPE_GLOBAL)
+            value_free(&settings[i], cfg);
     memset(cfg, 0, sizeof(*cfg));
 }
 

@@ -44,6 +44,7 @@ enum client_tls_mode {
 };
 
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
+enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 
 /* secret_regions: the primary and at most this many - 1 replica regions. */
 #define CONFIG_MAX_SECRET_REGIONS 8
@@ -101,8 +102,10 @@ struct route_config {
 struct config {
     char *config_file; /* path given with --config, or NULL */
     enum log_level log_level;
-    int workers;          /* event-loop threads; 0 means one per CPU */
-    int allow_core_dumps; /* 1: stay dumpable (PR_SET_DUMPABLE left on); an enum false|true */
+    enum log_format log_format; /* text, or one JSON object per line */
+    char *log_file;             /* log here instead of stderr; NULL: stderr */
+    int workers;                /* event-loop threads; 0 means one per CPU */
+    int allow_core_dumps;       /* 1: stay dumpable (PR_SET_DUMPABLE left on); an enum false|true */
     struct route_config *routes;
     size_t n_routes;
     bool check_only;   /* --check-config: validate and exit */

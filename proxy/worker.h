@@ -3,6 +3,7 @@
 #define CREDPROXY_PROXY_WORKER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,6 +69,10 @@ struct worker {
     uint32_t *kills;            /* connection ids to close, posted by other workers */
     size_t n_kills, cap_kills;
     struct accept_pause acc; /* accept errors: pause, back off, log once per episode */
+
+    /* Proof that the loop turns, read by the main thread (systemd's watchdog). */
+    struct event *beat_event; /* every WORKER_HEARTBEAT_MS: stamps beat_ms */
+    _Atomic uint64_t beat_ms; /* monotonic ms of the latest stamp; 0 before worker_start */
 };
 
 /* From any thread: w closes its session with connection id id (KILL CONNECTION). */
@@ -95,6 +100,16 @@ int worker_listen(struct worker *w, int fd, struct route *r);
  * resumes at once, since one has just been freed.
  */
 void worker_session_closed(struct worker *w, struct route *r);
+
+/* How often a running worker's loop stamps its heartbeat. */
+#define WORKER_HEARTBEAT_MS 250
+
+/*
+ * Any thread: milliseconds since w's loop last stamped its heartbeat. A loop that turns
+ * stays under about WORKER_HEARTBEAT_MS; a stuck one (a callback that never returns) grows
+ * without bound. 0 before worker_start().
+ */
+uint64_t worker_heartbeat_age_ms(struct worker *w);
 
 int worker_start(struct worker *w);
 /* Asks the loop to stop (from any thread) and joins it. */

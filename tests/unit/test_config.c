@@ -99,6 +99,8 @@ static void test_defaults(void)
         CHECK(r->secret_refresh_ms == 300000);
         CHECK(r->aws_timeout_ms == 5000);
         CHECK(cfg.log_level == LOG_LEVEL_INFO);
+        CHECK(cfg.log_format == LOG_FORMAT_TEXT);
+        CHECK(cfg.log_file == NULL);
         CHECK(cfg.workers == 0);
         CHECK(cfg.config_file == NULL);
         CHECK(!cfg.check_only && !cfg.show_help && !cfg.show_version);
@@ -293,6 +295,10 @@ static void test_values(void)
         {"upstream_role", "reader", "must be one of auto|any|writer, got 'reader'"},
         {"log_level", "debug", NULL},
         {"log_level", "trace", "must be one of error|warn|info|debug, got 'trace'"},
+        {"log_format", "json", NULL},
+        {"log_format", "JSON", NULL},
+        {"log_format", "logfmt", "must be one of text|json, got 'logfmt'"},
+        {"log_file", "/var/log/credproxy/credproxy.log", NULL},
         {"client_auth", "kerberos", "must be one of trust|peer|password, got 'kerberos'"},
         {"peer_gids", "0, 1000,65534", NULL},
         {"peer_gids", "1000,,1001", "empty item in list '1000,,1001'"},
