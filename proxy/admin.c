@@ -34,7 +34,7 @@
 #include "secrets/secret_source.h"
 
 /* /healthz fails when a worker loop has not beaten for this long. */
-#define HEALTH_STALE_MS (5 * WORKER_BEAT_MS)
+#define HEALTH_STALE_MS 5000
 /* /readyz wants an upstream login this recent when no connection is open ... */
 #define READY_LOGIN_MS 60000
 /* ... and starts a probe login of its own once the last one is this old. */
@@ -209,12 +209,10 @@ static struct route_snap *snap_routes(struct admin *a)
     return s;
 }
 
-/* Seconds since worker k's loop last beat. */
+/* Seconds since worker k's loop last stamped its heartbeat (worker.h). */
 static double worker_silence(const struct admin *a, int k)
 {
-    uint64_t beat = atomic_load_explicit(&a->v.workers[k].heartbeat_ms, memory_order_relaxed);
-    int64_t now = mono_ms();
-    return beat ? (double)(now - (int64_t)beat) / 1000.0 : INFINITY;
+    return (double)worker_heartbeat_age_ms(&a->v.workers[k]) / 1000.0;
 }
 
 /* ---- /metrics -------------------------------------------------------------------------------- */
@@ -449,7 +447,7 @@ static void metrics_process(struct admin *a, struct evbuffer *b)
         evbuffer_add_printf(b, "credproxy_phase{phase=\"%s\"} %d\n",
                             daemon_phase_name((enum daemon_phase)ph), ph == (int)now);
     family(b, "credproxy_worker_heartbeat_age_seconds", "gauge",
-           "Seconds since each worker's event loop last turned (beats once a second).");
+           "Seconds since each worker's event loop last stamped its heartbeat (every 250 ms).");
     for (int k = 0; k < a->v.n_workers; k++) {
         double s = worker_silence(a, k);
         if (isinf(s))

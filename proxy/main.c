@@ -196,9 +196,11 @@ static void other_signal_cb(evutil_socket_t sig, short what, void *arg)
     if (sig == SIGHUP)
         log_warn("received SIGHUP: reloading the configuration is not supported yet; ignoring it "
                  "(restart credproxy to apply a changed configuration)");
+    else if (sig == SIGUSR1 && log_reopen())
+        log_info("received SIGUSR1: reopening the log file");
     else if (sig == SIGUSR1)
-        log_warn("received SIGUSR1: logs go to standard error, there is no log file to reopen; "
-                 "ignoring it");
+        log_warn("received SIGUSR1: logs go to standard error (no log_file), there is no log "
+                 "file to reopen; ignoring it");
     else
         log_warn("received signal %d; ignoring it", (int)sig);
 }
@@ -306,9 +308,11 @@ int main(int argc, char **argv)
         config_free(&d.cfg);
         return 2;
     }
-    if (d.cfg.show_help || d.cfg.show_version || d.cfg.check_only) {
+    if (d.cfg.show_help || d.cfg.show_man || d.cfg.show_version || d.cfg.check_only) {
         if (d.cfg.show_help)
             config_print_help(stdout, argv[0]);
+        else if (d.cfg.show_man)
+            config_print_man(stdout);
         else if (d.cfg.show_version)
             printf("credproxy %s\n", CREDPROXY_VERSION);
         else
@@ -318,6 +322,13 @@ int main(int argc, char **argv)
         return 0;
     }
     log_set_level(d.cfg.log_level);
+    log_set_format(d.cfg.log_format);
+    char log_err[512];
+    if (d.cfg.log_file && !log_open_file(d.cfg.log_file, log_err, sizeof(log_err))) {
+        fprintf(stderr, "credproxy: %s\n", log_err);
+        config_free(&d.cfg);
+        return 2;
+    }
     /*
      * Not dumpable: no core dump (it would hold the current password), and processes of the
      * same user cannot ptrace credproxy or read its /proc/PID/mem. Set before any secret is
@@ -347,8 +358,11 @@ int main(int argc, char **argv)
             if (other[i])
                 evsignal_add(other[i], NULL);
         }
+        if (!daemon_watchdog_start(d.base, d.workers, d.n_workers))
+            log_error("cannot start the systemd watchdog timer; systemd will restart credproxy");
         log_info("credproxy %s ready", CREDPROXY_VERSION);
-        daemon_set_phase(DAEMON_READY, "listening");
+        /* start() read every route's secret (a failed first read is fatal) and listens. */
+        daemon_set_phase(DAEMON_READY, "listening, secrets loaded");
         event_base_loop(d.base, EVLOOP_NO_EXIT_ON_EMPTY);
         event_free(sigterm);
         event_free(sigint);
@@ -358,6 +372,7 @@ int main(int argc, char **argv)
         rc = 0;
     }
     daemon_set_phase(DAEMON_STOPPING, "exiting");
+    daemon_watchdog_stop();
     stop(&d);
     config_free(&d.cfg);
     log_info("credproxy stopped");

@@ -156,13 +156,12 @@ struct route_stats *worker_stats(struct worker *w, const struct route *r)
     return r->stats ? &r->stats[w->index] : &w->stats_sink;
 }
 
-/* Once a second: the loop is turning (/healthz), and the pools' and clients' gauges. */
-static void beat_cb(evutil_socket_t fd, short what, void *arg)
+/* Once a second: the pools' and clients' gauges for the admin endpoint. */
+static void stats_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct worker *w = arg;
-    atomic_store_explicit(&w->heartbeat_ms, now_ms(), memory_order_relaxed);
     if (w->stopping)
         return;
     session_publish_stats(w);
@@ -194,9 +193,9 @@ int worker_init(struct worker *w, int index, int n_workers)
     if (!w->reap_event || !w->kill_event)
         return -1;
     w->acc.timer = evtimer_new(w->base, accept_timer_cb, w);
-    w->beat_event = event_new(w->base, -1, EV_PERSIST, beat_cb, w);
-    struct timeval beat = {WORKER_BEAT_MS / 1000, (WORKER_BEAT_MS % 1000) * 1000};
-    if (!w->acc.timer || !w->beat_event || event_add(w->beat_event, &beat) < 0)
+    w->stats_event = event_new(w->base, -1, EV_PERSIST, stats_cb, w);
+    struct timeval one_second = {1, 0};
+    if (!w->acc.timer || !w->stats_event || event_add(w->stats_event, &one_second) < 0)
         return -1;
     spares_resize(1);
     w->acc.holds_spare = 1;
@@ -449,7 +448,6 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
-    atomic_store_explicit(&w->heartbeat_ms, now_ms(), memory_order_relaxed);
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
     /*
      * Bufferevents freed while stopping finish freeing in deferred callbacks;
@@ -461,11 +459,29 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* Runs on the worker's loop: proof for the main thread that the loop still turns. */
+static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    atomic_store_explicit(&w->beat_ms, now_ms(), memory_order_relaxed);
+}
+
+uint64_t worker_heartbeat_age_ms(struct worker *w)
+{
+    uint64_t beat = atomic_load_explicit(&w->beat_ms, memory_order_relaxed), now = now_ms();
+    return beat && now > beat ? now - beat : 0;
+}
+
 int worker_start(struct worker *w)
 {
+    static const struct timeval beat = {0, WORKER_HEARTBEAT_MS * 1000};
     w->stop_event = event_new(w->base, -1, 0, stop_cb, w);
-    if (!w->stop_event)
+    w->beat_event = event_new(w->base, -1, EV_PERSIST, heartbeat_cb, w);
+    if (!w->stop_event || !w->beat_event || event_add(w->beat_event, &beat) < 0)
         return -1;
+    atomic_store_explicit(&w->beat_ms, now_ms(), memory_order_relaxed);
     return pthread_create(&w->thread, NULL, worker_main, w);
 }
 
@@ -488,6 +504,8 @@ void worker_destroy(struct worker *w)
         event_free(w->sweep_event);
     if (w->beat_event)
         event_free(w->beat_event);
+    if (w->stats_event)
+        event_free(w->stats_event);
     if (w->kill_event)
         event_free(w->kill_event);
     free(w->kills);

@@ -70,14 +70,15 @@ struct worker {
     pthread_mutex_t kill_lock;  /* guards kills */
     uint32_t *kills;            /* connection ids to close, posted by other workers */
     size_t n_kills, cap_kills;
-    struct accept_pause acc;       /* accept errors: pause, back off, log once per episode */
-    struct event *beat_event;      /* once a second: heartbeat, and the gauges in stats */
-    _Atomic uint64_t heartbeat_ms; /* monotonic ms of the loop's last beat, for /healthz */
+    struct accept_pause acc; /* accept errors: pause, back off, log once per episode */
+
+    /* Proof that the loop turns, read by the main thread (systemd's watchdog). */
+    struct event *beat_event; /* every WORKER_HEARTBEAT_MS: stamps beat_ms */
+    _Atomic uint64_t beat_ms; /* monotonic ms of the latest stamp; 0 before worker_start */
+
+    struct event *stats_event;     /* once a second: samples the gauges in stats (stats.h) */
     struct route_stats stats_sink; /* counts of routes without stats blocks (tests, fuzzers) */
 };
-
-/* Beat period of every worker loop; /healthz fails a loop silent for a few of these. */
-#define WORKER_BEAT_MS 1000
 
 /* w's counters for route r: written only from w's thread. */
 struct route_stats *worker_stats(struct worker *w, const struct route *r);
@@ -107,6 +108,16 @@ int worker_listen(struct worker *w, int fd, struct route *r);
  * resumes at once, since one has just been freed.
  */
 void worker_session_closed(struct worker *w, struct route *r);
+
+/* How often a running worker's loop stamps its heartbeat. */
+#define WORKER_HEARTBEAT_MS 250
+
+/*
+ * Any thread: milliseconds since w's loop last stamped its heartbeat. A loop that turns
+ * stays under about WORKER_HEARTBEAT_MS; a stuck one (a callback that never returns) grows
+ * without bound. 0 before worker_start().
+ */
+uint64_t worker_heartbeat_age_ms(struct worker *w);
 
 int worker_start(struct worker *w);
 /* Asks the loop to stop (from any thread) and joins it. */
