@@ -16,12 +16,24 @@ struct secret_source {
      */
     void (*refresh_now)(struct secret_source *src);
     void (*destroy)(struct secret_source *src);
+    /*
+     * Optional (NULL: the period is fixed at open): from now on, checks the
+     * secret every ms (<= 0: the source's default). Main loop only; a reload
+     * calls it.
+     */
+    void (*set_period)(struct secret_source *src, int ms);
 };
 
 static inline void secret_source_refresh_now(struct secret_source *src)
 {
     if (src)
         src->refresh_now(src);
+}
+
+static inline void secret_source_set_period(struct secret_source *src, int ms)
+{
+    if (src && src->set_period)
+        src->set_period(src, ms);
 }
 
 static inline void secret_source_free(struct secret_source *src)
