@@ -21,6 +21,7 @@
 #include "conf/log.h"
 #include "proxy/daemon.h"
 #include "proxy/listener.h"
+#include "proxy/reload.h"
 #include "proxy/route.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
@@ -175,15 +176,14 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 /*
  * Signals an operator may send that must not end the daemon (their default
  * action would, silently; systemd even counts a SIGHUP death as clean).
- * None of them has a job yet: each is logged and ignored.
+ * SIGHUP reloads the configuration (proxy/reload.c); the others are logged and ignored.
  */
 static void other_signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     (void)arg;
     if (sig == SIGHUP)
-        log_warn("received SIGHUP: reloading the configuration is not supported yet; ignoring it "
-                 "(restart credproxy to apply a changed configuration)");
+        reload_run();
     else if (sig == SIGUSR1)
         log_warn("received SIGUSR1: logs go to standard error, there is no log file to reopen; "
                  "ignoring it");
@@ -323,6 +323,15 @@ int main(int argc, char **argv)
             if (other[i])
                 evsignal_add(other[i], NULL);
         }
+        struct reload_target rt = {.cfg = &d.cfg,
+                                   .routes = d.routes,
+                                   .n_routes = d.n_routes,
+                                   .workers = d.workers,
+                                   .n_workers = d.n_workers,
+                                   .base = d.base,
+                                   .argc = argc,
+                                   .argv = argv};
+        reload_init(&rt);
         log_info("credproxy %s ready", CREDPROXY_VERSION);
         daemon_set_phase(DAEMON_READY, "listening");
         event_base_loop(d.base, EVLOOP_NO_EXIT_ON_EMPTY);
@@ -335,6 +344,7 @@ int main(int argc, char **argv)
     }
     daemon_set_phase(DAEMON_STOPPING, "exiting");
     stop(&d);
+    reload_shutdown(); /* what reloads replaced, now that no worker or route holds it */
     config_free(&d.cfg);
     log_info("credproxy stopped");
     log_stop(2000); /* flush, but never hang an exit on a reader that stopped reading */
