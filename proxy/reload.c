@@ -76,7 +76,7 @@ struct retired {
 static struct reload_target target;
 static uint64_t generation;
 static struct retired *retired_head;
-static struct event *reap_timer;
+static bool reap_scheduled; /* a reap_cb is due (event_base_once: the base frees it) */
 
 static bool in_list(const char *key, const char *const *list, size_t n)
 {
@@ -126,12 +126,23 @@ static uint64_t all_synced(void)
     return min;
 }
 
-/* Frees what no worker can hold any more; re-arms itself while something waits. */
+static void reap_cb(evutil_socket_t fd, short what, void *arg);
+
+/* reap_cb in 100 ms, unless one is due already. */
+static void schedule_reap(void)
+{
+    struct timeval tv = {0, 100 * 1000};
+    if (!reap_scheduled)
+        reap_scheduled = event_base_once(target.base, -1, EV_TIMEOUT, reap_cb, NULL, &tv) == 0;
+}
+
+/* Frees what no worker can hold any more; comes back while something waits. */
 static void reap_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     (void)arg;
+    reap_scheduled = false;
     uint64_t synced = all_synced();
     bool waiting = false;
     for (struct retired **pp = &retired_head; *pp;) {
@@ -145,18 +156,13 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
             waiting = true; /* a removed route's configuration waits for the exit instead */
         pp = &r->next;
     }
-    if (waiting) {
-        struct timeval tv = {0, 100 * 1000};
-        evtimer_add(reap_timer, &tv);
-    }
+    if (waiting)
+        schedule_reap();
 }
 
 void reload_init(const struct reload_target *t)
 {
     target = *t;
-    reap_timer = evtimer_new(t->base, reap_cb, NULL);
-    if (!reap_timer)
-        log_warn("reload: out of memory; replaced settings are kept until the exit");
 }
 
 void reload_shutdown(void)
@@ -166,9 +172,6 @@ void reload_shutdown(void)
         retired_head = r->next;
         retired_free(r);
     }
-    if (reap_timer)
-        event_free(reap_timer);
-    reap_timer = NULL;
 }
 
 /* The running route named name in cfg, or NULL. */
@@ -396,10 +399,7 @@ void reload_run(void)
         worker_post_sync(&target.workers[k], old->gen);
     old->next = retired_head;
     retired_head = old;
-    if (reap_timer) {
-        struct timeval tv = {0, 100 * 1000};
-        evtimer_add(reap_timer, &tv);
-    }
+    schedule_reap(); /* if it cannot be scheduled, what was replaced is freed at the exit */
     if (applied[0])
         log_info("configuration reloaded; applied: %s", applied);
     else
