@@ -275,6 +275,11 @@ static bool plan_route(struct route *r, struct route_config *next, struct route_
 
 void reload_run(void)
 {
+    if (daemon_phase() != DAEMON_READY) {
+        /* Draining or stopping: a reload would also turn the phase back to ready. */
+        log_warn("received SIGHUP while %s; not reloading", daemon_phase_name(daemon_phase()));
+        return;
+    }
     daemon_set_phase(DAEMON_RELOADING, "SIGHUP");
     struct config *cur = target.cfg;
     log_info("received SIGHUP: reloading the configuration%s%s", cur->config_file ? " from " : "",
