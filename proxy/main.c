@@ -176,7 +176,8 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 /*
  * Signals an operator may send that must not end the daemon (their default
  * action would, silently; systemd even counts a SIGHUP death as clean).
- * SIGHUP reloads the configuration (proxy/reload.c); the others are logged and ignored.
+ * SIGHUP reloads the configuration (proxy/reload.c), SIGUSR1 reopens the log file, SIGUSR2 is
+ * logged and ignored.
  */
 static void other_signal_cb(evutil_socket_t sig, short what, void *arg)
 {
@@ -184,9 +185,11 @@ static void other_signal_cb(evutil_socket_t sig, short what, void *arg)
     (void)arg;
     if (sig == SIGHUP)
         reload_run();
+    else if (sig == SIGUSR1 && log_reopen())
+        log_info("received SIGUSR1: reopening the log file");
     else if (sig == SIGUSR1)
-        log_warn("received SIGUSR1: logs go to standard error, there is no log file to reopen; "
-                 "ignoring it");
+        log_warn("received SIGUSR1: logs go to standard error (no log_file), there is no log "
+                 "file to reopen; ignoring it");
     else
         log_warn("received signal %d; ignoring it", (int)sig);
 }
@@ -282,9 +285,11 @@ int main(int argc, char **argv)
         config_free(&d.cfg);
         return 2;
     }
-    if (d.cfg.show_help || d.cfg.show_version || d.cfg.check_only) {
+    if (d.cfg.show_help || d.cfg.show_man || d.cfg.show_version || d.cfg.check_only) {
         if (d.cfg.show_help)
             config_print_help(stdout, argv[0]);
+        else if (d.cfg.show_man)
+            config_print_man(stdout);
         else if (d.cfg.show_version)
             printf("credproxy %s\n", CREDPROXY_VERSION);
         else
@@ -294,6 +299,13 @@ int main(int argc, char **argv)
         return 0;
     }
     log_set_level(d.cfg.log_level);
+    log_set_format(d.cfg.log_format);
+    char log_err[512];
+    if (d.cfg.log_file && !log_open_file(d.cfg.log_file, log_err, sizeof(log_err))) {
+        fprintf(stderr, "credproxy: %s\n", log_err);
+        config_free(&d.cfg);
+        return 2;
+    }
     /*
      * Not dumpable: no core dump (it would hold the current password), and processes of the
      * same user cannot ptrace credproxy or read its /proc/PID/mem. Set before any secret is
@@ -323,6 +335,8 @@ int main(int argc, char **argv)
             if (other[i])
                 evsignal_add(other[i], NULL);
         }
+        if (!daemon_watchdog_start(d.base, d.workers, d.n_workers))
+            log_error("cannot start the systemd watchdog timer; systemd will restart credproxy");
         struct reload_target rt = {.cfg = &d.cfg,
                                    .routes = d.routes,
                                    .n_routes = d.n_routes,
@@ -333,7 +347,8 @@ int main(int argc, char **argv)
                                    .argv = argv};
         reload_init(&rt);
         log_info("credproxy %s ready", CREDPROXY_VERSION);
-        daemon_set_phase(DAEMON_READY, "listening");
+        /* start() read every route's secret (a failed first read is fatal) and listens. */
+        daemon_set_phase(DAEMON_READY, "listening, secrets loaded");
         event_base_loop(d.base, EVLOOP_NO_EXIT_ON_EMPTY);
         event_free(sigterm);
         event_free(sigint);
@@ -343,6 +358,7 @@ int main(int argc, char **argv)
         rc = 0;
     }
     daemon_set_phase(DAEMON_STOPPING, "exiting");
+    daemon_watchdog_stop();
     stop(&d);
     reload_shutdown(); /* what reloads replaced, now that no worker or route holds it */
     config_free(&d.cfg);

@@ -469,11 +469,29 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* Runs on the worker's loop: proof for the main thread that the loop still turns. */
+static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    atomic_store_explicit(&w->beat_ms, now_ms(), memory_order_relaxed);
+}
+
+uint64_t worker_heartbeat_age_ms(struct worker *w)
+{
+    uint64_t beat = atomic_load_explicit(&w->beat_ms, memory_order_relaxed), now = now_ms();
+    return beat && now > beat ? now - beat : 0;
+}
+
 int worker_start(struct worker *w)
 {
+    static const struct timeval beat = {0, WORKER_HEARTBEAT_MS * 1000};
     w->stop_event = event_new(w->base, -1, 0, stop_cb, w);
-    if (!w->stop_event)
+    w->beat_event = event_new(w->base, -1, EV_PERSIST, heartbeat_cb, w);
+    if (!w->stop_event || !w->beat_event || event_add(w->beat_event, &beat) < 0)
         return -1;
+    atomic_store_explicit(&w->beat_ms, now_ms(), memory_order_relaxed);
     return pthread_create(&w->thread, NULL, worker_main, w);
 }
 
@@ -494,6 +512,8 @@ void worker_destroy(struct worker *w)
     worker_reap_now(w);
     if (w->sweep_event)
         event_free(w->sweep_event);
+    if (w->beat_event)
+        event_free(w->beat_event);
     if (w->kill_event)
         event_free(w->kill_event);
     if (w->sync_event)

@@ -3,6 +3,7 @@
 #define CREDPROXY_PROXY_WORKER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -67,7 +68,11 @@ struct worker {
     pthread_mutex_t kill_lock;  /* guards kills */
     uint32_t *kills;            /* connection ids to close, posted by other workers */
     size_t n_kills, cap_kills;
-    struct accept_pause acc;  /* accept errors: pause, back off, log once per episode */
+    struct accept_pause acc; /* accept errors: pause, back off, log once per episode */
+
+    /* Proof that the loop turns, read by the main thread (systemd's watchdog). */
+    struct event *beat_event; /* every WORKER_HEARTBEAT_MS: stamps beat_ms */
+    _Atomic uint64_t beat_ms; /* monotonic ms of the latest stamp; 0 before worker_start */
     struct event *sync_event; /* activated by a reload: take the new settings, then say so */
     uint64_t sync_gen;        /* atomic: the reload generation asked for */
     uint64_t synced_gen;      /* atomic: the last one this worker's loop has taken */
@@ -107,6 +112,16 @@ int worker_listen(struct worker *w, int fd, struct route *r);
  * resumes at once, since one has just been freed.
  */
 void worker_session_closed(struct worker *w, struct route *r);
+
+/* How often a running worker's loop stamps its heartbeat. */
+#define WORKER_HEARTBEAT_MS 250
+
+/*
+ * Any thread: milliseconds since w's loop last stamped its heartbeat. A loop that turns
+ * stays under about WORKER_HEARTBEAT_MS; a stuck one (a callback that never returns) grows
+ * without bound. 0 before worker_start().
+ */
+uint64_t worker_heartbeat_age_ms(struct worker *w);
 
 int worker_start(struct worker *w);
 /* Asks the loop to stop (from any thread) and joins it. */
