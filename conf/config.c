@@ -1631,6 +1631,84 @@ void config_free(struct config *cfg)
     memset(cfg, 0, sizeof(*cfg));
 }
 
+/* ---- Comparing two loaded configurations (a reload) ------------------------------------- */
+
+static bool opt_str_eq(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* True when s has the same value in a and b. */
+static bool value_eq(const struct setting *s, void *a, void *b)
+{
+    switch (s->type) {
+    case T_STRING:
+        return opt_str_eq(*str_slot(s, a), *str_slot(s, b));
+    case T_LIST:
+    case T_WORDS:
+        if (*count_slot(s, a) != *count_slot(s, b))
+            return false;
+        for (size_t i = 0; i < *count_slot(s, a); i++)
+            if (!opt_str_eq((*list_slot(s, a))[i], (*list_slot(s, b))[i]))
+                return false;
+        return true;
+    case T_IDS:
+        return *count_slot(s, a) == *count_slot(s, b) &&
+               (*count_slot(s, a) == 0 || memcmp(*ids_slot(s, a), *ids_slot(s, b),
+                                                 *count_slot(s, a) * sizeof(unsigned)) == 0);
+    default:
+        return *int_slot(s, a) == *int_slot(s, b);
+    }
+}
+
+static size_t changes(enum setting_scope scope, void *a, void *b, const char **keys, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        if (settings[i].scope == scope && !value_eq(&settings[i], a, b)) {
+            if (n < max)
+                keys[n] = settings[i].key;
+            n++;
+        }
+    return n;
+}
+
+size_t config_route_changes(const struct route_config *a, const struct route_config *b,
+                            const char **keys, size_t max)
+{
+    return changes(SCOPE_ROUTE, (void *)a, (void *)b, keys, max);
+}
+
+size_t config_global_changes(const struct config *a, const struct config *b, const char **keys,
+                             size_t max)
+{
+    return changes(SCOPE_GLOBAL, (void *)a, (void *)b, keys, max);
+}
+
+/* Replaces dst's value of key with a deep copy of src's; src is only read. */
+static bool keep_value(enum setting_scope scope, void *dst, const void *src, const char *key)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        if (s->scope != scope || strcmp(s->key, key) != 0)
+            continue;
+        value_free(s, dst);
+        value_copy(s, dst, (void *)src);
+        return true;
+    }
+    return false;
+}
+
+bool config_route_keep(struct route_config *dst, const struct route_config *src, const char *key)
+{
+    return keep_value(SCOPE_ROUTE, dst, src, key);
+}
+
+bool config_global_keep(struct config *dst, const struct config *src, const char *key)
+{
+    return keep_value(SCOPE_GLOBAL, dst, src, key);
+}
+
 void config_errors_free(struct config_errors *errs)
 {
     for (size_t i = 0; i < errs->n; i++)

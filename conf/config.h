@@ -137,6 +137,24 @@ bool config_load(struct config *out, int argc, char **argv, char **envp, struct 
     __attribute__((warn_unused_result));
 
 void config_free(struct config *cfg);
+
+/*
+ * For a reload: the keys of the per-route (route_changes) or process-wide (global_changes)
+ * settings whose values differ between a and b, at most max of them in keys (settings-table
+ * order); returns how many differ.
+ */
+size_t config_route_changes(const struct route_config *a, const struct route_config *b,
+                            const char **keys, size_t max);
+size_t config_global_changes(const struct config *a, const struct config *b, const char **keys,
+                             size_t max);
+
+/*
+ * Replaces dst's value of setting key with a copy of src's (src is only read, so it may be
+ * a configuration in use): a reload keeps the running value of a setting it cannot apply.
+ * False when key is no such setting.
+ */
+bool config_route_keep(struct route_config *dst, const struct route_config *src, const char *key);
+bool config_global_keep(struct config *dst, const struct config *src, const char *key);
 void config_errors_free(struct config_errors *errs);
 
 /* Prints --help, generated from the settings table. */

@@ -63,7 +63,7 @@ static struct {
 
 void log_set_level(enum log_level level)
 {
-    log_current_level = level;
+    __atomic_store_n(&log_current_level, level, __ATOMIC_RELAXED); /* a reload, workers reading */
 }
 
 void log_set_format(enum log_format format)

@@ -75,7 +75,7 @@ const char *log_escape(char *buf, size_t n, const void *s, size_t len);
 
 #define LOG_AT(lvl, ...)                                                                           \
     do {                                                                                           \
-        if ((lvl) <= log_current_level)                                                            \
+        if ((int)(lvl) <= (int)__atomic_load_n(&log_current_level, __ATOMIC_RELAXED))              \
             log_write((lvl), __VA_ARGS__);                                                         \
     } while (0)
 #define log_error(...) LOG_AT(LOG_LEVEL_ERROR, __VA_ARGS__)

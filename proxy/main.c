@@ -22,6 +22,7 @@
 #include "proxy/admin.h"
 #include "proxy/daemon.h"
 #include "proxy/listener.h"
+#include "proxy/reload.h"
 #include "proxy/route.h"
 #include "proxy/stats.h"
 #include "proxy/upstream.h"
@@ -187,15 +188,15 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 /*
  * Signals an operator may send that must not end the daemon (their default
  * action would, silently; systemd even counts a SIGHUP death as clean).
- * None of them has a job yet: each is logged and ignored.
+ * SIGHUP reloads the configuration (proxy/reload.c), SIGUSR1 reopens the log file, SIGUSR2 is
+ * logged and ignored.
  */
 static void other_signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     (void)arg;
     if (sig == SIGHUP)
-        log_warn("received SIGHUP: reloading the configuration is not supported yet; ignoring it "
-                 "(restart credproxy to apply a changed configuration)");
+        reload_run();
     else if (sig == SIGUSR1 && log_reopen())
         log_info("received SIGUSR1: reopening the log file");
     else if (sig == SIGUSR1)
@@ -360,6 +361,15 @@ int main(int argc, char **argv)
         }
         if (!daemon_watchdog_start(d.base, d.workers, d.n_workers))
             log_error("cannot start the systemd watchdog timer; systemd will restart credproxy");
+        struct reload_target rt = {.cfg = &d.cfg,
+                                   .routes = d.routes,
+                                   .n_routes = d.n_routes,
+                                   .workers = d.workers,
+                                   .n_workers = d.n_workers,
+                                   .base = d.base,
+                                   .argc = argc,
+                                   .argv = argv};
+        reload_init(&rt);
         log_info("credproxy %s ready", CREDPROXY_VERSION);
         /* start() read every route's secret (a failed first read is fatal) and listens. */
         daemon_set_phase(DAEMON_READY, "listening, secrets loaded");
@@ -374,6 +384,7 @@ int main(int argc, char **argv)
     daemon_set_phase(DAEMON_STOPPING, "exiting");
     daemon_watchdog_stop();
     stop(&d);
+    reload_shutdown(); /* what reloads replaced, now that no worker or route holds it */
     config_free(&d.cfg);
     log_info("credproxy stopped");
     log_stop(2000); /* flush, but never hang an exit on a reader that stopped reading */

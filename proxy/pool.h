@@ -40,6 +40,12 @@ struct route_stats *pool_stats(struct pool *p);
 void pool_free(struct pool *p);
 
 /*
+ * Its route's settings were reloaded (on p's worker): pool_min_idle is shared out again, and
+ * idle connections made for the old upstream settings, or over a lowered pool_size, close.
+ */
+void pool_settings_changed(struct pool *p);
+
+/*
  * Lends a matching idle connection, or logs in a new one (retrying through a
  * secret rotation or a server restart until connect_timeout), or queues the
  * request while the route's pool_size connections are all open

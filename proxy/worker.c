@@ -170,6 +170,35 @@ static void stats_cb(evutil_socket_t fd, short what, void *arg)
             pool_publish_stats(w->pools[i]);
 }
 
+static int ensure_sweep(struct worker *w);
+
+/* A reload's new settings, taken at a safe point of this worker's loop. */
+static void sync_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    uint64_t gen = __atomic_load_n(&w->sync_gen, __ATOMIC_ACQUIRE);
+    for (size_t i = 0; i < w->n_pools && !w->stopping; i++)
+        if (w->pools[i])
+            pool_settings_changed(w->pools[i]);
+    for (size_t i = 0; i < w->n_listeners; i++)
+        if (w->listener_routes[i]->cfg->client_idle_timeout_ms > 0 && ensure_sweep(w) < 0)
+            log_error("worker %d: cannot start the client_idle_timeout sweep", w->index);
+    __atomic_store_n(&w->synced_gen, gen, __ATOMIC_RELEASE);
+}
+
+void worker_post_sync(struct worker *w, uint64_t gen)
+{
+    __atomic_store_n(&w->sync_gen, gen, __ATOMIC_RELEASE);
+    event_active(w->sync_event, EV_TIMEOUT, 0);
+}
+
+uint64_t worker_synced(const struct worker *w)
+{
+    return __atomic_load_n(&w->synced_gen, __ATOMIC_ACQUIRE);
+}
+
 int worker_init(struct worker *w, int index, int n_workers)
 {
     memset(w, 0, sizeof(*w));
@@ -189,8 +218,9 @@ int worker_init(struct worker *w, int index, int n_workers)
         return -1;
     w->reap_event = event_new(w->base, -1, 0, reap_cb, w);
     w->kill_event = event_new(w->base, -1, 0, kill_cb, w);
+    w->sync_event = event_new(w->base, -1, 0, sync_cb, w);
     pthread_mutex_init(&w->kill_lock, NULL);
-    if (!w->reap_event || !w->kill_event)
+    if (!w->reap_event || !w->kill_event || !w->sync_event)
         return -1;
     w->acc.timer = evtimer_new(w->base, accept_timer_cb, w);
     w->stats_event = event_new(w->base, -1, EV_PERSIST, stats_cb, w);
@@ -394,14 +424,20 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     session_sweep_idle(arg);
 }
 
+/* The once-a-second client_idle_timeout sweep, started by the first route that has one. */
+static int ensure_sweep(struct worker *w)
+{
+    if (w->sweep_event)
+        return 0;
+    struct timeval one_second = {1, 0};
+    w->sweep_event = event_new(w->base, -1, EV_PERSIST, sweep_cb, w);
+    return w->sweep_event && event_add(w->sweep_event, &one_second) == 0 ? 0 : -1;
+}
+
 int worker_listen(struct worker *w, int fd, struct route *r)
 {
-    if (r->cfg->client_idle_timeout_ms > 0 && !w->sweep_event) {
-        struct timeval one_second = {1, 0};
-        w->sweep_event = event_new(w->base, -1, EV_PERSIST, sweep_cb, w);
-        if (!w->sweep_event || event_add(w->sweep_event, &one_second) < 0)
-            return -1;
-    }
+    if (r->cfg->client_idle_timeout_ms > 0 && ensure_sweep(w) < 0)
+        return -1;
     if (ensure_pool(w, r) < 0) {
         close(fd);
         return -1;
@@ -508,6 +544,8 @@ void worker_destroy(struct worker *w)
         event_free(w->stats_event);
     if (w->kill_event)
         event_free(w->kill_event);
+    if (w->sync_event)
+        event_free(w->sync_event);
     free(w->kills);
     pthread_mutex_destroy(&w->kill_lock);
     if (w->reap_event)

@@ -78,6 +78,9 @@ struct worker {
 
     struct event *stats_event;     /* once a second: samples the gauges in stats (stats.h) */
     struct route_stats stats_sink; /* counts of routes without stats blocks (tests, fuzzers) */
+    struct event *sync_event;      /* activated by a reload: take the new settings, then say so */
+    uint64_t sync_gen;             /* atomic: the reload generation asked for */
+    uint64_t synced_gen;           /* atomic: the last one this worker's loop has taken */
 };
 
 /* w's counters for route r: written only from w's thread. */
@@ -85,6 +88,15 @@ struct route_stats *worker_stats(struct worker *w, const struct route *r);
 
 /* From any thread: w closes its session with connection id id (KILL CONNECTION). */
 void worker_post_kill(struct worker *w, uint32_t id);
+
+/*
+ * From the main thread, after a reload published new settings as generation gen: w's loop
+ * applies what it owns (its pools' shares, the idle sweep) and then records gen, which
+ * worker_synced() returns. Once every worker has recorded gen, no worker still holds a
+ * pointer to the settings that generation replaced (they are never kept across callbacks).
+ */
+void worker_post_sync(struct worker *w, uint64_t gen);
+uint64_t worker_synced(const struct worker *w);
 
 /* Queues d; free_fn(d) runs from the worker's loop, never inside the caller's stack. */
 void worker_defer_free(struct worker *w, struct deferred_free *d,

@@ -580,6 +580,21 @@ static void source_destroy(struct secret_source *src)
     aws_source_free((struct aws_source *)src);
 }
 
+/*
+ * A reload changed secret_refresh: a waiting timer is re-armed with the new period; a read
+ * in flight schedules the next one with it when it ends.
+ */
+static void source_set_period(struct secret_source *src, int ms)
+{
+    struct aws_source *s = (struct aws_source *)src;
+    int refresh_ms = ms > 0 ? ms : DEFAULT_REFRESH_MS;
+    if (refresh_ms == s->refresh_ms)
+        return;
+    s->refresh_ms = refresh_ms;
+    if (evtimer_pending(s->timer_ev, NULL))
+        schedule(s, jittered(refresh_ms));
+}
+
 static int max_attempts(int configured)
 {
     if (configured > 0)
@@ -694,6 +709,7 @@ struct secret_source *aws_source_open(struct event_base *base, const struct aws_
     s->source.where = s->secret_id;
     s->source.refresh_now = source_refresh_now;
     s->source.destroy = source_destroy;
+    s->source.set_period = source_set_period;
     s->store = store;
     s->refresh_ms = cfg->refresh_ms > 0 ? cfg->refresh_ms : DEFAULT_REFRESH_MS;
     char why[512];

@@ -259,6 +259,12 @@ static void source_destroy(struct secret_source *src)
     iam_source_free((struct iam_source *)src);
 }
 
+/* The route's secret's period (the tokens' own lifetime is fixed). */
+static void source_set_period(struct secret_source *src, int ms)
+{
+    secret_source_set_period(((struct iam_source *)src)->inner, ms);
+}
+
 /* ---- Set-up ---------------------------------------------------------------------------------- */
 
 struct secret_source *iam_source_open(struct event_base *base, const struct iam_source_config *cfg,
@@ -279,6 +285,7 @@ struct secret_source *iam_source_open(struct event_base *base, const struct iam_
     s->source.kind = "iam";
     s->source.refresh_now = source_refresh_now;
     s->source.destroy = source_destroy;
+    s->source.set_period = source_set_period;
     s->route = strdup(cfg->route);
     s->source.where = s->route;
     s->user = cfg->user ? strdup(cfg->user) : NULL;

@@ -295,11 +295,16 @@ static void on_check_now(evutil_socket_t fd, short what, void *arg)
     check(arg, true);
 }
 
-static bool start_events(struct secret_file *sf, int poll_ms)
+static struct timeval poll_interval(int poll_ms)
 {
     if (poll_ms <= 0)
         poll_ms = SECRET_FILE_DEFAULT_POLL_MS;
-    struct timeval tv = {poll_ms / 1000, (poll_ms % 1000) * 1000};
+    return (struct timeval){poll_ms / 1000, (poll_ms % 1000) * 1000};
+}
+
+static bool start_events(struct secret_file *sf, int poll_ms)
+{
+    struct timeval tv = poll_interval(poll_ms);
     sf->poll_ev = event_new(sf->base, -1, EV_PERSIST, on_poll, sf);
     sf->now_ev = event_new(sf->base, -1, 0, on_check_now, sf);
     return sf->poll_ev && sf->now_ev && event_add(sf->poll_ev, &tv) == 0;
@@ -332,6 +337,14 @@ static void source_destroy(struct secret_source *src)
     secret_file_free((struct secret_file *)src);
 }
 
+/* A reload changed secret_poll: the next check comes one new interval from now. */
+static void source_set_period(struct secret_source *src, int ms)
+{
+    struct secret_file *sf = (struct secret_file *)src;
+    struct timeval tv = poll_interval(ms);
+    event_add(sf->poll_ev, &tv); /* re-adding a pending event reschedules it */
+}
+
 struct secret_source *secret_file_source(struct secret_file *sf)
 {
     return &sf->source;
@@ -351,6 +364,7 @@ struct secret_file *secret_file_open(struct event_base *base, const char *path,
     sf->source.where = sf->path;
     sf->source.refresh_now = source_refresh_now;
     sf->source.destroy = source_destroy;
+    sf->source.set_period = source_set_period;
     sf->base = base;
     sf->store = store;
     if (!first_load(sf, err, errlen)) {

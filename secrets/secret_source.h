@@ -50,6 +50,12 @@ struct secret_source {
      */
     void (*refresh_now)(struct secret_source *src);
     void (*destroy)(struct secret_source *src);
+    /*
+     * Optional (NULL: the period is fixed at open): from now on, checks the
+     * secret every ms (<= 0: the source's default). Main loop only; a reload
+     * calls it.
+     */
+    void (*set_period)(struct secret_source *src, int ms);
 };
 
 static inline void secret_source_refresh_now(struct secret_source *src)
@@ -89,6 +95,12 @@ static inline void secret_source_read_error(struct secret_source *src, const cha
     src->stats.reads_error++;
     src->stats.last_error_unix = (int64_t)time(NULL);
     snprintf(src->stats.last_error, sizeof(src->stats.last_error), "%s", msg ? msg : "?");
+}
+
+static inline void secret_source_set_period(struct secret_source *src, int ms)
+{
+    if (src && src->set_period)
+        src->set_period(src, ms);
 }
 
 static inline void secret_source_free(struct secret_source *src)
