@@ -227,6 +227,15 @@ class AdminEndpoint(AdminMixin, harness.ProxyTestCase):
         self.assertEqual(doc["routes"][0]["secret"]["source"], "file")
         self.assertEqual(doc["process"]["phase"], "ready")
 
+    def test_status_shows_the_ephemeral_certificate_fingerprint(self):
+        p = self.admin_proxy()
+        logged = re.search(r"ephemeral self-signed certificate.*SHA-256 fingerprint "
+                           r"([0-9A-F:]{95})", p.log())
+        self.assertTrue(logged, p.log())
+        tls = json.loads(http(p.admin + "/status.json")[2])["routes"][0]["client_tls"]
+        self.assertEqual(tls, {"fingerprint_sha256": logged.group(1), "ephemeral": True})
+        self.assertIn(logged.group(1), http(p.admin + "/status")[2])
+
     def test_status_escapes_every_string(self):
         # A secret file whose path is markup: <script>alert(1)</script>
         d = self.workdir / "<script>alert(1)<" / "script>"
