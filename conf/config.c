@@ -58,6 +58,7 @@ static const char *const auth_names[] = {"trust", "peer", "password", NULL};
 static const char *const upstream_auth_names[] = {"secret", "iam", NULL};
 static const char *const client_tls_names[] = {"optional", "required", "off", NULL};
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
+static const char *const log_format_names[] = {"text", "json", NULL};
 static const char *const bool_names[] = {"false", "true", NULL};
 
 /* Enum settings are stored through an int lvalue. */
@@ -67,6 +68,7 @@ _Static_assert(sizeof(enum client_auth_mode) == sizeof(int), "enum stored as int
 _Static_assert(sizeof(enum upstream_auth_mode) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum client_tls_mode) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum log_format) == sizeof(int), "enum stored as int");
 
 #define RC(f)           offsetof(struct route_config, f)
 #define CF(f)           offsetof(struct config, f)
@@ -294,6 +296,22 @@ static const struct setting settings[] = {
      .names = level_names,
      .metavar = "LEVEL",
      .help = "least severe level logged"},
+    {.key = "log_format",
+     .type = T_ENUM,
+     .scope = SCOPE_GLOBAL,
+     .offset = CF(log_format),
+     .def = "text",
+     .names = log_format_names,
+     .metavar = "FORMAT",
+     .help = "text (one line per event), or json (one JSON object per line: time, level, msg, "
+             "route, client, ...)"},
+    {.key = "log_file",
+     .type = T_STRING,
+     .scope = SCOPE_GLOBAL,
+     .offset = CF(log_file),
+     .metavar = "PATH",
+     .help = "append logs to this file instead of standard error; SIGUSR1 reopens it (after "
+             "logrotate renamed it)"},
     {.key = "workers",
      .type = T_INT,
      .scope = SCOPE_GLOBAL,
@@ -311,6 +329,21 @@ static const struct setting settings[] = {
      .names = bool_names,
      .metavar = "BOOL",
      .help = "leave the process dumpable (core dumps hold the current password); for debugging"},
+    {.key = "admin_listen",
+     .type = T_STRING,
+     .scope = SCOPE_GLOBAL,
+     .offset = CF(admin_listen),
+     .metavar = "HOST:PORT",
+     .help = "HTTP admin endpoint: /metrics, /healthz, /readyz, /status, /status.json (off unless "
+             "set; loopback only unless admin_listen_public)"},
+    {.key = "admin_listen_public",
+     .type = T_ENUM,
+     .scope = SCOPE_GLOBAL,
+     .offset = CF(admin_listen_public),
+     .def = "false",
+     .names = bool_names,
+     .metavar = "BOOL",
+     .help = "allow admin_listen on a non-loopback address (it has no authentication)"},
     {.key = "shutdown_timeout",
      .type = T_DURATION,
      .scope = SCOPE_GLOBAL,
@@ -1149,6 +1182,8 @@ static bool flag_switch(struct config *cfg, const char *arg)
         cfg->check_only = true;
     else if (strcmp(arg, "--upgrade") == 0)
         cfg->upgrade = true;
+    else if (strcmp(arg, "--help-man") == 0)
+        cfg->show_man = true;
     else
         return false;
     return true;
@@ -1505,6 +1540,32 @@ static void check_iam(struct loader *ld, size_t r)
     }
 }
 
+/* The admin endpoint has no authentication: loopback only, unless the operator says otherwise. */
+static void check_admin(struct loader *ld)
+{
+    const struct setting *s = setting_by_key("admin_listen");
+    const char *a = ld->cfg->admin_listen;
+    struct origin o = ld->top.org[setting_index(s)];
+    char host[256];
+    int port;
+    if (!a)
+        return;
+    if (!config_parse_hostport(a, host, sizeof(host), &port)) {
+        origin_err(ld, s, o, "'%.64s' is not HOST:PORT (or [IPV6]:PORT)", a);
+        return;
+    }
+    if (!config_host_is_loopback(host) && !ld->cfg->admin_listen_public)
+        origin_err(ld, s, o,
+                   "'%.64s' is not a loopback address: the admin endpoint has no authentication; "
+                   "use 127.0.0.1 or [::1], or set admin_listen_public = true to expose it",
+                   a);
+    for (size_t r = 0; r < ld->cfg->n_routes; r++)
+        for (size_t i = 0; i < ld->cfg->routes[r].n_listen; i++)
+            if (listen_conflict(a, ld->cfg->routes[r].listen[i]))
+                origin_err(ld, s, o, "'%.64s' conflicts with listen '%.64s' of route '%s'", a,
+                           ld->cfg->routes[r].listen[i], ld->cfg->routes[r].name);
+}
+
 static void routes_check(struct loader *ld)
 {
     for (size_t r = 0; r < ld->cfg->n_routes; r++) {
@@ -1548,7 +1609,7 @@ bool config_load(struct config *out, int argc, char **argv, char **envp, struct 
         envp = environ;
     struct flag_arg *flags = xrealloc(NULL, (size_t)(argc > 0 ? argc : 1) * sizeof(*flags));
     size_t n_flags = flags_scan(&ld, argc, argv, flags);
-    if (out->show_help || out->show_version) {
+    if (out->show_help || out->show_man || out->show_version) {
         free(flags);
         return true;
     }
@@ -1565,6 +1626,7 @@ bool config_load(struct config *out, int argc, char **argv, char **envp, struct 
     free(flags);
     routes_build(&ld);
     routes_check(&ld);
+    check_admin(&ld);
     loader_free(&ld);
     return errs->n == errs_before;
 }
@@ -1575,7 +1637,88 @@ void config_free(struct config *cfg)
         route_values_free(&cfg->routes[r]);
     free(cfg->routes);
     free(cfg->config_file);
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        if (settings[i].scope == SCOPE_GLOBAL)
+            value_free(&settings[i], cfg);
     memset(cfg, 0, sizeof(*cfg));
+}
+
+/* ---- Comparing two loaded configurations (a reload) ------------------------------------- */
+
+static bool opt_str_eq(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* True when s has the same value in a and b. */
+static bool value_eq(const struct setting *s, void *a, void *b)
+{
+    switch (s->type) {
+    case T_STRING:
+        return opt_str_eq(*str_slot(s, a), *str_slot(s, b));
+    case T_LIST:
+    case T_WORDS:
+        if (*count_slot(s, a) != *count_slot(s, b))
+            return false;
+        for (size_t i = 0; i < *count_slot(s, a); i++)
+            if (!opt_str_eq((*list_slot(s, a))[i], (*list_slot(s, b))[i]))
+                return false;
+        return true;
+    case T_IDS:
+        return *count_slot(s, a) == *count_slot(s, b) &&
+               (*count_slot(s, a) == 0 || memcmp(*ids_slot(s, a), *ids_slot(s, b),
+                                                 *count_slot(s, a) * sizeof(unsigned)) == 0);
+    default:
+        return *int_slot(s, a) == *int_slot(s, b);
+    }
+}
+
+static size_t changes(enum setting_scope scope, void *a, void *b, const char **keys, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        if (settings[i].scope == scope && !value_eq(&settings[i], a, b)) {
+            if (n < max)
+                keys[n] = settings[i].key;
+            n++;
+        }
+    return n;
+}
+
+size_t config_route_changes(const struct route_config *a, const struct route_config *b,
+                            const char **keys, size_t max)
+{
+    return changes(SCOPE_ROUTE, (void *)a, (void *)b, keys, max);
+}
+
+size_t config_global_changes(const struct config *a, const struct config *b, const char **keys,
+                             size_t max)
+{
+    return changes(SCOPE_GLOBAL, (void *)a, (void *)b, keys, max);
+}
+
+/* Replaces dst's value of key with a deep copy of src's; src is only read. */
+static bool keep_value(enum setting_scope scope, void *dst, const void *src, const char *key)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        if (s->scope != scope || strcmp(s->key, key) != 0)
+            continue;
+        value_free(s, dst);
+        value_copy(s, dst, (void *)src);
+        return true;
+    }
+    return false;
+}
+
+bool config_route_keep(struct route_config *dst, const struct route_config *src, const char *key)
+{
+    return keep_value(SCOPE_ROUTE, dst, src, key);
+}
+
+bool config_global_keep(struct config *dst, const struct config *src, const char *key)
+{
+    return keep_value(SCOPE_GLOBAL, dst, src, key);
 }
 
 void config_errors_free(struct config_errors *errs)
@@ -1603,28 +1746,139 @@ static void help_setting(FILE *f, const struct setting *s)
     fputs("]\n", f);
 }
 
+/* The switches (flags without a setting), shown by --help and the manual page alike. */
+static const struct {
+    const char *flag, *metavar, *help;
+} switches[] = {
+    {"--config", "FILE", "config file [CREDPROXY_CONFIG]"},
+    {"--check-config", NULL, "validate the configuration and exit"},
+    {"--upgrade", NULL,
+     "share the listeners of a running credproxy, to replace it (binary swap: start the new "
+     "one with --upgrade, then SIGTERM the old one)"},
+    {"-h, --help", NULL, "show this help and exit"},
+    {"--help-man", NULL, "print the manual page credproxy(8) (roff) and exit"},
+    {"--version", NULL, "show the version and exit"},
+};
+
+static const char help_summary[] =
+    "A MySQL proxy that logs in to the database with credentials from a secret.";
+static const char help_sources[] =
+    "Settings come from built-in defaults, then the config file, then CREDPROXY_<KEY>\n"
+    "environment variables, then flags; later sources win. In the config file\n"
+    "(\"key = value\" lines, # or ; comments), keys before any section or in\n"
+    "[credproxy] are global and the defaults of every route; [route NAME] sections\n"
+    "define routes. Durations: 250ms, 10s, 2m, 1h, or a bare number of seconds.";
+
 void config_print_help(FILE *f, const char *argv0)
 {
     fprintf(f,
-            "Usage: %s [--config FILE] [--check-config] [--upgrade] [--SETTING VALUE]...\n"
-            "\n"
-            "A MySQL proxy that logs in to the database with credentials from a secret.\n"
-            "\n"
-            "Settings come from built-in defaults, then the config file, then CREDPROXY_<KEY>\n"
-            "environment variables, then flags; later sources win. In the config file\n"
-            "(\"key = value\" lines, # or ; comments), keys before any section or in\n"
-            "[credproxy] are global and the defaults of every route; [route NAME] sections\n"
-            "define routes. Durations: 250ms, 10s, 2m, 1h, or a bare number of seconds.\n"
-            "\n"
-            "  --config FILE\n      config file [CREDPROXY_CONFIG]\n"
-            "  --check-config\n      validate the configuration and exit\n"
-            "  --upgrade\n      share the listeners of a running credproxy, to replace it\n"
-            "      (binary swap: start the new one with --upgrade, then SIGTERM the old)\n"
-            "  -h, --help\n      show this help and exit\n"
-            "  --version\n      show the version and exit\n"
-            "\n"
-            "Settings [file key, environment variable, scope]:\n",
-            argv0);
+            "Usage: %s [--config FILE] [--check-config] [--upgrade] [--SETTING VALUE]...\n\n%s\n\n"
+            "%s\n\n",
+            argv0, help_summary, help_sources);
+    for (size_t i = 0; i < sizeof(switches) / sizeof(switches[0]); i++)
+        fprintf(f, "  %s%s%s\n      %s\n", switches[i].flag, switches[i].metavar ? " " : "",
+                switches[i].metavar ? switches[i].metavar : "", switches[i].help);
+    fputs("\nSettings [file key, environment variable, scope]:\n", f);
     for (size_t i = 0; i < N_SETTINGS; i++)
         help_setting(f, &settings[i]);
+}
+
+/* ---- --help-man ------------------------------------------------------------------------ */
+
+/*
+ * Text as roff: backslashes escaped, '-' as \- (so a flag is not hyphenated or turned into a
+ * dash), newlines joined, and a line never starting with '.' or '\'' (a request).
+ */
+static void man_text(FILE *f, const char *s)
+{
+    if (*s == '.' || *s == '\'')
+        fputs("\\&", f);
+    for (; *s; s++) {
+        if (*s == '\\')
+            fputs("\\e", f);
+        else if (*s == '-')
+            fputs("\\-", f);
+        else if (*s == '\n')
+            fputc(' ', f);
+        else
+            fputc(*s, f);
+    }
+}
+
+static void man_setting(FILE *f, const struct setting *s)
+{
+    char flag[64], env[64];
+    flag_name(s->key, flag, sizeof(flag));
+    env_name(s->key, env, sizeof(env));
+    fputs(".TP\n\\fB", f);
+    man_text(f, s->key);
+    fputs("\\fR = \\fI", f);
+    man_text(f, s->metavar);
+    fputs("\\fR\n", f);
+    man_text(f, s->help);
+    fputs(".\n.br\nFlag \\fB", f);
+    man_text(f, flag);
+    fputs("\\fR, environment \\fB", f);
+    man_text(f, env);
+    fprintf(f, "\\fR; %s", s->scope == SCOPE_GLOBAL ? "global" : "per route");
+    for (int i = 0; s->names && s->names[i]; i++) {
+        fputs(i ? "|" : "; one of ", f);
+        man_text(f, s->names[i]);
+    }
+    if (s->def) {
+        fputs("; default ", f);
+        man_text(f, s->def);
+    }
+    fputs(".\n", f);
+}
+
+void config_print_man(FILE *f)
+{
+    fprintf(f,
+            ".\\\" credproxy(8), generated by credproxy --help-man from the settings table.\n"
+            ".TH CREDPROXY 8 \"\" \"credproxy %s\" \"System Administration\"\n"
+            ".nh\n.ad l\n.SH NAME\ncredproxy \\- MySQL proxy that logs in with credentials from a "
+            "secret\n"
+            ".SH SYNOPSIS\n.B credproxy\n[\\fB\\-\\-config\\fR \\fIFILE\\fR] "
+            "[\\fB\\-\\-check\\-config\\fR] [\\fB\\-\\-\\fISETTING\\fR \\fIVALUE\\fR]...\n"
+            ".SH DESCRIPTION\n",
+            CREDPROXY_VERSION);
+    man_text(f, help_summary);
+    fputs("\nApplications connect to it on loopback or a unix socket with no password; it logs in\n"
+          "to MySQL or MariaDB with the credentials of a secret (AWS Secrets Manager or a file),\n"
+          "pools the connections and keeps clients working across rotations and restarts.\n"
+          ".PP\n",
+          f);
+    man_text(f, help_sources);
+    fputs("\n.SH OPTIONS\n", f);
+    for (size_t i = 0; i < sizeof(switches) / sizeof(switches[0]); i++) {
+        fputs(".TP\n\\fB", f);
+        man_text(f, switches[i].flag);
+        fputs("\\fR", f);
+        if (switches[i].metavar) {
+            fputs(" \\fI", f);
+            man_text(f, switches[i].metavar);
+            fputs("\\fR", f);
+        }
+        fputc('\n', f);
+        man_text(f, switches[i].help);
+        fputs("\n", f);
+    }
+    fputs(".SH SETTINGS\n"
+          "Each setting is a config file key, a flag and an environment variable.\n",
+          f);
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        man_setting(f, &settings[i]);
+    fputs(".SH EXIT STATUS\n"
+          ".TP\n0\nstopped cleanly, or \\fB\\-\\-check\\-config\\fR found the configuration valid\n"
+          ".TP\n1\ncould not start (a listener, the secret, the event loop)\n"
+          ".TP\n2\nthe configuration is invalid: every problem is printed as FILE:LINE: key 'K': "
+          "...\n"
+          ".SH FILES\n"
+          ".TP\n.I /etc/credproxy/credproxy.conf\nthe configuration the systemd unit reads\n"
+          ".TP\n.I /usr/share/doc/credproxy/examples/credproxy.conf\nan annotated example\n"
+          ".SH SEE ALSO\n"
+          ".BR systemd.service (5),\n"
+          "the README and docs/kubernetes.md of the source tree.\n",
+          f);
 }

@@ -44,6 +44,7 @@ enum client_tls_mode {
 };
 
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
+enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 
 /* secret_regions: the primary and at most this many - 1 replica regions. */
 #define CONFIG_MAX_SECRET_REGIONS 8
@@ -101,14 +102,19 @@ struct route_config {
 struct config {
     char *config_file; /* path given with --config, or NULL */
     enum log_level log_level;
-    int workers;             /* event-loop threads; 0 means one per CPU */
-    int allow_core_dumps;    /* 1: stay dumpable (PR_SET_DUMPABLE left on); an enum false|true */
-    int shutdown_timeout_ms; /* SIGTERM: longest wait for open clients to finish (drain) */
+    enum log_format log_format; /* text, or one JSON object per line */
+    char *log_file;             /* log here instead of stderr; NULL: stderr */
+    int workers;                /* event-loop threads; 0 means one per CPU */
+    int allow_core_dumps;       /* 1: stay dumpable (PR_SET_DUMPABLE left on); an enum false|true */
+    char *admin_listen;         /* "HOST:PORT" of the HTTP admin endpoint, or NULL (off) */
+    int admin_listen_public;    /* 1: admin_listen may be a non-loopback address; false|true */
+    int shutdown_timeout_ms;    /* SIGTERM: longest wait for open clients to finish (drain) */
     struct route_config *routes;
     size_t n_routes;
     bool check_only;   /* --check-config: validate and exit */
     bool show_help;    /* --help */
     bool show_version; /* --version */
+    bool show_man;     /* --help-man */
     bool upgrade;      /* --upgrade: share listeners another credproxy serves (binary swap) */
 };
 
@@ -126,17 +132,41 @@ struct config_errors {
  * (then the process environment is used). The caller frees with
  * config_free() and config_errors_free() in both cases.
  *
- * With --help or --version nothing but the flags is read: the result is true with
- * show_help / show_version set and no routes, so check those first.
+ * With --help, --help-man or --version nothing but the flags is read: the result is true
+ * with show_help / show_man / show_version set and no routes, so check those first.
  */
 bool config_load(struct config *out, int argc, char **argv, char **envp, struct config_errors *errs)
     __attribute__((warn_unused_result));
 
 void config_free(struct config *cfg);
+
+/*
+ * For a reload: the keys of the per-route (route_changes) or process-wide (global_changes)
+ * settings whose values differ between a and b, at most max of them in keys (settings-table
+ * order); returns how many differ.
+ */
+size_t config_route_changes(const struct route_config *a, const struct route_config *b,
+                            const char **keys, size_t max);
+size_t config_global_changes(const struct config *a, const struct config *b, const char **keys,
+                             size_t max);
+
+/*
+ * Replaces dst's value of setting key with a copy of src's (src is only read, so it may be
+ * a configuration in use): a reload keeps the running value of a setting it cannot apply.
+ * False when key is no such setting.
+ */
+bool config_route_keep(struct route_config *dst, const struct route_config *src, const char *key);
+bool config_global_keep(struct config *dst, const struct config *src, const char *key);
 void config_errors_free(struct config_errors *errs);
 
 /* Prints --help, generated from the settings table. */
 void config_print_help(FILE *f, const char *argv0);
+
+/*
+ * Prints the manual page credproxy(8) in roff (--help-man), from the same settings table and
+ * switch list as --help, so the two never drift; the build writes it to credproxy.8.
+ */
+void config_print_man(FILE *f);
 
 /* True when host is a loopback address or name ("localhost", 127.0.0.0/8, ::1). */
 bool config_host_is_loopback(const char *host);

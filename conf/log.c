@@ -1,15 +1,19 @@
 /*
- * Logging to stderr, where systemd and container runtimes collect it: through a bounded
- * queue and a log thread, so a stalled reader never stops a worker, with a per-call-site
- * rate limit so a flood leaves a count instead of a wall of lines.
+ * Logging to stderr, where systemd and container runtimes collect it (or to log_file, which
+ * becomes stderr): through a bounded queue and a log thread, so a stalled reader never stops
+ * a worker, with a per-call-site rate limit so a flood leaves a count instead of a wall of
+ * lines. Lines are text or JSON objects (log_format).
  */
 #include "conf/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
@@ -24,6 +28,9 @@
 enum log_level log_current_level = LOG_LEVEL_INFO;
 
 static const char *const level_names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
+static const char *const json_level_names[] = {"error", "warn", "info", "debug"};
+
+static _Atomic int line_format = LOG_FORMAT_TEXT; /* enum log_format */
 
 /* One call site's count in the current one-second window. */
 struct rate_slot {
@@ -45,6 +52,9 @@ static struct {
     bool running;           /* the log thread owns the output */
     bool stopping;          /* log_stop() asked it to finish */
     bool done;              /* it has finished */
+    bool reopen;            /* log_reopen() asked the log thread to reopen file */
+    size_t reopen_at;       /* bytes of the queue logged before that request */
+    char *file;             /* log_file, or NULL when logging to the inherited stderr */
     pthread_t thread;
     struct rate_slot slots[RATE_SLOTS];
 } lg = {.mu = PTHREAD_MUTEX_INITIALIZER,
@@ -53,7 +63,39 @@ static struct {
 
 void log_set_level(enum log_level level)
 {
-    log_current_level = level;
+    __atomic_store_n(&log_current_level, level, __ATOMIC_RELAXED); /* a reload, workers reading */
+}
+
+void log_set_format(enum log_format format)
+{
+    atomic_store_explicit(&line_format, (int)format, memory_order_relaxed);
+}
+
+/* Opens path for appending and puts it in place of stderr; false with errno on failure. */
+static bool file_to_stderr(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+    if (fd < 0)
+        return false;
+    int ok = fd == STDERR_FILENO || dup2(fd, STDERR_FILENO) == STDERR_FILENO;
+    int saved = errno;
+    if (fd != STDERR_FILENO)
+        close(fd);
+    errno = saved;
+    return ok;
+}
+
+bool log_open_file(const char *path, char *err, size_t errlen)
+{
+    if (!file_to_stderr(path)) {
+        snprintf(err, errlen, "cannot open log file %s: %s", path, strerror(errno));
+        return false;
+    }
+    pthread_mutex_lock(&lg.mu);
+    free(lg.file);
+    lg.file = strdup(path);
+    pthread_mutex_unlock(&lg.mu);
+    return true;
 }
 
 /* Writes everything, waiting out a non-blocking stderr; gives up on a real error. */
@@ -96,16 +138,23 @@ static void emit(const char *line, size_t len)
     pthread_mutex_unlock(&lg.mu);
 }
 
-/* "TIME LEVEL " into line; returns its length. */
-static size_t line_prefix(char *line, size_t size, enum log_level level)
+/* "2026-01-02T03:04:05.678Z" into out (at least 32 bytes); returns its length. */
+static size_t format_time(char *out, size_t size)
 {
     struct timeval tv;
     struct tm tm;
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
-    size_t n = strftime(line, size, "%Y-%m-%dT%H:%M:%S", &tm);
-    int m =
-        snprintf(line + n, size - n, ".%03ldZ %s ", (long)(tv.tv_usec / 1000), level_names[level]);
+    size_t n = strftime(out, size, "%Y-%m-%dT%H:%M:%S", &tm);
+    int m = snprintf(out + n, size - n, ".%03ldZ", (long)(tv.tv_usec / 1000));
+    return n + (m > 0 ? (size_t)m : 0);
+}
+
+/* "TIME LEVEL " into line; returns its length. */
+static size_t line_prefix(char *line, size_t size, enum log_level level)
+{
+    size_t n = format_time(line, size);
+    int m = snprintf(line + n, size - n, " %s ", level_names[level]);
     return n + (m > 0 ? (size_t)m : 0);
 }
 
@@ -130,19 +179,177 @@ static size_t line_finish(char *line, size_t n, size_t size, const char *msg)
     return n;
 }
 
+static size_t utf8_len(const unsigned char *p, size_t left);
+
+/*
+ * Appends s (len bytes) to line[*n..) as the inside of a JSON string, leaving at least
+ * reserve bytes free: well-formed UTF-8 passes, quote and backslash are escaped, control
+ * bytes, DEL and every byte of a malformed sequence become \u00XX, so any input is valid
+ * JSON. A value that does not fit ends in "..." (never half an escape); returns false then.
+ */
+static bool json_chars(char *line, size_t *n, size_t size, size_t reserve, const char *s,
+                       size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        char piece[8];
+        size_t plen, adv = 1;
+        unsigned char c = p[i];
+        size_t u = c >= 0x80 ? utf8_len(p + i, len - i) : 0;
+        if (u) {
+            memcpy(piece, p + i, u);
+            plen = adv = u;
+        } else if (c == '"' || c == '\\') {
+            piece[0] = '\\';
+            piece[1] = (char)c;
+            plen = 2;
+        } else if (c >= 0x20 && c < 0x7f) {
+            piece[0] = (char)c;
+            plen = 1;
+        } else if (c == '\n' || c == '\r' || c == '\t') {
+            piece[0] = '\\';
+            piece[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+            plen = 2;
+        } else {
+            memcpy(piece, "\\u00", 4);
+            piece[4] = hex[c >> 4];
+            piece[5] = hex[c & 15];
+            plen = 6;
+        }
+        if (*n + plen + 3 + reserve > size) {
+            memcpy(line + *n, "...", 3);
+            *n += 3;
+            return false;
+        }
+        memcpy(line + *n, piece, plen);
+        *n += plen;
+        i += adv;
+    }
+    return true;
+}
+
+/* Appends ,"key":"value" (value escaped, len bytes), leaving reserve bytes free. */
+static void json_field(char *line, size_t *n, size_t size, size_t reserve, const char *key,
+                       const char *value, size_t len)
+{
+    size_t klen = strlen(key);
+    if (*n + klen + 6 + 3 + reserve > size)
+        return;
+    line[(*n)++] = ',';
+    line[(*n)++] = '"';
+    memcpy(line + *n, key, klen);
+    *n += klen;
+    memcpy(line + *n, "\":\"", 3);
+    *n += 3;
+    json_chars(line, n, size, reserve + 1, value, len);
+    line[(*n)++] = '"';
+}
+
+/* Length of the run of bytes in s that are not space and not ": " (a prefix's name). */
+static size_t prefix_word(const char *s)
+{
+    size_t i = 0;
+    while (s[i] && s[i] != ' ' && !(s[i] == ':' && s[i + 1] == ' '))
+        i++;
+    return i;
+}
+
+/*
+ * The identity prefixes of the call sites, as JSON fields: "C-12 PEER: " (client, peer),
+ * "C-12: ", "route NAME: ", "secret 'ID': ", "worker N: ". Appends the fields it finds
+ * and returns the rest of msg.
+ */
+static const char *json_prefixes(char *line, size_t *n, size_t size, size_t reserve,
+                                 const char *msg)
+{
+    for (int round = 0; round < 2; round++) {
+        const char *p = msg;
+        if (p[0] == 'C' && p[1] == '-' && p[2] >= '0' && p[2] <= '9') {
+            size_t id = 2 + strspn(p + 2, "0123456789");
+            if (p[id] == ':' && p[id + 1] == ' ') {
+                json_field(line, n, size, reserve, "client", p, id);
+                msg = p + id + 2;
+                continue;
+            }
+            size_t peer = p[id] == ' ' ? prefix_word(p + id + 1) : 0;
+            if (peer && p[id + 1 + peer] == ':' && p[id + 2 + peer] == ' ') {
+                json_field(line, n, size, reserve, "client", p, id);
+                json_field(line, n, size, reserve, "peer", p + id + 1, peer);
+                msg = p + id + peer + 3;
+                continue;
+            }
+        }
+        static const struct {
+            const char *word, *key;
+        } named[] = {{"route ", "route"}, {"worker ", "worker"}, {"secret '", "secret"}};
+        for (size_t k = 0; k < sizeof(named) / sizeof(named[0]); k++) {
+            size_t wl = strlen(named[k].word);
+            if (strncmp(p, named[k].word, wl) != 0)
+                continue;
+            const char *v = p + wl, *end;
+            if (named[k].word[wl - 1] == '\'') {
+                end = strstr(v, "': ");
+                if (end)
+                    msg = end + 3;
+            } else {
+                end = v + prefix_word(v);
+                if (end > v && end[0] == ':' && end[1] == ' ')
+                    msg = end + 2;
+                else
+                    end = NULL;
+            }
+            if (end)
+                json_field(line, n, size, reserve, named[k].key, v, (size_t)(end - v));
+            break;
+        }
+        if (msg == p)
+            break;
+    }
+    return msg;
+}
+
+/*
+ * One whole line for msg at level in the configured format; event (with count) marks the
+ * log's own lines: "suppressed" and "dropped". Returns the line's length (<= size).
+ */
+static size_t format_line(char *line, size_t size, enum log_level level, const char *msg,
+                          const char *event, unsigned long count)
+{
+    if (atomic_load_explicit(&line_format, memory_order_relaxed) != LOG_FORMAT_JSON) {
+        size_t n = line_prefix(line, size, level);
+        return line_finish(line, n, size, msg);
+    }
+    char ts[40], num[48] = "";
+    format_time(ts, sizeof(ts));
+    size_t n = (size_t)snprintf(line, size, "{\"time\":\"%s\",\"level\":\"%s\"", ts,
+                                json_level_names[level]);
+    if (event)
+        snprintf(num, sizeof(num), ",\"%s\":%lu", event, count);
+    size_t reserve = strlen(num) + 3; /* the count, "}\n" and the NUL */
+    if (event)
+        json_field(line, &n, size, reserve, "event", event, strlen(event));
+    msg = json_prefixes(line, &n, size, reserve + 16, msg);
+    json_field(line, &n, size, reserve, "msg", msg, strlen(msg));
+    memcpy(line + n, num, strlen(num));
+    n += strlen(num);
+    line[n++] = '}';
+    line[n++] = '\n';
+    return n;
+}
+
 static void emit_message(enum log_level level, const char *msg)
 {
     char line[LINE_MAX_BYTES];
-    size_t n = line_prefix(line, sizeof(line), level);
-    emit(line, line_finish(line, n, sizeof(line), msg));
+    emit(line, format_line(line, sizeof(line), level, msg, NULL, 0));
 }
 
 static void emit_summary(enum log_level level, unsigned n, const char *fmt)
 {
-    char msg[256];
+    char msg[256], line[LINE_MAX_BYTES];
     snprintf(msg, sizeof(msg), "suppressed %u similar line%s in one second (like: %.120s)", n,
              n == 1 ? "" : "s", fmt);
-    emit_message(level, msg);
+    emit(line, format_line(line, sizeof(line), level, msg, "suppressed", n));
 }
 
 static time_t now_seconds(void)
@@ -235,6 +442,26 @@ void log_write(enum log_level level, const char *fmt, ...)
     emit_message(level, msg);
 }
 
+/*
+ * Puts a fresh open of path in place of stderr (logrotate renamed the old file) and says so
+ * in the new file; on failure the old file goes on, and the failure is logged there.
+ */
+static void reopen_file(const char *path)
+{
+    char line[LINE_MAX_BYTES], msg[600];
+    enum log_level level = LOG_LEVEL_INFO;
+    if (file_to_stderr(path)) {
+        snprintf(msg, sizeof(msg), "log file %.500s reopened", path);
+    } else {
+        snprintf(msg, sizeof(msg),
+                 "cannot reopen log file %.500s: %s; still writing to the "
+                 "one open before",
+                 path, strerror(errno));
+        level = LOG_LEVEL_ERROR;
+    }
+    write_all(line, format_line(line, sizeof(line), level, msg, NULL, 0));
+}
+
 /* The log thread: drains the queue to stderr, reports drops, writes due summaries. */
 static void *log_main(void *arg)
 {
@@ -242,7 +469,7 @@ static void *log_main(void *arg)
     static char batch[QUEUE_BYTES];
     pthread_mutex_lock(&lg.mu);
     for (;;) {
-        if (lg.len == 0 && lg.dropped == 0) {
+        if (lg.len == 0 && lg.dropped == 0 && !lg.reopen) {
             if (lg.stopping)
                 break;
             struct timespec until;
@@ -258,13 +485,23 @@ static void *log_main(void *arg)
         lg.len = 0;
         unsigned long dropped = lg.dropped;
         lg.dropped = 0;
+        char *reopen = lg.reopen && lg.file ? strdup(lg.file) : NULL;
+        size_t old_part = reopen ? lg.reopen_at : 0; /* lines for the file being replaced */
+        lg.reopen = false;
         pthread_mutex_unlock(&lg.mu);
+        if (reopen) {
+            write_all(batch, old_part);
+            reopen_file(reopen);
+            free(reopen);
+            memmove(batch, batch + old_part, len - old_part);
+            len -= old_part;
+        }
         if (dropped) {
             char line[LINE_MAX_BYTES], msg[160];
             snprintf(msg, sizeof(msg), "%lu log line%s dropped: stderr was not keeping up", dropped,
                      dropped == 1 ? "" : "s");
-            size_t n = line_prefix(line, sizeof(line), LOG_LEVEL_WARN);
-            write_all(line, line_finish(line, n, sizeof(line), msg));
+            write_all(line,
+                      format_line(line, sizeof(line), LOG_LEVEL_WARN, msg, "dropped", dropped));
         }
         write_all(batch, len);
         rate_sweep(false);
@@ -274,6 +511,24 @@ static void *log_main(void *arg)
     pthread_cond_broadcast(&lg.exited);
     pthread_mutex_unlock(&lg.mu);
     return NULL;
+}
+
+bool log_reopen(void)
+{
+    pthread_mutex_lock(&lg.mu);
+    char *path = lg.file && !lg.running ? strdup(lg.file) : NULL;
+    bool has_file = lg.file != NULL;
+    if (has_file && lg.running) {
+        lg.reopen = true;
+        lg.reopen_at = lg.len; /* what is queued now was logged before the rotation */
+        pthread_cond_signal(&lg.wake);
+    }
+    pthread_mutex_unlock(&lg.mu);
+    if (path) {
+        reopen_file(path); /* no log thread: at once */
+        free(path);
+    }
+    return has_file;
 }
 
 bool log_start(void)

@@ -25,6 +25,30 @@ void log_set_level(enum log_level level);
  */
 void log_write(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/*
+ * LOG_FORMAT_TEXT: "TIME LEVEL message". LOG_FORMAT_JSON: one object per line, for log
+ * shippers: {"time":"2026-01-02T03:04:05.678Z","level":"info", then the call site's identity
+ * prefix as fields when it has one ("client":"C-12","peer":"127.0.0.1:5000" from
+ * "C-12 127.0.0.1:5000: ", "route", "secret", "worker"), "msg" with the rest; the log's own
+ * lines add "event":"suppressed" or "dropped" and the count under the same key. Every string
+ * is escaped (control bytes and malformed UTF-8 as \u00XX), so each line is valid JSON.
+ */
+void log_set_format(enum log_format format);
+
+/*
+ * Opens path for appending (mode 0640, created if needed) in place of stderr, so stray
+ * writes to stderr land there too, and remembers it for log_reopen(). Call before
+ * log_start(). False with err filled in when it cannot be opened (stderr unchanged).
+ */
+bool log_open_file(const char *path, char *err, size_t errlen);
+
+/*
+ * SIGUSR1 after a rotation (the file renamed): opens the log file's path afresh, from the
+ * log thread, so new lines go to the new file; a failure is logged and the old file stays.
+ * Returns false (doing nothing) when no log file is configured.
+ */
+bool log_reopen(void);
+
 /* Lines per call site per second before the rest are suppressed. */
 #define LOG_RATE_LIMIT 20
 
@@ -51,7 +75,7 @@ const char *log_escape(char *buf, size_t n, const void *s, size_t len);
 
 #define LOG_AT(lvl, ...)                                                                           \
     do {                                                                                           \
-        if ((lvl) <= log_current_level)                                                            \
+        if ((int)(lvl) <= (int)__atomic_load_n(&log_current_level, __ATOMIC_RELAXED))              \
             log_write((lvl), __VA_ARGS__);                                                         \
     } while (0)
 #define log_error(...) LOG_AT(LOG_LEVEL_ERROR, __VA_ARGS__)

@@ -55,6 +55,9 @@ static void handshake_timeout_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct session *s = arg;
     SCRATCH_EMPTY(s);
+    if (!s->refusal_counted)
+        stats_inc(s->stats, ST_REFUSED_HANDSHAKE_TIMEOUT);
+    s->refusal_counted = 1;
     if (s->tls) {
         /* Perhaps mid TLS handshake, where a MySQL error cannot be sent: just close. */
         session_close(s, "timed out during the TLS handshake");

@@ -19,10 +19,13 @@
 #include "auth/users.h"
 #include "conf/config.h"
 #include "conf/log.h"
+#include "proxy/admin.h"
 #include "proxy/daemon.h"
 #include "proxy/drain.h"
 #include "proxy/listener.h"
+#include "proxy/reload.h"
 #include "proxy/route.h"
+#include "proxy/stats.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
 
@@ -36,6 +39,7 @@ struct daemon {
     struct worker *workers;
     int n_workers;
     struct upstream_login **probes; /* start-up logins still in flight, by route */
+    struct admin *admin;            /* the HTTP admin endpoint (admin_listen), or NULL */
 };
 
 /* cJSON copies secret values into its own heap blocks: wipe every block it frees. */
@@ -64,6 +68,13 @@ static int hash_password(void)
 
 static struct daemon *the_daemon; /* for probe_done, which only gets the route */
 
+static int64_t ts_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void probe_done(void *arg, struct bufferevent *bev, const struct upstream_info *info,
                        const struct upstream_error *err)
 {
@@ -72,6 +83,8 @@ static void probe_done(void *arg, struct bufferevent *bev, const struct upstream
     if (info)
         route_learn(r, info); /* before clients waiting for the profile are let in */
     route_set_probing(r, false);
+    if (!err)
+        __atomic_store_n(&r->last_login_mono_ms, (int64_t)(ts_ms()), __ATOMIC_RELAXED);
     if (err) {
         log_warn("route %s: upstream not reachable at start-up (%s); greeting clients as '%s' "
                  "until it is",
@@ -192,18 +205,20 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 /*
  * Signals an operator may send that must not end the daemon (their default
  * action would, silently; systemd even counts a SIGHUP death as clean).
- * None of them has a job yet: each is logged and ignored.
+ * SIGHUP reloads the configuration (proxy/reload.c), SIGUSR1 reopens the log file, SIGUSR2 is
+ * logged and ignored.
  */
 static void other_signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     (void)arg;
     if (sig == SIGHUP)
-        log_warn("received SIGHUP: reloading the configuration is not supported yet; ignoring it "
-                 "(restart credproxy to apply a changed configuration)");
+        reload_run();
+    else if (sig == SIGUSR1 && log_reopen())
+        log_info("received SIGUSR1: reopening the log file");
     else if (sig == SIGUSR1)
-        log_warn("received SIGUSR1: logs go to standard error, there is no log file to reopen; "
-                 "ignoring it");
+        log_warn("received SIGUSR1: logs go to standard error (no log_file), there is no log "
+                 "file to reopen; ignoring it");
     else
         log_warn("received signal %d; ignoring it", (int)sig);
 }
@@ -234,6 +249,8 @@ static int start(struct daemon *d)
             d->n_routes = i + 1; /* destroy what was set up, including this one */
             return -1;
         }
+        /* One block of counters per worker; without one a route counts nowhere, but works. */
+        d->routes[i].stats = stats_new(d->n_workers);
     }
     for (int k = 0; k < d->n_workers; k++) {
         if (worker_init(&d->workers[k], k, d->n_workers) < 0) {
@@ -253,11 +270,21 @@ static int start(struct daemon *d)
             return -1;
         }
     }
+    if (d->cfg.admin_listen) {
+        struct admin_view v = {d->routes, d->n_routes, d->workers, d->n_workers, d->dns};
+        d->admin = admin_start(d->base, d->cfg.admin_listen, &v, err, sizeof(err));
+        if (!d->admin) {
+            log_error("%s", err);
+            return -1;
+        }
+    }
     return 0;
 }
 
 static void stop(struct daemon *d)
 {
+    admin_free(d->admin); /* first: it reads the routes and workers freed below */
+    d->admin = NULL;
     for (int k = 0; k < d->n_workers; k++)
         if (d->workers[k].thread)
             worker_stop(&d->workers[k]);
@@ -299,9 +326,11 @@ int main(int argc, char **argv)
         config_free(&d.cfg);
         return 2;
     }
-    if (d.cfg.show_help || d.cfg.show_version || d.cfg.check_only) {
+    if (d.cfg.show_help || d.cfg.show_man || d.cfg.show_version || d.cfg.check_only) {
         if (d.cfg.show_help)
             config_print_help(stdout, argv[0]);
+        else if (d.cfg.show_man)
+            config_print_man(stdout);
         else if (d.cfg.show_version)
             printf("credproxy %s\n", CREDPROXY_VERSION);
         else
@@ -311,6 +340,13 @@ int main(int argc, char **argv)
         return 0;
     }
     log_set_level(d.cfg.log_level);
+    log_set_format(d.cfg.log_format);
+    char log_err[512];
+    if (d.cfg.log_file && !log_open_file(d.cfg.log_file, log_err, sizeof(log_err))) {
+        fprintf(stderr, "credproxy: %s\n", log_err);
+        config_free(&d.cfg);
+        return 2;
+    }
     /*
      * Not dumpable: no core dump (it would hold the current password), and processes of the
      * same user cannot ptrace credproxy or read its /proc/PID/mem. Set before any secret is
@@ -340,8 +376,20 @@ int main(int argc, char **argv)
             if (other[i])
                 evsignal_add(other[i], NULL);
         }
+        if (!daemon_watchdog_start(d.base, d.workers, d.n_workers))
+            log_error("cannot start the systemd watchdog timer; systemd will restart credproxy");
+        struct reload_target rt = {.cfg = &d.cfg,
+                                   .routes = d.routes,
+                                   .n_routes = d.n_routes,
+                                   .workers = d.workers,
+                                   .n_workers = d.n_workers,
+                                   .base = d.base,
+                                   .argc = argc,
+                                   .argv = argv};
+        reload_init(&rt);
         log_info("credproxy %s ready", CREDPROXY_VERSION);
-        daemon_set_phase(DAEMON_READY, "listening");
+        /* start() read every route's secret (a failed first read is fatal) and listens. */
+        daemon_set_phase(DAEMON_READY, "listening, secrets loaded");
         event_base_loop(d.base, EVLOOP_NO_EXIT_ON_EMPTY);
         event_free(sigterm);
         event_free(sigint);
@@ -352,7 +400,9 @@ int main(int argc, char **argv)
         rc = 0;
     }
     daemon_set_phase(DAEMON_STOPPING, "exiting");
+    daemon_watchdog_stop();
     stop(&d);
+    reload_shutdown(); /* what reloads replaced, now that no worker or route holds it */
     config_free(&d.cfg);
     log_info("credproxy stopped");
     log_stop(2000); /* flush, but never hang an exit on a reader that stopped reading */

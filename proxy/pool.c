@@ -30,6 +30,7 @@
 #include "conf/log.h"
 #include "proxy/login_policy.h"
 #include "proxy/route.h"
+#include "proxy/stats.h"
 #include "proxy/worker.h"
 #include "secrets/secret_source.h"
 
@@ -77,6 +78,7 @@ struct pool_conn {
      */
     uint64_t ro_epoch;
     bool suspect;
+    uint64_t upstream_gen; /* route_upstream_gen() when it logged in: older ones are not lent */
     /* credproxy's own commands in flight */
     struct response_tracker irt; /* follows their replies (one may be a result set) */
     uint8_t *rows[POOL_ROWS];    /* the first row of the first replies' results (payload) */
@@ -123,11 +125,13 @@ struct pool_request {
     struct upstream_error last_error;
     struct pool_conn *conn; /* while PREPARING or DELIVERING */
     struct upstream_error result;
-    bool failed;     /* result holds the error to deliver */
-    bool holds_slot; /* counts in the route's upstream_open (logging in) */
-    bool warming;    /* opened by the janitor for pool_min_idle */
-    bool checking;   /* its connection's set-up or lend includes READ_ONLY_SQL, first */
-    bool read_only;  /* a server it reached was read-only (upstream_role=writer) */
+    bool failed;           /* result holds the error to deliver */
+    bool holds_slot;       /* counts in the route's upstream_open (logging in) */
+    bool warming;          /* opened by the janitor for pool_min_idle */
+    bool checking;         /* its connection's set-up or lend includes READ_ONLY_SQL, first */
+    bool read_only;        /* a server it reached was read-only (upstream_role=writer) */
+    uint64_t queued_us;    /* monotonic us it joined the wait queue (REQ_WAITING) */
+    uint64_t upstream_gen; /* route_upstream_gen() when its login started */
 };
 
 struct pool {
@@ -145,7 +149,8 @@ struct pool {
     uint8_t last_charset;
     bool have_last;
     bool warming;
-    struct pool_conn *all; /* every open connection */
+    struct pool_conn *all;     /* every open connection */
+    struct route_stats *stats; /* the worker's counters for the route */
 };
 
 static uint64_t now_ms(void)
@@ -153,6 +158,13 @@ static uint64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 static void start_timer(struct event *ev, int ms)
@@ -533,6 +545,8 @@ static bool conn_reusable(const struct pool_conn *c)
     const struct route_config *cfg = c->pool->route->cfg;
     if (now_ms() - c->created_ms >= (uint64_t)cfg->pool_max_lifetime_ms)
         return false;
+    if (c->upstream_gen != route_upstream_gen(c->pool->route))
+        return false; /* a reload sent new logins elsewhere, or as someone else */
     /* Recycle connections of a superseded secret version as their clients leave. */
     struct creds *cur = login_policy_current(c->pool->route);
     bool same = cur && creds_same_login(cur, c->creds);
@@ -547,6 +561,11 @@ static void add_idle(struct pool *p, struct pool_conn *c)
     if (!p->wait_head && __atomic_load_n(&p->route->starved, __ATOMIC_ACQUIRE) &&
         __atomic_exchange_n(&p->route->starved, 0, __ATOMIC_ACQ_REL)) {
         conn_close(c); /* another worker waits for a slot at pool_size: give it this one */
+        return;
+    }
+    if (!p->wait_head &&
+        __atomic_load_n(&p->route->upstream_open, __ATOMIC_ACQUIRE) > p->route->cfg->pool_size) {
+        conn_close(c); /* a reload lowered pool_size: the route is over it */
         return;
     }
     c->mode = CONN_IDLE;
@@ -593,6 +612,8 @@ static void unqueue(struct pool_request *req)
     if (p->wait_tail == req)
         p->wait_tail = prev;
     req->next = NULL;
+    uint64_t now = now_us();
+    stats_wait(p->stats, now > req->queued_us ? now - req->queued_us : 0);
 }
 
 /* Ends a request: gives back what it holds and queues it for the safe point. */
@@ -663,6 +684,7 @@ static void request_event_cb(evutil_socket_t fd, short what, void *arg)
     switch (req->state) {
     case REQ_WAITING: {
         unqueue(req);
+        stats_inc(p->stats, ST_WAIT_TIMEOUTS);
         char msg[300];
         snprintf(msg, sizeof(msg),
                  "credproxy: all %d upstream connections of route %s are in use; waited %d ms",
@@ -835,8 +857,9 @@ static struct pool_conn *find_idle(struct pool *p, uint64_t caps, uint8_t charse
 {
     uint64_t gen = secret_store_generation(p->route->store);
     struct pool_conn *fallback = NULL;
+    uint64_t upstream_gen = route_upstream_gen(p->route);
     for (struct pool_conn *c = p->idle; c; c = c->next) {
-        if (!conn_matches(c, caps, charset))
+        if (!conn_matches(c, caps, charset) || c->upstream_gen != upstream_gen)
             continue;
         if (c->creds->generation == gen)
             return c;
@@ -879,6 +902,7 @@ static void dispatch(struct pool_request *req)
     }
     req->state = REQ_WAITING;
     req->next = NULL;
+    req->queued_us = now_us();
     if (p->wait_tail)
         p->wait_tail->next = req;
     else
@@ -960,6 +984,8 @@ static void start_login(struct pool_request *req)
         return;
     }
     struct upstream_params params;
+    /* Read before the settings: a reload in between leaves the connection marked older. */
+    req->upstream_gen = route_upstream_gen(r);
     if (!route_login_params(r, req->attempt.creds, req->database, &params)) {
         struct upstream_error err = {.code = 2003, .sqlstate = "HY000"};
         snprintf(err.message, sizeof(err.message),
@@ -1047,6 +1073,7 @@ static void login_done(void *arg, struct bufferevent *bev, const struct upstream
     if (err) {
         req->last_error = *err;
         bool refused = err->code == PROTO_ER_ACCESS_DENIED;
+        stats_inc(p->stats, refused ? ST_LOGIN_ACCESS_DENIED : ST_LOGIN_OTHER_ERROR);
         if (refused)
             login_policy_refused(r, &req->attempt);
         /* Refused (rotation) or unreachable (restart, failover): retry until the deadline. */
@@ -1067,6 +1094,11 @@ static void login_done(void *arg, struct bufferevent *bev, const struct upstream
     }
     route_learn(r, info);
     login_policy_succeeded(r, &req->attempt);
+    stats_inc(p->stats, ST_LOGIN_OK);
+    /* Published versions have a generation; AWSPENDING (tried during a rotation) has none. */
+    stats_inc(p->stats,
+              req->attempt.creds->generation ? ST_CANDIDATE_CURRENT : ST_CANDIDATE_PENDING);
+    __atomic_store_n(&r->last_login_mono_ms, (int64_t)(now_ms()), __ATOMIC_RELAXED);
     struct pool_conn *c = calloc(1, sizeof(*c));
     if (!c) {
         bufferevent_free(bev);
@@ -1088,6 +1120,7 @@ static void login_done(void *arg, struct bufferevent *bev, const struct upstream
     const char *db = req->database ? req->database : req->attempt.creds->dbname;
     c->database = db ? strdup(db) : NULL;
     c->created_ms = now_ms();
+    c->upstream_gen = req->upstream_gen;
     c->timer = evtimer_new(p->worker->base, internal_timeout_cb, c);
     bufferevent_setcb(bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     req->state = REQ_PREPARING;
@@ -1369,7 +1402,8 @@ static void janitor_cb(evutil_socket_t fd, short what, void *arg)
     bool closed = false;
     while (c) {
         struct pool_conn *next = c->next;
-        bool expired = now - c->created_ms >= (uint64_t)cfg->pool_max_lifetime_ms;
+        bool expired = now - c->created_ms >= (uint64_t)cfg->pool_max_lifetime_ms ||
+                       c->upstream_gen != route_upstream_gen(p->route);
         bool idle_too_long = p->n_idle > p->min_idle &&
                              now - c->idle_since_ms >= (uint64_t)cfg->pool_idle_timeout_ms;
         bool wanted_elsewhere = !p->wait_head &&
@@ -1405,6 +1439,34 @@ static size_t share_of(int total, int n_workers, int index)
     return (size_t)(total / n_workers + (index < total % n_workers ? 1 : 0));
 }
 
+static size_t min_idle_share(const struct pool *p)
+{
+    const struct worker *w = p->worker;
+    const struct route_config *cfg = p->route->cfg;
+    /* Unix-socket-only routes are served by one worker, which then keeps them all warm. */
+    int n = w->n_workers > 0 && cfg->n_listen ? w->n_workers : 1;
+    return share_of(cfg->pool_min_idle, n, n > 1 ? w->index : 0);
+}
+
+void pool_settings_changed(struct pool *p)
+{
+    p->min_idle = min_idle_share(p);
+    uint64_t gen = route_upstream_gen(p->route);
+    bool closed = false;
+    for (struct pool_conn *c = p->idle, *next; c; c = next) {
+        next = c->next;
+        /* Idle ones to the old server go now; over a lowered pool_size, idle ones give way. */
+        bool over =
+            __atomic_load_n(&p->route->upstream_open, __ATOMIC_ACQUIRE) > p->route->cfg->pool_size;
+        if (c->upstream_gen != gen || over) {
+            conn_close(c);
+            closed = true;
+        }
+    }
+    if (closed)
+        serve_waiters(p);
+}
+
 struct pool *pool_new(struct worker *w, struct route *r)
 {
     struct pool *p = calloc(1, sizeof(*p));
@@ -1412,9 +1474,8 @@ struct pool *pool_new(struct worker *w, struct route *r)
         return NULL;
     p->worker = w;
     p->route = r;
-    /* Unix-socket-only routes are served by one worker, which then keeps them all warm. */
-    int n = w->n_workers > 0 && r->cfg->n_listen ? w->n_workers : 1;
-    p->min_idle = share_of(r->cfg->pool_min_idle, n, n > 1 ? w->index : 0);
+    p->stats = worker_stats(w, r);
+    p->min_idle = min_idle_share(p);
     p->janitor = event_new(w->base, -1, EV_PERSIST, janitor_cb, p);
     p->starved_poll = evtimer_new(w->base, starved_poll_cb, p);
     if (!p->janitor || !p->starved_poll) {
@@ -1427,6 +1488,36 @@ struct pool *pool_new(struct worker *w, struct route *r)
     }
     start_timer(p->janitor, 1000);
     return p;
+}
+
+struct route_stats *pool_stats(struct pool *p)
+{
+    return p->stats;
+}
+
+void pool_publish_stats(struct pool *p)
+{
+    uint64_t active = 0, idle = 0, used = 0, opening = 0, max_wait = 0;
+    for (struct pool_conn *c = p->all; c; c = c->all_next) {
+        if (c->mode == CONN_LENT)
+            active++;
+        else if (c->mode == CONN_IDLE)
+            idle++;
+        else if (c->mode == CONN_INTERNAL)
+            used++;
+    }
+    for (struct pool_request *q = p->requests; q; q = q->all_next)
+        if (q->holds_slot)
+            opening++;
+    if (p->wait_head) {
+        uint64_t now = now_us();
+        max_wait = now > p->wait_head->queued_us ? now - p->wait_head->queued_us : 0;
+    }
+    stats_set(p->stats, ST_G_SV_ACTIVE, active);
+    stats_set(p->stats, ST_G_SV_IDLE, idle);
+    stats_set(p->stats, ST_G_SV_USED, used);
+    stats_set(p->stats, ST_G_SV_OPENING, opening);
+    stats_set(p->stats, ST_G_MAX_WAIT_US, max_wait);
 }
 
 void pool_free(struct pool *p)

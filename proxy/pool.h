@@ -31,8 +31,19 @@ struct pool_want {
 typedef void (*pool_ready_fn)(void *arg, struct pool_conn *conn, const struct upstream_error *err);
 
 struct pool *pool_new(struct worker *w, struct route *r);
+/* Samples the pool's connections and waiters into its worker's stats (stats.h gauges). */
+void pool_publish_stats(struct pool *p);
+/* The worker's counters for the pool's route. */
+struct route_stats *pool_stats(struct pool *p);
+
 /* Closes every connection and drops every request; sessions must be closed first. */
 void pool_free(struct pool *p);
+
+/*
+ * Its route's settings were reloaded (on p's worker): pool_min_idle is shared out again, and
+ * idle connections made for the old upstream settings, or over a lowered pool_size, close.
+ */
+void pool_settings_changed(struct pool *p);
 
 /*
  * Lends a matching idle connection, or logs in a new one (retrying through a

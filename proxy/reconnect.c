@@ -75,6 +75,7 @@ static void idle_release_cb(evutil_socket_t fd, short what, void *arg)
     if (!quiet || !replayable)
         return;
     s->released = 1;
+    stats_inc(s->stats, ST_RELEASES);
     reconnect_detach(s, "idle: connection released (multiplexing)");
 }
 
@@ -118,6 +119,11 @@ void reconnect_server_lost(struct session *s)
     else if (!tracked)
         s->st.unrestorable = "the server does not report session state";
     if (s->st.unrestorable) {
+        stats_inc(s->stats, ST_RECONNECT_REFUSED_PINNED);
+        char ev[160];
+        snprintf(ev, sizeof(ev), "C-%llu: upstream connection lost; not moved (%s)",
+                 (unsigned long long)s->id, s->st.unrestorable);
+        stats_event(s->route->cfg->name, ev);
         /*
          * As the server's end of it did: the client's connection closes now, so
          * its driver sees a lost connection (2006/2013) and reconnects, as it
@@ -158,6 +164,13 @@ static void restore_finish(struct session *s)
     pool_conn_attach(s->conn, &relay_handler, s);
     /* Replayed state differs from a fresh session's: reset before anyone else gets it. */
     s->dirty = s->st.vars || s->st.stmts || s->st.schema;
+    if (!s->released) {
+        char ev[160];
+        stats_inc(s->stats, ST_RECONNECT_RESTORED);
+        snprintf(ev, sizeof(ev), "C-%llu: moved to a new upstream connection (thread %u)",
+                 (unsigned long long)s->id, pool_conn_info(s->conn)->thread_id);
+        stats_event(s->route->cfg->name, ev);
+    }
     LOG_AT(s->released ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO,
            "C-%llu %s: session moved to a new upstream connection (thread %u)",
            (unsigned long long)s->id, s->peer, pool_conn_info(s->conn)->thread_id);

@@ -499,6 +499,9 @@ void relay_client_to_server(struct session *s)
             break;
         s->client_continues = len == PROTO_MAX_PAYLOAD;
         s->to_server_left = 4 + (size_t)len;
+        stats_add(s->stats, ST_BYTES_IN, 4 + (size_t)len);
+        if (command)
+            stats_inc(s->stats, ST_COMMANDS);
     }
     flush_to_server(s);
     if (s->state == SESSION_RELAY && s->server)
@@ -754,6 +757,7 @@ static void server_read(void *arg)
         }
         s->server_continues = len == PROTO_MAX_PAYLOAD;
         s->to_client_left = 4 + len;
+        stats_add(s->stats, ST_BYTES_OUT, 4 + len);
     }
     if (s->big_ok_wait && evbuffer_get_length(in) < RELAY_HIGH_WATER) {
         s->big_ok_wait = 0;

@@ -225,6 +225,7 @@ void route_destroy(struct route *r)
     SSL_CTX_free(r->upstream_tls);
     creds_unref(r->preferred);
     free(r->track_view);
+    free(r->stats);
     pthread_mutex_destroy(&r->lock);
 }
 
@@ -354,21 +355,38 @@ void route_set_probing(struct route *r, bool probing)
 bool route_login_params(const struct route *r, const struct creds *c, const char *db,
                         struct upstream_params *out)
 {
-    const char *host = route_upstream_host(r, c);
+    /* One configuration for the whole login, even when a reload swaps it meanwhile. */
+    const struct route_config *cfg = r->cfg;
+    const char *host = cfg->upstream_host ? cfg->upstream_host : c->host;
     if (!host)
         return false;
     if (!db)
         db = c->dbname;
+    enum upstream_tls_mode tls = cfg->upstream_tls;
+    if (tls == UPSTREAM_TLS_AUTO)
+        tls = cfg->upstream_auth == UPSTREAM_AUTH_IAM ? UPSTREAM_TLS_VERIFY_IDENTITY
+              : config_host_is_loopback(host)         ? UPSTREAM_TLS_PREFERRED
+                                                      : UPSTREAM_TLS_VERIFY_IDENTITY;
     *out = (struct upstream_params){
         .host = host,
-        .port = route_upstream_port(r, c),
-        .tls_mode = route_tls_mode(r, host),
+        .port = cfg->upstream_port > 0 ? cfg->upstream_port : c->port,
+        .tls_mode = tls,
         .tls_ctx = r->upstream_tls,
-        .user = r->cfg->upstream_user ? r->cfg->upstream_user : c->username,
+        .user = cfg->upstream_user ? cfg->upstream_user : c->username,
         .password = c->password,
         .database = db,
         .database_len = db ? strlen(db) : 0,
-        .timeout_ms = r->cfg->connect_timeout_ms,
+        .timeout_ms = cfg->connect_timeout_ms,
     };
     return true;
+}
+
+void route_upstream_changed(struct route *r)
+{
+    __atomic_add_fetch(&r->upstream_gen, 1, __ATOMIC_RELEASE);
+}
+
+uint64_t route_upstream_gen(const struct route *r)
+{
+    return __atomic_load_n(&r->upstream_gen, __ATOMIC_ACQUIRE);
 }

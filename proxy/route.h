@@ -17,6 +17,7 @@ struct event_base;
 struct secret_source;
 struct local_users;
 struct upstream_info;
+struct route_stats;
 
 /* What the greeting tells clients: the upstream's own, once a login has shown it. */
 struct server_profile {
@@ -26,16 +27,21 @@ struct server_profile {
     bool learned; /* false while only the configured defaults are known */
 };
 
+/*
+ * cfg, users and upstream_tls are replaced by a reload (SIGHUP, proxy/reload.c) while workers
+ * read them: they are atomic pointers, read afresh in each callback and never kept across
+ * one, and what they pointed to is freed only once every worker has passed a safe point.
+ */
 struct route {
     size_t index; /* position in the daemon's routes: workers index pools by it */
-    const struct route_config *cfg;
+    const struct route_config *_Atomic cfg;
     struct secret_store *store;
     struct secret_source *source;
-    struct local_users *users; /* password mode only */
-    SSL_CTX *frontend_tls;     /* tls_cert's, the shared ephemeral one, or NULL (client_tls off) */
-    bool frontend_ephemeral;   /* frontend_tls serves the process's ephemeral certificate */
-    SSL_CTX *upstream_tls;     /* NULL when upstream_tls is disabled */
-    pthread_mutex_t lock;      /* guards profile and preferred */
+    struct local_users *_Atomic users; /* password mode only */
+    SSL_CTX *frontend_tls;   /* tls_cert's, the shared ephemeral one, or NULL (client_tls off) */
+    bool frontend_ephemeral; /* frontend_tls serves the process's ephemeral certificate */
+    SSL_CTX *_Atomic upstream_tls; /* NULL when upstream_tls is disabled */
+    pthread_mutex_t lock;          /* guards profile and preferred */
     /* SHA-256 fingerprint of frontend_tls's certificate ("AB:CD:..."), or "" */
     char frontend_fingerprint[TLS_FINGERPRINT_LEN];
     struct server_profile profile;
@@ -49,6 +55,9 @@ struct route {
     uint64_t n_refused;            /* atomic: clients refused at max_client_connections, unlogged */
     uint64_t read_only_epoch;      /* atomic: bumped when a read-only server is found (writer) */
     int64_t refused_log_s;         /* atomic: monotonic second of the last such log line, 0 never */
+    struct route_stats *stats;     /* counters, one block per worker (stats.h); may be NULL */
+    int64_t last_login_mono_ms;    /* atomic: monotonic ms of the last upstream login that worked */
+    uint64_t upstream_gen;         /* atomic: bumped when a reload changes where or how logins go */
 };
 
 /*
@@ -115,6 +124,13 @@ bool route_wants_writer(const struct route *r, const char *host);
  */
 void route_saw_read_only(struct route *r);
 uint64_t route_read_only_epoch(const struct route *r);
+
+/*
+ * Where, as whom and how new upstream logins go changed (a reload): connections made before
+ * are not lent again. route_upstream_gen() is the current count.
+ */
+void route_upstream_changed(struct route *r);
+uint64_t route_upstream_gen(const struct route *r);
 
 /* AUTO resolved: verify-identity, or preferred for a loopback host (not with upstream_auth=iam). */
 enum upstream_tls_mode route_tls_mode(const struct route *r, const char *host);

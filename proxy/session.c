@@ -306,10 +306,26 @@ static void closing_linger_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Sends a last packet (an error) to the client, then closes. */
+/* Counts why a client's login was refused, by the state it failed in and the error it gets. */
+static void count_refusal(struct session *s, uint16_t code)
+{
+    bool login = s->state == SESSION_GREET_WAIT || s->state == SESSION_HANDSHAKE ||
+                 s->state == SESSION_AUTH_SWITCH || s->state == SESSION_CONNECTING;
+    if (!login || s->refusal_counted)
+        return;
+    s->refusal_counted = 1;
+    enum stat_key why = s->state == SESSION_CONNECTING   ? ST_REFUSED_UPSTREAM
+                        : code == PROTO_ER_ACCESS_DENIED ? ST_REFUSED_AUTH
+                        : code == 3159                   ? ST_REFUSED_TLS_REQUIRED
+                                                         : ST_REFUSED_BAD_PACKET;
+    stats_inc(s->stats, why);
+}
+
 void session_fail(struct session *s, uint16_t code, const char *sqlstate, const char *msg)
 {
     if (s->state == SESSION_CLOSED || s->state == SESSION_CLOSING)
         return;
+    count_refusal(s, code);
     /* Client-side codes describe credproxy's own view; send them as server errors. */
     if (code == PROTO_ER_SERVER_LOST) {
         code = PROTO_ER_ABORTING;
@@ -667,6 +683,56 @@ void session_sweep_idle(struct worker *w)
     }
 }
 
+void session_publish_stats(struct worker *w)
+{
+    enum { ACTIVE, WAITING, IDLE, LOGIN, N };
+    size_t n = w->n_pools;
+    uint64_t(*c)[N] = n ? calloc(n, sizeof(*c)) : NULL;
+    if (!c)
+        return;
+    for (struct session *s = w->sessions; s; s = s->next) {
+        if (s->route->index >= n)
+            continue;
+        uint64_t *k = c[s->route->index];
+        switch (s->state) {
+        case SESSION_GREET_WAIT:
+        case SESSION_HANDSHAKE:
+        case SESSION_AUTH_SWITCH:
+        case SESSION_CHANGE_USER_AUTH:
+            k[LOGIN]++;
+            break;
+        case SESSION_CONNECTING:
+        case SESSION_RECONNECTING:
+            k[WAITING]++;
+            break;
+        case SESSION_DETACHED:
+            k[IDLE]++;
+            break;
+        case SESSION_RELAY:
+        case SESSION_RESTORING:
+        case SESSION_RESETTING:
+            k[ACTIVE]++;
+            break;
+        case SESSION_CLOSING:
+        case SESSION_CLOSED:
+        case SESSION_N_STATES:
+            break;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct pool *p = w->pools[i];
+        if (!p)
+            continue;
+        /* The pool knows its route; the route's counters for this worker take the counts. */
+        struct route_stats *st = pool_stats(p);
+        stats_set(st, ST_G_CL_ACTIVE, c[i][ACTIVE]);
+        stats_set(st, ST_G_CL_WAITING, c[i][WAITING]);
+        stats_set(st, ST_G_CL_IDLE, c[i][IDLE]);
+        stats_set(st, ST_G_CL_LOGIN, c[i][LOGIN]);
+    }
+    free(c);
+}
+
 /* --- start ----------------------------------------------------------------------------------- */
 
 static bool peer_allowed(const struct route_config *cfg, uid_t uid, gid_t gid)
@@ -729,6 +795,7 @@ void session_start(struct worker *w, struct route *r, int fd, const struct socka
     }
     s->worker = w;
     s->route = r;
+    s->stats = worker_stats(w, r);
     uint32_t id;
     id = SESSION_ID_BASE +
          (atomic_fetch_add_explicit(&next_session_id, 1, memory_order_relaxed) %

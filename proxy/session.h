@@ -24,6 +24,9 @@ void session_sweep_idle(struct worker *w);
 /* Closes the worker's session with connection id id, if it has one (KILL CONNECTION). */
 void session_kill(struct worker *w, uint32_t id);
 
+/* Samples how many clients of each route are active, waiting, idle or logging in (stats.h). */
+void session_publish_stats(struct worker *w);
+
 /* Closes every session of the worker (at shutdown). */
 void session_close_all(struct worker *w);
 

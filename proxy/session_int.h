@@ -19,6 +19,7 @@
 #include "auth/wire.h"
 #include "proxy/session_registry.h"
 #include "proxy/session_state.h"
+#include "proxy/stats.h"
 #include "proxy/worker.h"
 
 struct bufferevent;
@@ -66,6 +67,7 @@ struct session {
     struct session *prev, *next; /* the worker's list of live sessions */
     struct worker *worker;
     struct route *route;
+    struct route_stats *stats; /* the worker's counters for the route (stats.h) */
     struct bufferevent *client;
     struct bufferevent *server; /* the lent connection's stream, or NULL */
     struct pool_conn *conn;     /* lent by the pool while RELAY, RESTORING or RESETTING */
@@ -116,6 +118,7 @@ struct session {
     unsigned ro_retry_pending : 1; /* the next command is a refused statement sent again */
     unsigned ro_retried : 1;       /* the statement in flight was sent again already */
     unsigned ro_move : 1;          /* refused as read-only: move off this connection when idle */
+    unsigned refusal_counted : 1;  /* its login's refusal is counted already (handshake timeout) */
     uint8_t *retry_pkt; /* the COM_QUERY in flight (header and payload), while retry_len */
     size_t retry_len, retry_cap;
     struct session_state st;   /* what a new connection must be given to continue the session */

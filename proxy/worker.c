@@ -3,8 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdatomic.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,6 +151,56 @@ static void kill_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static uint64_t now_ms(void);
+
+struct route_stats *worker_stats(struct worker *w, const struct route *r)
+{
+    return r->stats ? &r->stats[w->index] : &w->stats_sink;
+}
+
+/* Once a second: the pools' and clients' gauges for the admin endpoint. */
+static void stats_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    if (w->stopping)
+        return;
+    session_publish_stats(w);
+    for (size_t i = 0; i < w->n_pools; i++)
+        if (w->pools[i])
+            pool_publish_stats(w->pools[i]);
+}
+
+static int ensure_sweep(struct worker *w);
+
+/* A reload's new settings, taken at a safe point of this worker's loop. */
+static void sync_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    uint64_t gen = __atomic_load_n(&w->sync_gen, __ATOMIC_ACQUIRE);
+    for (size_t i = 0; i < w->n_pools && !w->stopping; i++)
+        if (w->pools[i])
+            pool_settings_changed(w->pools[i]);
+    for (size_t i = 0; i < w->n_listeners; i++)
+        if (w->listener_routes[i]->cfg->client_idle_timeout_ms > 0 && ensure_sweep(w) < 0)
+            log_error("worker %d: cannot start the client_idle_timeout sweep", w->index);
+    __atomic_store_n(&w->synced_gen, gen, __ATOMIC_RELEASE);
+}
+
+void worker_post_sync(struct worker *w, uint64_t gen)
+{
+    __atomic_store_n(&w->sync_gen, gen, __ATOMIC_RELEASE);
+    event_active(w->sync_event, EV_TIMEOUT, 0);
+}
+
+uint64_t worker_synced(const struct worker *w)
+{
+    return __atomic_load_n(&w->synced_gen, __ATOMIC_ACQUIRE);
+}
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *addr,
                       int addrlen, void *arg);
 
@@ -259,13 +309,16 @@ int worker_init(struct worker *w, int index, int n_workers)
         return -1;
     w->reap_event = event_new(w->base, -1, 0, reap_cb, w);
     w->kill_event = event_new(w->base, -1, 0, kill_cb, w);
+    w->sync_event = event_new(w->base, -1, 0, sync_cb, w);
     pthread_mutex_init(&w->kill_lock, NULL);
     w->drain_event = event_new(w->base, -1, 0, drain_cb, w);
     w->drain_sweep = event_new(w->base, -1, EV_PERSIST, drain_sweep_cb, w);
-    if (!w->reap_event || !w->kill_event || !w->drain_event || !w->drain_sweep)
+    if (!w->reap_event || !w->kill_event || !w->sync_event || !w->drain_event || !w->drain_sweep)
         return -1;
     w->acc.timer = evtimer_new(w->base, accept_timer_cb, w);
-    if (!w->acc.timer)
+    w->stats_event = event_new(w->base, -1, EV_PERSIST, stats_cb, w);
+    struct timeval one_second = {1, 0};
+    if (!w->acc.timer || !w->stats_event || event_add(w->stats_event, &one_second) < 0)
         return -1;
     spares_resize(1);
     w->acc.holds_spare = 1;
@@ -412,13 +465,16 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
             listener_refuse(fd);
             spares_refill();
             w->acc.n_refused++;
+            stats_inc(worker_stats(w, r), ST_REFUSED_LIMIT);
             return;
         }
         if (!route_client_enter(r)) {
+            stats_inc(worker_stats(w, r), ST_REFUSED_LIMIT);
             listener_refuse(fd); /* max_client_connections reached */
             route_client_refused(r);
             return;
         }
+        stats_inc(worker_stats(w, r), ST_CLIENTS_ACCEPTED);
         session_start(w, r, fd, addr, (socklen_t)addrlen, addr->sa_family == AF_UNIX);
         return;
     }
@@ -461,14 +517,20 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     session_sweep_idle(arg);
 }
 
+/* The once-a-second client_idle_timeout sweep, started by the first route that has one. */
+static int ensure_sweep(struct worker *w)
+{
+    if (w->sweep_event)
+        return 0;
+    struct timeval one_second = {1, 0};
+    w->sweep_event = event_new(w->base, -1, EV_PERSIST, sweep_cb, w);
+    return w->sweep_event && event_add(w->sweep_event, &one_second) == 0 ? 0 : -1;
+}
+
 int worker_listen(struct worker *w, int fd, struct route *r)
 {
-    if (r->cfg->client_idle_timeout_ms > 0 && !w->sweep_event) {
-        struct timeval one_second = {1, 0};
-        w->sweep_event = event_new(w->base, -1, EV_PERSIST, sweep_cb, w);
-        if (!w->sweep_event || event_add(w->sweep_event, &one_second) < 0)
-            return -1;
-    }
+    if (r->cfg->client_idle_timeout_ms > 0 && ensure_sweep(w) < 0)
+        return -1;
     if (ensure_pool(w, r) < 0) {
         close(fd);
         return -1;
@@ -526,11 +588,29 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* Runs on the worker's loop: proof for the main thread that the loop still turns. */
+static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    atomic_store_explicit(&w->beat_ms, now_ms(), memory_order_relaxed);
+}
+
+uint64_t worker_heartbeat_age_ms(struct worker *w)
+{
+    uint64_t beat = atomic_load_explicit(&w->beat_ms, memory_order_relaxed), now = now_ms();
+    return beat && now > beat ? now - beat : 0;
+}
+
 int worker_start(struct worker *w)
 {
+    static const struct timeval beat = {0, WORKER_HEARTBEAT_MS * 1000};
     w->stop_event = event_new(w->base, -1, 0, stop_cb, w);
-    if (!w->stop_event)
+    w->beat_event = event_new(w->base, -1, EV_PERSIST, heartbeat_cb, w);
+    if (!w->stop_event || !w->beat_event || event_add(w->beat_event, &beat) < 0)
         return -1;
+    atomic_store_explicit(&w->beat_ms, now_ms(), memory_order_relaxed);
     return pthread_create(&w->thread, NULL, worker_main, w);
 }
 
@@ -551,12 +631,18 @@ void worker_destroy(struct worker *w)
     worker_reap_now(w);
     if (w->sweep_event)
         event_free(w->sweep_event);
+    if (w->beat_event)
+        event_free(w->beat_event);
+    if (w->stats_event)
+        event_free(w->stats_event);
     if (w->kill_event)
         event_free(w->kill_event);
     if (w->drain_event)
         event_free(w->drain_event);
     if (w->drain_sweep)
         event_free(w->drain_sweep);
+    if (w->sync_event)
+        event_free(w->sync_event);
     free(w->kills);
     pthread_mutex_destroy(&w->kill_lock);
     if (w->reap_event)

@@ -3,8 +3,11 @@
 #define CREDPROXY_PROXY_WORKER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "proxy/stats.h"
 
 struct event_base;
 struct evdns_base;
@@ -68,6 +71,17 @@ struct worker {
     uint32_t *kills;            /* connection ids to close, posted by other workers */
     size_t n_kills, cap_kills;
     struct accept_pause acc; /* accept errors: pause, back off, log once per episode */
+
+    /* Proof that the loop turns, read by the main thread (systemd's watchdog). */
+    struct event *beat_event; /* every WORKER_HEARTBEAT_MS: stamps beat_ms */
+    _Atomic uint64_t beat_ms; /* monotonic ms of the latest stamp; 0 before worker_start */
+
+    struct event *stats_event;     /* once a second: samples the gauges in stats (stats.h) */
+    struct route_stats stats_sink; /* counts of routes without stats blocks (tests, fuzzers) */
+    struct event *sync_event;      /* activated by a reload: take the new settings, then say so */
+    uint64_t sync_gen;             /* atomic: the reload generation asked for */
+    uint64_t synced_gen;           /* atomic: the last one this worker's loop has taken */
+
     /* drain on SIGTERM (drain.h): asked by the main loop, done on this thread */
     struct event *drain_event; /* activated from the main thread: drain_cmd says what */
     _Atomic int drain_cmd;     /* the furthest step asked: WORKER_DRAIN_BEGIN, then _CUT */
@@ -93,8 +107,20 @@ void worker_post_drain(struct worker *w, int step);
  */
 void worker_drain_poke(struct worker *w);
 
+/* w's counters for route r: written only from w's thread. */
+struct route_stats *worker_stats(struct worker *w, const struct route *r);
+
 /* From any thread: w closes its session with connection id id (KILL CONNECTION). */
 void worker_post_kill(struct worker *w, uint32_t id);
+
+/*
+ * From the main thread, after a reload published new settings as generation gen: w's loop
+ * applies what it owns (its pools' shares, the idle sweep) and then records gen, which
+ * worker_synced() returns. Once every worker has recorded gen, no worker still holds a
+ * pointer to the settings that generation replaced (they are never kept across callbacks).
+ */
+void worker_post_sync(struct worker *w, uint64_t gen);
+uint64_t worker_synced(const struct worker *w);
 
 /* Queues d; free_fn(d) runs from the worker's loop, never inside the caller's stack. */
 void worker_defer_free(struct worker *w, struct deferred_free *d,
@@ -118,6 +144,16 @@ int worker_listen(struct worker *w, int fd, struct route *r);
  * resumes at once, since one has just been freed.
  */
 void worker_session_closed(struct worker *w, struct route *r);
+
+/* How often a running worker's loop stamps its heartbeat. */
+#define WORKER_HEARTBEAT_MS 250
+
+/*
+ * Any thread: milliseconds since w's loop last stamped its heartbeat. A loop that turns
+ * stays under about WORKER_HEARTBEAT_MS; a stuck one (a callback that never returns) grows
+ * without bound. 0 before worker_start().
+ */
+uint64_t worker_heartbeat_age_ms(struct worker *w);
 
 int worker_start(struct worker *w);
 /* Asks the loop to stop (from any thread) and joins it. */

@@ -63,9 +63,10 @@ struct aws_source {
     struct creds *current; /* last published as current */
     struct creds *pending; /* last published as pending */
     struct timespec last_end;
-    bool starting;  /* the first read, inside aws_source_open() */
-    bool start_ok;  /* ... and it succeeded */
-    bool start_end; /* ... and it finished */
+    bool starting;     /* the first read, inside aws_source_open() */
+    bool start_ok;     /* ... and it succeeded */
+    bool start_end;    /* ... and it finished */
+    bool read_changed; /* the read under way published a new AWSCURRENT */
     char start_err[640];
     char fail_key[160];      /* what the logged failure was; "" while reads succeed */
     char pend_fail_key[160]; /* likewise for the AWSPENDING version */
@@ -122,6 +123,12 @@ static void cycle_end(struct aws_source *s, bool ok, const char *msg)
     s->step = STEP_IDLE;
     s->call = NULL;
     clock_gettime(CLOCK_MONOTONIC, &s->last_end);
+    if (ok)
+        secret_source_read_ok(&s->source, s->read_changed, s->current ? s->current->version : NULL,
+                              s->current ? s->current->generation : 0);
+    else
+        secret_source_read_error(&s->source, msg);
+    s->read_changed = false;
     if (ok)
         note_region(s);
     if (s->starting) {
@@ -348,6 +355,7 @@ static void got_current(struct aws_source *s, const struct aws_sm_result *r)
         creds_unref(s->current);
         s->current = creds_ref(c);
         secret_store_publish(s->store, c);
+        s->read_changed = true;
         log_info("secret '%s': %s credentials (version %s, generation %" PRIu64 ")", s->secret_id,
                  first ? "loaded" : "loaded new", s->current->version, s->current->generation);
     }
@@ -572,6 +580,21 @@ static void source_destroy(struct secret_source *src)
     aws_source_free((struct aws_source *)src);
 }
 
+/*
+ * A reload changed secret_refresh: a waiting timer is re-armed with the new period; a read
+ * in flight schedules the next one with it when it ends.
+ */
+static void source_set_period(struct secret_source *src, int ms)
+{
+    struct aws_source *s = (struct aws_source *)src;
+    int refresh_ms = ms > 0 ? ms : DEFAULT_REFRESH_MS;
+    if (refresh_ms == s->refresh_ms)
+        return;
+    s->refresh_ms = refresh_ms;
+    if (evtimer_pending(s->timer_ev, NULL))
+        schedule(s, jittered(refresh_ms));
+}
+
 static int max_attempts(int configured)
 {
     if (configured > 0)
@@ -683,8 +706,10 @@ struct secret_source *aws_source_open(struct event_base *base, const struct aws_
         return NULL;
     }
     s->source.kind = "aws";
+    s->source.where = s->secret_id;
     s->source.refresh_now = source_refresh_now;
     s->source.destroy = source_destroy;
+    s->source.set_period = source_set_period;
     s->store = store;
     s->refresh_ms = cfg->refresh_ms > 0 ? cfg->refresh_ms : DEFAULT_REFRESH_MS;
     char why[512];

@@ -65,6 +65,7 @@ static void schedule(struct iam_source *s, long sec)
 /* Start-up failures end the wait in iam_source_open(); later ones are logged once per kind. */
 static void report_failure(struct iam_source *s, const char *msg)
 {
+    secret_source_read_error(&s->source, msg);
     if (s->starting) {
         s->start_end = true;
         s->start_ok = false;
@@ -134,6 +135,7 @@ static void make_token(struct iam_source *s, const struct aws_credentials *c)
     s->fail_key[0] = '\0';
     creds_unref(base);
     secret_store_publish(s->store, t);
+    secret_source_read_ok(&s->source, true, t->version, t->generation);
     schedule(s, next_token_in(c, now));
     if (s->starting) {
         s->start_end = true;
@@ -257,6 +259,12 @@ static void source_destroy(struct secret_source *src)
     iam_source_free((struct iam_source *)src);
 }
 
+/* The route's secret's period (the tokens' own lifetime is fixed). */
+static void source_set_period(struct secret_source *src, int ms)
+{
+    secret_source_set_period(((struct iam_source *)src)->inner, ms);
+}
+
 /* ---- Set-up ---------------------------------------------------------------------------------- */
 
 struct secret_source *iam_source_open(struct event_base *base, const struct iam_source_config *cfg,
@@ -277,7 +285,9 @@ struct secret_source *iam_source_open(struct event_base *base, const struct iam_
     s->source.kind = "iam";
     s->source.refresh_now = source_refresh_now;
     s->source.destroy = source_destroy;
+    s->source.set_period = source_set_period;
     s->route = strdup(cfg->route);
+    s->source.where = s->route;
     s->user = cfg->user ? strdup(cfg->user) : NULL;
     s->host = cfg->host ? strdup(cfg->host) : NULL;
     if (!s->route || (cfg->user && !s->user) || (cfg->host && !s->host) ||

@@ -224,12 +224,14 @@ static void apply_good(struct secret_file *sf, struct creds *c)
     sf->err_logged = false;
     sf->pending_bad = false;
     if (same_content(sf->current, c)) {
+        secret_source_read_ok(&sf->source, false, NULL, 0);
         if (*again)
             log_info("secret file %s: valid again; credentials unchanged", sf->path);
         creds_unref(c);
         return;
     }
     publish(sf, c);
+    secret_source_read_ok(&sf->source, true, sf->current->version, sf->current->generation);
     log_info("secret file %s: %sloaded new credentials (version %s, generation %" PRIu64 ")",
              sf->path, again, sf->current->version, sf->current->generation);
 }
@@ -241,6 +243,7 @@ static void apply_good(struct secret_file *sf, struct creds *c)
  */
 static void apply_bad(struct secret_file *sf, const struct file_id *id, const char *msg)
 {
+    secret_source_read_error(&sf->source, msg);
     if (!sf->pending_bad || !file_id_equal(&sf->pending_id, id)) {
         sf->pending_bad = true;
         sf->pending_id = *id;
@@ -274,6 +277,8 @@ static void check(struct secret_file *sf, bool force)
     file_id_of_path(&id, sf->path);
     if (force || sf->recheck || !file_id_equal(&id, &sf->seen))
         reload(sf);
+    else if (!sf->pending_bad)
+        secret_source_read_ok(&sf->source, false, NULL, 0); /* the file in use is still there */
 }
 
 static void on_poll(evutil_socket_t fd, short what, void *arg)
@@ -290,11 +295,16 @@ static void on_check_now(evutil_socket_t fd, short what, void *arg)
     check(arg, true);
 }
 
-static bool start_events(struct secret_file *sf, int poll_ms)
+static struct timeval poll_interval(int poll_ms)
 {
     if (poll_ms <= 0)
         poll_ms = SECRET_FILE_DEFAULT_POLL_MS;
-    struct timeval tv = {poll_ms / 1000, (poll_ms % 1000) * 1000};
+    return (struct timeval){poll_ms / 1000, (poll_ms % 1000) * 1000};
+}
+
+static bool start_events(struct secret_file *sf, int poll_ms)
+{
+    struct timeval tv = poll_interval(poll_ms);
     sf->poll_ev = event_new(sf->base, -1, EV_PERSIST, on_poll, sf);
     sf->now_ev = event_new(sf->base, -1, 0, on_check_now, sf);
     return sf->poll_ev && sf->now_ev && event_add(sf->poll_ev, &tv) == 0;
@@ -312,6 +322,7 @@ static bool first_load(struct secret_file *sf, char *err, size_t errlen)
     }
     sf->recheck = racy;
     publish(sf, c);
+    secret_source_read_ok(&sf->source, true, c->version, c->generation);
     log_info("secret file %s: loaded credentials (version %s)", sf->path, c->version);
     return true;
 }
@@ -324,6 +335,14 @@ static void source_refresh_now(struct secret_source *src)
 static void source_destroy(struct secret_source *src)
 {
     secret_file_free((struct secret_file *)src);
+}
+
+/* A reload changed secret_poll: the next check comes one new interval from now. */
+static void source_set_period(struct secret_source *src, int ms)
+{
+    struct secret_file *sf = (struct secret_file *)src;
+    struct timeval tv = poll_interval(ms);
+    event_add(sf->poll_ev, &tv); /* re-adding a pending event reschedules it */
 }
 
 struct secret_source *secret_file_source(struct secret_file *sf)
@@ -342,8 +361,10 @@ struct secret_file *secret_file_open(struct event_base *base, const char *path,
         return NULL;
     }
     sf->source.kind = "file";
+    sf->source.where = sf->path;
     sf->source.refresh_now = source_refresh_now;
     sf->source.destroy = source_destroy;
+    sf->source.set_period = source_set_period;
     sf->base = base;
     sf->store = store;
     if (!first_load(sf, err, errlen)) {

@@ -10,10 +10,12 @@ import signal
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pymysql
 
-from harness import ProxyTestCase, connect, main, scalar, unique_name
+from harness import ProxyTestCase, connect, free_port, main, scalar, unique_name
 
 ER_SERVER_SHUTDOWN = 1053
 
@@ -29,6 +31,15 @@ def refused(proxy):
         if os.path.exists(proxy.socket):
             return False
     return True
+
+
+def readyz(port):
+    """(status, body) of the admin endpoint's /readyz."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/readyz" % port, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 def closed_by_server(conn, timeout):
@@ -141,7 +152,9 @@ class Drain(ProxyTestCase):
     def test_transaction_past_timeout_gets_clear_error(self):
         """A client still in a transaction at shutdown_timeout is told 1053 'credproxy is
         shutting down' (as the answer to its next statement), and the process exits 0."""
-        proxy = self.start_proxy("--shutdown-timeout", "2s")
+        admin = free_port()
+        proxy = self.start_proxy("--shutdown-timeout", "2s", "--admin-listen", "127.0.0.1:%d" % admin)
+        self.assertEqual(readyz(admin)[0], 200)
         direct, table = self.make_table()
         stuck = connect(proxy.port)
         idle = connect(proxy.port)
@@ -153,6 +166,8 @@ class Drain(ProxyTestCase):
         proxy.proc.send_signal(signal.SIGTERM)
         self.wait_drain_line(proxy)
         self.assertTrue(closed_by_server(idle, 2), "an idle client was not closed at once")
+        code, body = readyz(admin)
+        self.assertEqual((code, body.strip()), (503, "draining"), "/readyz during the drain")
         self.assertIsNone(proxy.proc.poll(), "exited with a transaction open before the timeout")
         proxy.proc.wait(10)
         elapsed = time.monotonic() - t0

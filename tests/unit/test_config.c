@@ -99,6 +99,8 @@ static void test_defaults(void)
         CHECK(r->secret_refresh_ms == 300000);
         CHECK(r->aws_timeout_ms == 5000);
         CHECK(cfg.log_level == LOG_LEVEL_INFO);
+        CHECK(cfg.log_format == LOG_FORMAT_TEXT);
+        CHECK(cfg.log_file == NULL);
         CHECK(cfg.workers == 0);
         CHECK(cfg.config_file == NULL);
         CHECK(!cfg.check_only && !cfg.show_help && !cfg.show_version);
@@ -293,6 +295,10 @@ static void test_values(void)
         {"upstream_role", "reader", "must be one of auto|any|writer, got 'reader'"},
         {"log_level", "debug", NULL},
         {"log_level", "trace", "must be one of error|warn|info|debug, got 'trace'"},
+        {"log_format", "json", NULL},
+        {"log_format", "JSON", NULL},
+        {"log_format", "logfmt", "must be one of text|json, got 'logfmt'"},
+        {"log_file", "/var/log/credproxy/credproxy.log", NULL},
         {"client_auth", "kerberos", "must be one of trust|peer|password, got 'kerberos'"},
         {"peer_gids", "0, 1000,65534", NULL},
         {"peer_gids", "1000,,1001", "empty item in list '1000,,1001'"},
@@ -786,6 +792,9 @@ static void test_switches(void)
     config_free(&cfg);
     CHECK(load(NULL, NULL, version, &cfg, &errs) && cfg.show_version);
     config_free(&cfg);
+    const char *man[] = {"--help-man", "--config", "/nonexistent/credproxy.conf", NULL};
+    CHECK(load(NULL, NULL, man, &cfg, &errs) && cfg.show_man && cfg.n_routes == 0);
+    config_free(&cfg);
     CHECK(load(NULL, NULL, check, &cfg, &errs) && cfg.check_only && cfg.n_routes == 1);
     config_free(&cfg);
     CHECK(errs.n == 0);
@@ -843,6 +852,50 @@ static void test_help(void)
     CHECK(strstr(text, "verify-identity") != NULL);
     CHECK(strstr(text, "default 5.7.99-credproxy") != NULL);
     free(text);
+}
+
+/*
+ * The manual page comes from the same table and switch list as --help: every line of --help
+ * that names a flag or a file key has its counterpart in the page (a '-' written as roff's
+ * "\\-").
+ */
+static void test_man(void)
+{
+    char *help = NULL, *man = NULL;
+    size_t hlen = 0, mlen = 0;
+    FILE *f = open_memstream(&help, &hlen);
+    config_print_help(f, "credproxy");
+    fclose(f);
+    f = open_memstream(&man, &mlen);
+    config_print_man(f);
+    fclose(f);
+    CHECK(strncmp(man, ".\\\"", 3) == 0);
+    CHECK(strstr(man, "\n.TH CREDPROXY 8 ") != NULL);
+    size_t items = 0;
+    for (char *line = help; line && *line;) {
+        char *nl = strchr(line, '\n');
+        char word[80] = "", roff[200] = "";
+        /* "  --listen HOST:PORT[,...]": "\-\-listen"; "      [listen, CREDPROXY_LISTEN, ...":
+         * the entry "\fBlisten\fR = " */
+        int end = 0;
+        bool flag = strncmp(line, "  --", 4) == 0 && sscanf(line + 4, "%60[a-z0-9-]", word) == 1;
+        if (flag || (strncmp(line, "      [", 7) == 0 &&
+                     sscanf(line + 7, "%60[a-z0-9_],%n", word, &end) == 1 && end > 0)) {
+            size_t o = (size_t)snprintf(roff, sizeof(roff), "%s", flag ? "\\-\\-" : "\\fB");
+            for (const char *p = word; *p && o + 3 < sizeof(roff); p++) {
+                if (*p == '-')
+                    roff[o++] = '\\';
+                roff[o++] = *p;
+            }
+            snprintf(roff + o, sizeof(roff) - o, "%s", flag ? "" : "\\fR = ");
+            CHECK(strstr(man, roff) != NULL);
+            items++;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    CHECK(items > 40); /* the switches and every setting twice (flag line, key line) */
+    free(help);
+    free(man);
 }
 
 static void test_loopback(void)
@@ -957,6 +1010,7 @@ int main(void)
     test_all_errors_collected();
     test_switches();
     test_help();
+    test_man();
     test_loopback();
     test_rds_writer_endpoint();
     test_hostport();

@@ -3,9 +3,12 @@
 #include "tests/check.h"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <cjson/cJSON.h>
 
 static const char *esc(const char *s, size_t len, size_t bufsize)
 {
@@ -179,11 +182,162 @@ static void test_stalled_reader(int saved_stderr)
     close(p[0]);
 }
 
+/* The string field key of JSON object o, or NULL. */
+static const char *jstr(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* log_format = json: every line one valid object, identity prefixes as fields. */
+static void test_json(int saved_stderr)
+{
+    char path[64];
+    int fd = capture(path);
+    log_set_format(LOG_FORMAT_JSON);
+    log_set_level(LOG_LEVEL_DEBUG);
+    log_info("C-%d %s: closed: %s", 12, "127.0.0.1:5000", "bye");
+    log_info("C-%d: illegal state", 13);
+    log_warn("route %s: upstream not reachable", "main");
+    log_error("secret '%s': read failed", "arn:aws:x");
+    log_info("worker %d: accept paused", 3);
+    log_info("route %s: %s", "r2", "C-99 [::1]:4: nested prefixes stay in msg? no: fields");
+    /* Quotes, backslashes, every control byte, DEL, malformed UTF-8, good UTF-8. */
+    char nasty[300];
+    size_t k = 0;
+    for (int c = 1; c < 0x20; c++)
+        nasty[k++] = (char)c;
+    strcpy(nasty + k, "\"q\\\x7f\xff\xc3(\xc3\xa9\xf0\x9f\x98\x80");
+    log_info("user '%s'", nasty);
+    char longer[4000];
+    memset(longer, '"', sizeof(longer) - 1);
+    longer[sizeof(longer) - 1] = 0;
+    log_info("long %s", longer); /* cut to the line limit, still valid JSON */
+    for (int i = 0; i < 60; i++)
+        log_info("json flood %d", i);
+    log_flush_suppressed();
+    char *out = read_back(fd);
+    int lines = 0, objects = 0, summaries = 0, flood = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        lines++;
+        for (const unsigned char *c = (const unsigned char *)line; *c; c++)
+            CHECK(*c >= 0x20 && *c != 0x7f); /* JSON allows no raw control character */
+        cJSON *o = cJSON_Parse(line);
+        if (!o) {
+            fprintf(stderr, "not JSON: %s\n", line);
+            CHECK(o != NULL);
+            continue;
+        }
+        objects++;
+        const char *msg = jstr(o, "msg"), *time = jstr(o, "time"), *level = jstr(o, "level");
+        CHECK(msg && time && level);
+        CHECK(time && strlen(time) == 24 && time[10] == 'T' && time[23] == 'Z');
+        if (msg && strcmp(msg, "closed: bye") == 0) {
+            CHECK_STR(jstr(o, "client"), "C-12");
+            CHECK_STR(jstr(o, "peer"), "127.0.0.1:5000");
+            CHECK_STR(level, "info");
+        } else if (msg && strcmp(msg, "illegal state") == 0) {
+            CHECK_STR(jstr(o, "client"), "C-13");
+            CHECK(jstr(o, "peer") == NULL);
+        } else if (msg && strcmp(msg, "upstream not reachable") == 0) {
+            CHECK_STR(jstr(o, "route"), "main");
+            CHECK_STR(level, "warn");
+        } else if (msg && strcmp(msg, "read failed") == 0) {
+            CHECK_STR(jstr(o, "secret"), "arn:aws:x");
+            CHECK_STR(level, "error");
+        } else if (msg && strcmp(msg, "accept paused") == 0) {
+            CHECK_STR(jstr(o, "worker"), "3");
+        } else if (msg && strncmp(msg, "nested", 6) == 0) {
+            CHECK_STR(jstr(o, "route"), "r2");
+            CHECK_STR(jstr(o, "client"), "C-99");
+            CHECK_STR(jstr(o, "peer"), "[::1]:4");
+        } else if (msg && strncmp(msg, "user '", 6) == 0) {
+            /* Every byte came through escaped: decoding gives back the controls themselves. */
+            CHECK(strncmp(msg + 6, nasty, 0x1f) == 0);
+            CHECK(strstr(msg, "\"q\\\x7f\xc3\xbf\xc3\x83(\xc3\xa9\xf0\x9f\x98\x80'") != NULL);
+        } else if (msg && strncmp(msg, "long ", 5) == 0) {
+            CHECK(strlen(line) < 2048);
+            CHECK(strcmp(msg + strlen(msg) - 3, "...") == 0);
+        } else if (msg && strncmp(msg, "json flood ", 11) == 0) {
+            flood++;
+        } else if (jstr(o, "event") && strcmp(jstr(o, "event"), "suppressed") == 0) {
+            const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, "suppressed");
+            CHECK(cJSON_IsNumber(n));
+            if (cJSON_IsNumber(n) && strstr(msg, "json flood"))
+                flood += n->valueint, summaries++;
+        } else {
+            fprintf(stderr, "unexpected JSON line: %s\n", line);
+            CHECK(0);
+        }
+        cJSON_Delete(o);
+    }
+    CHECK(lines == objects && lines >= 10);
+    CHECK(summaries >= 1);
+    CHECK(flood == 60); /* logged + suppressed: none lost silently */
+    log_set_format(LOG_FORMAT_TEXT);
+    dup2(saved_stderr, STDERR_FILENO);
+    close(fd);
+    unlink(path);
+}
+
+static char *slurp(const char *path)
+{
+    static char buf[2][64 * 1024];
+    static int which;
+    char *b = buf[which ^= 1];
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(b, 1, sizeof(buf[0]) - 1, f) : 0;
+    b[n] = 0;
+    if (f)
+        fclose(f);
+    return b;
+}
+
+/* log_file and log_reopen(): after a rename, new lines go to a new file at the path. */
+static void test_file_and_reopen(int saved_stderr)
+{
+    char path[64], rotated[80];
+    snprintf(path, sizeof(path), "/tmp/test_log_file.%d", (int)getpid());
+    snprintf(rotated, sizeof(rotated), "%s.1", path);
+    unlink(path);
+    unlink(rotated);
+    CHECK(!log_reopen()); /* no file configured yet */
+    char err[256];
+    CHECK(!log_open_file("/nonexistent-dir/x.log", err, sizeof(err)));
+    CHECK(strstr(err, "cannot open log file /nonexistent-dir/x.log") != NULL);
+    CHECK(log_open_file(path, err, sizeof(err)));
+    log_info("before the rotation");
+    CHECK(rename(path, rotated) == 0);
+    log_info("after the rename, before the reopen");
+    CHECK(log_reopen()); /* no log thread: at once */
+    log_info("after the reopen");
+    CHECK(strstr(slurp(rotated), "after the rename, before the reopen") != NULL);
+    CHECK(strstr(slurp(rotated), "after the reopen") == NULL);
+    CHECK(strstr(slurp(path), "INFO after the reopen\n") != NULL);
+    CHECK(strstr(slurp(path), "log file /tmp/test_log_file.") != NULL);
+    /* Again with the log thread: the reopen happens there. */
+    CHECK(log_start());
+    log_info("threaded before");
+    unlink(rotated);
+    CHECK(rename(path, rotated) == 0);
+    CHECK(log_reopen());
+    log_info("threaded after");
+    log_stop(2000);
+    CHECK(strstr(slurp(rotated), "threaded before") != NULL);
+    CHECK(strstr(slurp(path), "threaded after") != NULL);
+    CHECK(strstr(slurp(path), "reopened") != NULL);
+    dup2(saved_stderr, STDERR_FILENO);
+    unlink(path);
+    unlink(rotated);
+}
+
 int main(void)
 {
     int saved = dup(STDERR_FILENO);
     test_escape();
     test_rate_limit_and_lines(saved);
+    test_json(saved);
+    test_file_and_reopen(saved);
     test_stalled_reader(saved);
     return test_summary();
 }

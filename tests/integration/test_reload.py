@@ -1,0 +1,354 @@
+"""Reload on SIGHUP: credproxy re-reads its configuration file and users file and applies what
+can change live, with open clients unharmed; a broken file changes nothing; settings that need
+a restart are named in the log.
+
+Each proxy here runs from a config file (--config only), so a reload sees everything the test
+changes. The load test runs client threads (PyMySQL) that connect, query and commit all along
+while 20 reloads change pool and log settings, and counts every error they see.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pymysql
+
+import harness
+from harness import ROOT, Proxy, ProxyTestCase, connect, free_port, main, scalar
+from test_auth_modes import native_hash
+
+
+class ConfProxy(Proxy):
+    """A credproxy started with --config only; the test rewrites the file and sends SIGHUP."""
+
+    def __init__(self, workdir, secret, settings, routes=None):
+        super().__init__(workdir, [], secret)
+        self.conf = self.workdir / "credproxy.conf"
+        self.write_conf(settings, routes)
+
+    def argv(self):
+        return [harness.binary(), "--config", str(self.conf)]
+
+    def write_conf(self, settings, routes=None, raw=None):
+        """Top-level settings (listen and secret_file filled in unless routes are given), then
+        [route NAME] sections from routes {name: {key: value}}; raw replaces it all."""
+        if raw is None:
+            lines = ["# written by test_reload.py"]
+            if routes is None:
+                lines += ["listen = 127.0.0.1:%d" % self.port,
+                          "secret_file = %s" % self.secret_file]
+            lines += ["%s = %s" % kv for kv in settings.items()]
+            for name, rs in (routes or {}).items():
+                lines.append("[route %s]" % name)
+                lines += ["%s = %s" % kv for kv in rs.items()]
+            raw = "\n".join(lines) + "\n"
+        tmp = self.conf.with_name(".credproxy.conf.tmp")
+        tmp.write_text(raw)
+        os.rename(tmp, self.conf)
+
+    def reload(self, expect_ok=True, timeout=15.0):
+        """SIGHUP; waits for the reload's last log line and returns the log lines it wrote."""
+        start = len(self.log_path.read_bytes())
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_path.read_bytes()[start:].decode("utf-8", "replace")
+            ok, failed = "configuration reloaded" in text, "reload failed" in text
+            if ok or failed:
+                if ok != expect_ok:
+                    raise AssertionError("reload %s, expected it to %s:\n%s"
+                                         % ("worked" if ok else "failed",
+                                            "work" if expect_ok else "fail", text))
+                return text
+            time.sleep(0.02)
+        raise AssertionError("no end of reload in the log within %.0fs:\n%s"
+                             % (timeout, harness.log_tail(self.log_path)))
+
+    def log_since(self, offset):
+        return self.log_path.read_bytes()[offset:].decode("utf-8", "replace")
+
+
+def upstream_conns(fixture, user):
+    """Connections of user on the fixture's server (credproxy's pooled ones)."""
+    rows = fixture.root_sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                            "WHERE USER = '%s'" % user)
+    return int(rows[0][0])
+
+
+class ReloadCase(ProxyTestCase):
+    def start_conf_proxy(self, settings, routes=None):
+        workdir = Path(self.workdir) / ("p%d" % len(self.proxies))
+        workdir.mkdir()
+        p = ConfProxy(workdir, self.fixture.secret(), settings, routes)
+        self.proxies.append(p)
+        self.addCleanup(p.stop)
+        return p
+
+    def wait_for(self, what, fn, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = fn()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                self.fail("timed out waiting for %s" % what)
+            time.sleep(0.1)
+
+
+class Load:
+    """Client threads: each connects, runs a query and a short transaction, and closes, in a
+    loop; a long-lived connection per thread queries between. Every exception is kept."""
+
+    def __init__(self, port, threads=4):
+        self.port = port
+        self.errors = []
+        self.done = [0] * threads
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True)
+                        for i in range(threads)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def run(self, i):
+        try:
+            keep = connect(self.port)
+        except Exception as e:  # noqa: BLE001 - every failure is a finding
+            self.errors.append("thread %d first connect: %r" % (i, e))
+            return
+        n = 0
+        while not self.stop.is_set():
+            try:
+                c = connect(self.port, autocommit=False)
+                with c.cursor() as cur:
+                    cur.execute("SELECT %s", (n,))
+                    if cur.fetchone()[0] != n:
+                        raise AssertionError("wrong row")
+                    cur.execute("SELECT COUNT(*) FROM information_schema.SCHEMATA")
+                    cur.fetchone()
+                c.commit()
+                c.close()
+                if scalar(keep, "SELECT %s + 1", (n,)) != n + 1:
+                    raise AssertionError("wrong row on the long-lived connection")
+                n += 1
+                self.done[i] = n
+            except Exception as e:  # noqa: BLE001
+                self.errors.append("thread %d iteration %d: %r" % (i, n, e))
+                time.sleep(0.05)
+        keep.close()
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(harness.CLIENT_TIMEOUT)
+
+
+class UnderLoad(ReloadCase):
+    def test_twenty_reloads_under_load_no_client_error(self):
+        base = {"workers": 2, "log_level": "info", "pool_min_idle": 0}
+        p = self.start_conf_proxy(dict(base, pool_size=16)).start()
+        load = Load(p.port).start()
+        try:
+            time.sleep(0.5)
+            for i in range(20):
+                p.write_conf(dict(base, pool_size=8 + 4 * (i % 3),
+                                  log_level=("debug", "info")[i % 2],
+                                  pool_idle_timeout="%ds" % (30 + i),
+                                  connect_timeout="%ds" % (10 + i),
+                                  client_idle_timeout="%ds" % (600 + i)))
+                text = p.reload()
+                self.assertIn("pool_size", text)
+                time.sleep(0.15)
+            time.sleep(0.5)
+        finally:
+            load.finish()
+        self.assertEqual(load.errors, [], "clients saw errors across 20 reloads")
+        self.assertGreater(min(load.done), 5, "a client thread made no progress: %r" % load.done)
+        self.assertTrue(p.alive())
+        log = p.log()
+        self.assertEqual(log.count("configuration reloaded"), 20)
+        self.assertNotIn("restart credproxy", log)
+
+
+class Broken(ReloadCase):
+    def test_broken_file_changes_nothing(self):
+        p = self.start_conf_proxy({"log_level": "info", "pool_size": 4}).start()
+        conn = connect(p.port)
+        self.assertEqual(scalar(conn, "SELECT 1"), 1)
+        # Line 4 is log_level = debug (it would apply), line 5 is broken.
+        p.write_conf(None, raw="# broken\nlisten = 127.0.0.1:%d\nsecret_file = %s\n"
+                     "log_level = debug\npool_size = lots\n" % (p.port, p.secret_file))
+        text = p.reload(expect_ok=False)
+        self.assertIn("%s:5" % p.conf, text, "the error names no file:line")
+        self.assertIn("pool_size", text, "the error names no key")
+        self.assertIn("the running configuration stays", text)
+        self.assertTrue(p.alive())
+        # The old settings are in force: still info (a new client logs no debug line).
+        offset = len(p.log_path.read_bytes())
+        self.assertEqual(scalar(connect(p.port), "SELECT 2"), 2)
+        self.assertEqual(scalar(conn, "SELECT 3"), 3)
+        time.sleep(0.3)
+        self.assertNotIn("accepted on route", p.log_since(offset))
+        # And a good file afterwards applies.
+        p.write_conf({"log_level": "debug", "pool_size": 4})
+        p.reload()
+        offset = len(p.log_path.read_bytes())
+        self.assertEqual(scalar(connect(p.port), "SELECT 5"), 5)
+        self.assertTrue(self.wait_for("a debug line", lambda: "accepted on route"
+                                      in p.log_since(offset)))
+
+
+class Changes(ReloadCase):
+    def test_log_level(self):
+        p = self.start_conf_proxy({"log_level": "info"}).start()
+        offset = len(p.log_path.read_bytes())
+        self.assertEqual(scalar(connect(p.port), "SELECT 1"), 1)
+        time.sleep(0.3)
+        self.assertNotIn("accepted on route", p.log_since(offset))
+        p.write_conf({"log_level": "debug"})
+        self.assertIn("log_level", p.reload())
+        offset = len(p.log_path.read_bytes())
+        self.assertEqual(scalar(connect(p.port), "SELECT 1"), 1)
+        self.assertTrue(self.wait_for("a debug line", lambda: "accepted on route"
+                                      in p.log_since(offset)))
+
+    def test_pool_size_lowered(self):
+        user = self.fixture.secret()["username"]
+        before = upstream_conns(self.fixture, user)
+        settings = {"workers": 1, "pool_min_idle": 0, "pool_size": 4, "pool_wait_timeout": "20s",
+                    "pool_idle_timeout": "1h"}
+        p = self.start_conf_proxy(settings).start()
+
+        def sleepers(n, seconds):
+            """n clients at once, each connecting, sleeping on the server and leaving; a client
+            holds its upstream connection while connected, so pool_size bounds how many run."""
+            errors = []
+
+            def one():
+                try:
+                    c = connect(p.port)
+                    scalar(c, "SELECT SLEEP(%s)" % seconds)
+                    c.close()
+                except Exception as e:  # noqa: BLE001
+                    errors.append(repr(e))
+
+            threads = [threading.Thread(target=one) for _ in range(n)]
+            t0 = time.monotonic()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            self.assertEqual(errors, [])
+            return time.monotonic() - t0
+
+        # Four at once with pool_size 4: they run side by side, and four stay pooled.
+        self.assertLess(sleepers(4, 1.0), 3.0)  # one after another would take 4 s
+        self.wait_for("4 pooled connections", lambda: upstream_conns(self.fixture, user)
+                      - before == 4)
+        p.write_conf(dict(settings, pool_size=1))
+        self.assertIn("pool_size", p.reload())
+        # The idle ones over the new size close, and four clients now take turns on one.
+        self.wait_for("1 pooled connection", lambda: upstream_conns(self.fixture, user)
+                      - before <= 1)
+        self.assertGreaterEqual(sleepers(4, 0.5), 1.9)
+        self.assertLessEqual(upstream_conns(self.fixture, user) - before, 1)
+
+    def test_users_file(self):
+        users = self.workdir / "users"
+        users.write_text("alice:%s\n" % native_hash("old-pw"))
+        os.chmod(users, 0o600)
+        p = self.start_conf_proxy({"client_auth": "password", "users_file": str(users)}).start()
+        p.passwords.update({"old-pw", "new-pw"})
+        open_client = connect(p.port, user="alice", password="old-pw")
+        self.assertEqual(scalar(open_client, "SELECT 1"), 1)
+        users.write_text("alice:%s\nbob:%s\n" % (native_hash("new-pw"), native_hash("new-pw")))
+        p.reload()
+        self.assertEqual(scalar(connect(p.port, user="alice", password="new-pw"), "SELECT 2"), 2)
+        self.assertEqual(scalar(connect(p.port, user="bob", password="new-pw"), "SELECT 2"), 2)
+        self.assertMysqlError(harness.ER_ACCESS_DENIED, connect, p.port, user="alice",
+                              password="old-pw")
+        self.assertEqual(scalar(open_client, "SELECT 3"), 3, "an open client was cut")
+        # A users file that cannot be read fails the whole reload: the users stay as they were.
+        p.write_conf({"client_auth": "password", "users_file": str(users) + ".missing",
+})
+        text = p.reload(expect_ok=False)
+        self.assertIn("users.missing", text)
+        self.assertEqual(scalar(connect(p.port, user="alice", password="new-pw"), "SELECT 4"), 4)
+        self.assertMysqlError(harness.ER_ACCESS_DENIED, connect, p.port, user="alice",
+                              password="old-pw")
+
+    def test_restart_only_settings_are_named(self):
+        p = self.start_conf_proxy({"workers": 2, "handshake_timeout": "10s"}).start()
+        conn = connect(p.port)
+        other = free_port()
+        p.write_conf({"workers": 1, "handshake_timeout": "5s", "client_auth": "password",
+                      "users_file": str(p.workdir / "not-read"),
+                      "secret_poll_interval": "2s"})
+        # client_auth needs a restart, so the users file it names is not read: the reload works.
+        text = p.reload()
+        self.assertIn("setting workers changed; restart credproxy to apply it", text)
+        self.assertIn("setting client_auth changed; restart credproxy to apply it", text)
+        self.assertIn("handshake_timeout", text.split("applied:")[-1])
+        self.assertIn("secret_poll_interval", text.split("applied:")[-1])
+        # Still trust mode (the running value) and still serving.
+        self.assertEqual(scalar(connect(p.port), "SELECT 1"), 1)
+        self.assertEqual(scalar(conn, "SELECT 2"), 2)
+        # A route added or removed is named too (not applied by a reload).
+        p.write_conf({}, raw="listen = 127.0.0.1:%d\nsecret_file = %s\n[route extra]\n"
+                     "listen = 127.0.0.1:%d\nsecret_file = %s\n"
+                     % (p.port, p.secret_file, other, p.secret_file))
+        text = p.reload()
+        self.assertIn("route extra is new in the configuration", text)
+        self.assertIn("route default is no longer in the configuration", text)
+        self.assertEqual(scalar(connect(p.port), "SELECT 3"), 3)
+        self.assertEqual(scalar(conn, "SELECT 4"), 4)
+
+
+class SecondServer(ReloadCase):
+    """upstream_port moved to a second MariaDB (tests/mariadb.sh) takes new connections there."""
+
+    def setUp(self):
+        super().setUp()
+        self.b_dir = self.fixture.dir / "runs" / ("reload-second.%d" % os.getpid())
+        self.b_port = free_port()
+        self.addCleanup(shutil.rmtree, self.b_dir, ignore_errors=True)
+        subprocess.run(["bash", str(ROOT / "tests" / "mariadb.sh"), "start", str(self.b_dir),
+                        str(self.b_port)], check=True, capture_output=True, timeout=180)
+        self.addCleanup(subprocess.run, ["bash", str(ROOT / "tests" / "mariadb.sh"), "stop",
+                                         str(self.b_dir)], capture_output=True, timeout=120)
+        pw = self.fixture.secret()["password"].replace("\\", "\\\\").replace("'", "\\'")
+        p = subprocess.run(["mariadb", "--no-defaults", "--socket=%s" % (self.b_dir / "mysqld.sock"),
+                            "--user=root"], input="ALTER USER 'app'@'127.0.0.1' IDENTIFIED BY "
+                           "'%s';" % pw, capture_output=True, text=True, timeout=60,
+                           env=harness.client_env())
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    def test_upstream_port_moves_new_connections(self):
+        a = self.fixture.port
+        settings = {"upstream_host": "127.0.0.1", "upstream_port": a, "workers": 2}
+        p = self.start_conf_proxy(settings).start()
+        open_client = connect(p.port)
+        self.assertEqual(scalar(open_client, "SELECT @@port"), a)
+        # A few pooled connections to A, idle when the reload comes.
+        for _ in range(3):
+            self.assertEqual(scalar(connect(p.port), "SELECT @@port"), a)
+        p.write_conf(dict(settings, upstream_port=self.b_port))
+        text = p.reload()
+        self.assertIn("upstream_port", text)
+        for _ in range(6):
+            c = connect(p.port)
+            self.assertEqual(scalar(c, "SELECT @@port"), self.b_port)
+            c.close()
+        # The client that was open keeps its server and works.
+        self.assertEqual(scalar(open_client, "SELECT @@port"), a)
+        open_client.close()
+
+
+if __name__ == "__main__":
+    main()
