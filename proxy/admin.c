@@ -97,7 +97,8 @@ static void snap_route(struct admin *a, struct route *r, struct route_snap *s)
     s->upstream_open = __atomic_load_n(&r->upstream_open, __ATOMIC_RELAXED);
     for (int k = 0; k < a->v.n_workers && !s->listening; k++) {
         const struct worker *w = &a->v.workers[k];
-        for (size_t i = 0; i < w->n_listeners && !s->listening; i++)
+        size_t n = __atomic_load_n(&w->n_listeners, __ATOMIC_RELAXED); /* 0 once draining */
+        for (size_t i = 0; i < n && !s->listening; i++)
             s->listening = w->listener_routes[i] == r;
     }
     int64_t now = mono_ms();

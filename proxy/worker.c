@@ -233,7 +233,7 @@ static void listeners_close_for_drain(struct worker *w)
          */
         evconnlistener_free(l);
     }
-    w->n_listeners = 0;
+    __atomic_store_n(&w->n_listeners, 0, __ATOMIC_RELAXED); /* the admin endpoint reads it */
     w->acc.paused = 0;
     event_del(w->acc.timer);
 }
