@@ -21,7 +21,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "conf" / "examples" / "kubernetes"
-PENDING = {"admin_listen", "admin_listen_public", "shutdown_timeout"}
 PROBE_PATHS = {"/healthz", "/readyz"}
 SHUTDOWN_TIMEOUT_DEFAULT = "30s"
 
@@ -135,25 +134,17 @@ class Manifests(unittest.TestCase):
                 unknown.append("%s (line %d)" % (key, line))
             elif section and known[key] == "global":
                 misplaced.append("%s (line %d): global, but in [%s]" % (key, line, section))
-        other = [u for u in unknown if u.split()[0] not in PENDING]
-        problems = (["unknown to credproxy --help: " + ", ".join(other)] if other else []) + (
+        problems = (["unknown to credproxy --help: " + ", ".join(unknown)] if unknown else []) + (
             ["global settings inside a route section: " + "; ".join(misplaced)]
             if misplaced else [])
         if problems:
             self.fail("the ConfigMap's config (%s) names settings credproxy does not have:\n  %s"
                       % (self.config_path, "\n  ".join(problems)))
         self.assertTrue(any(s for s, _, _, _ in self.config), "the ConfigMap defines no route")
-        if unknown:
-            self.skipTest("every other key is known; not in this build's --help yet (other "
-                          "branches of issue 9): %s" % ", ".join(unknown))
 
     def test_config_passes_check_config(self):
         """The ConfigMap's text through credproxy --check-config, upstream_ca pointing at a
         readable file (the real bundle comes from another ConfigMap)."""
-        missing = sorted({k for _, k, _, _ in self.config} & PENDING - set(help_settings()))
-        if missing:
-            self.skipTest("credproxy --help lacks %s (other branches of issue 9)"
-                          % ", ".join(missing))
         with tempfile.TemporaryDirectory(prefix="credproxy-k8s.") as d:
             ca = Path(d) / "ca.pem"
             ca.write_text("not checked beyond being readable\n")
