@@ -95,12 +95,7 @@ static void snap_route(struct admin *a, struct route *r, struct route_snap *s)
     stats_sum(r->stats, a->v.n_workers, s->v);
     s->clients_open = __atomic_load_n(&r->n_clients, __ATOMIC_RELAXED);
     s->upstream_open = __atomic_load_n(&r->upstream_open, __ATOMIC_RELAXED);
-    for (int k = 0; k < a->v.n_workers && !s->listening; k++) {
-        const struct worker *w = &a->v.workers[k];
-        size_t n = __atomic_load_n(&w->n_listeners, __ATOMIC_RELAXED); /* 0 once draining */
-        for (size_t i = 0; i < n && !s->listening; i++)
-            s->listening = w->listener_routes[i] == r;
-    }
+    s->listening = __atomic_load_n(&r->n_listeners, __ATOMIC_RELAXED) > 0; /* 0 once draining */
     int64_t now = mono_ms();
     int64_t login = __atomic_load_n(&r->last_login_mono_ms, __ATOMIC_RELAXED);
     s->login_age = login ? (double)(now - login) / 1000.0 : INFINITY;
@@ -206,7 +201,7 @@ static struct route_snap *snap_routes(struct admin *a)
 {
     struct route_snap *s = calloc(a->v.n_routes ? a->v.n_routes : 1, sizeof(*s));
     for (size_t i = 0; s && i < a->v.n_routes; i++)
-        snap_route(a, &a->v.routes[i], &s[i]);
+        snap_route(a, a->v.routes[i], &s[i]);
     return s;
 }
 
@@ -521,7 +516,8 @@ static void probe_done(void *arg, struct bufferevent *bev, const struct upstream
     bufferevent_free(bev);
     p->last_error[0] = 0;
     if (p->route < p->a->v.n_routes)
-        __atomic_store_n(&p->a->v.routes[p->route].last_login_mono_ms, mono_ms(), __ATOMIC_RELAXED);
+        __atomic_store_n(&p->a->v.routes[p->route]->last_login_mono_ms, mono_ms(),
+                         __ATOMIC_RELAXED);
 }
 
 /* Starts one upstream login for a route with nothing open and no recent login (rate-limited). */

@@ -18,7 +18,7 @@ struct admin;
 
 /* What the endpoint reports on; owned by the daemon, which outlives the endpoint. */
 struct admin_view {
-    struct route *routes;
+    struct route **routes; /* the routes in the configuration (not the removed ones) */
     size_t n_routes;
     struct worker *workers;
     int n_workers;

@@ -34,12 +34,12 @@ struct daemon {
     struct config cfg;
     struct event_base *base; /* signals, secret sources, the start-up probe */
     struct evdns_base *dns;
-    struct route *routes;
-    size_t n_routes;
+    struct route_table routes; /* reloads add and remove routes (reload.h) */
     struct worker *workers;
     int n_workers;
-    struct upstream_login **probes; /* start-up logins still in flight, by route */
-    struct admin *admin;            /* the HTTP admin endpoint (admin_listen), or NULL */
+    struct upstream_login **probes; /* start-up logins still in flight, by route (n_probes) */
+    size_t n_probes;
+    struct admin *admin; /* the HTTP admin endpoint (admin_listen), or NULL */
 };
 
 /* cJSON copies secret values into its own heap blocks: wipe every block it frees. */
@@ -114,73 +114,26 @@ static void probe_upstream(struct daemon *d, struct route *r)
     creds_unref(c);
 }
 
-/* Joins the addresses of set into "A, B" for the log. */
-static void join_addrs(const struct listener_set *set, char *out, size_t outlen)
-{
-    out[0] = 0;
-    for (size_t i = 0, used = 0; i < set->n && used < outlen; i++, used = strlen(out))
-        snprintf(out + used, outlen - used, "%s%s", i ? ", " : "", set->addrs[i]);
-}
-
-/*
- * Every worker gets its own socket on every address of every listen entry
- * (SO_REUSEPORT), so a name like localhost is served on 127.0.0.1 and ::1.
- */
-static int open_tcp_listeners(struct daemon *d, struct route *r)
-{
-    const struct route_config *rc = r->cfg;
-    char err[512], addrs[LISTENER_MAX_ADDRS * 66];
-    bool loopback_only = rc->client_auth == CLIENT_AUTH_TRUST;
-    for (size_t j = 0; j < rc->n_listen; j++) {
-        struct listener_set set;
-        if (!d->cfg.upgrade && !listener_probe_tcp(rc->listen[j], err, sizeof(err))) {
-            log_error("route %s: %s", rc->name, err);
-            return -1;
-        }
-        for (int k = 0; k < d->n_workers; k++) {
-            if (!listener_open_tcp(rc->listen[j], loopback_only, &set, err, sizeof(err))) {
-                log_error("route %s: %s", rc->name, err);
-                return -1;
-            }
-            if (k == 0 && set.skipped[0])
-                log_warn("route %s: %s: skipped addresses this machine does not have: %s", rc->name,
-                         rc->listen[j], set.skipped);
-            for (size_t i = 0; i < set.n; i++) {
-                int fd = set.fds[i];
-                set.fds[i] = -1; /* worker_listen owns it from here, even when it fails */
-                if (worker_listen(&d->workers[k], fd, r) < 0) {
-                    log_error("route %s: cannot add listener", rc->name);
-                    for (size_t m = i + 1; m < set.n; m++)
-                        close(set.fds[m]);
-                    return -1;
-                }
-            }
-        }
-        join_addrs(&set, addrs, sizeof(addrs));
-        log_info("route %s: listening on %s (%s; %d workers)", rc->name, rc->listen[j], addrs,
-                 d->n_workers);
-    }
-    return 0;
-}
-
 static int open_listeners(struct daemon *d)
 {
-    char err[512];
     if (d->cfg.upgrade)
         log_info("--upgrade: sharing the listeners of a running credproxy, if any; send it "
                  "SIGTERM once this one is ready");
-    for (size_t i = 0; i < d->n_routes; i++) {
-        const struct route_config *rc = d->routes[i].cfg;
-        if (open_tcp_listeners(d, &d->routes[i]) < 0)
+    for (size_t i = 0; i < d->routes.n; i++) {
+        struct route *r = d->routes.all[i];
+        struct route_fds fds;
+        if (!route_listeners_open(r->cfg, d->n_workers, d->cfg.upgrade, &fds))
             return -1;
-        if (rc->socket_path) {
-            int fd = listener_open_unix(rc->socket_path, d->cfg.upgrade, err, sizeof(err));
-            if (fd < 0 || worker_listen(&d->workers[0], fd, &d->routes[i]) < 0) {
-                log_error("route %s: %s", rc->name, fd < 0 ? err : "cannot add listener");
+        for (size_t j = 0; j < fds.n; j++) {
+            int fd = fds.fd[j];
+            fds.fd[j] = -1; /* worker_listen owns it from here, even when it fails */
+            if (worker_listen(&d->workers[fds.worker[j]], fd, r) < 0) {
+                log_error("route %s: cannot add listener", r->cfg->name);
+                route_fds_close(&fds);
                 return -1;
             }
-            log_info("route %s: listening on %s", rc->name, rc->socket_path);
         }
+        route_fds_close(&fds);
     }
     return listener_publish_unix() ? 0 : -1; /* only once all are open: see listener.h */
 }
@@ -230,28 +183,37 @@ static int start(struct daemon *d)
     d->dns = d->base ? evdns_base_new(d->base, EVDNS_BASE_INITIALIZE_NAMESERVERS) : NULL;
     if (d->base && !d->dns)
         d->dns = evdns_base_new(d->base, 0);
-    d->n_routes = d->cfg.n_routes;
-    d->routes = calloc(d->n_routes, sizeof(*d->routes));
+    d->routes.n = d->cfg.n_routes;
+    d->routes.all = calloc(d->routes.n ? d->routes.n : 1, sizeof(*d->routes.all));
+    d->routes.active = calloc(d->routes.n ? d->routes.n : 1, sizeof(*d->routes.active));
+    for (size_t i = 0; d->routes.all && i < d->routes.n; i++)
+        if (!(d->routes.all[i] = calloc(1, sizeof(struct route))))
+            d->routes.n = i; /* out of memory: failed below */
     d->n_workers = d->cfg.workers > 0 ? d->cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (d->n_workers < 1)
         d->n_workers = 1;
     d->workers = calloc((size_t)d->n_workers, sizeof(*d->workers));
-    d->probes = calloc(d->n_routes ? d->n_routes : 1, sizeof(*d->probes));
+    d->n_probes = d->routes.n;
+    d->probes = calloc(d->n_probes ? d->n_probes : 1, sizeof(*d->probes));
     the_daemon = d;
-    if (!d->base || !d->dns || !d->routes || !d->workers || !d->probes) {
+    if (!d->base || !d->dns || !d->routes.all || !d->routes.active ||
+        d->routes.n != d->cfg.n_routes || !d->workers || !d->probes) {
         log_error("out of memory at start-up");
         return -1;
     }
-    for (size_t i = 0; i < d->n_routes; i++) {
-        d->routes[i].index = i;
-        if (!route_init(&d->routes[i], &d->cfg.routes[i], d->base, err, sizeof(err))) {
+    for (size_t i = 0; i < d->routes.n; i++) {
+        struct route *r = d->routes.all[i];
+        d->routes.active[i] = r;
+        r->index = i;
+        if (!route_init(r, &d->cfg.routes[i], d->base, err, sizeof(err))) {
             log_error("%s", err);
-            d->n_routes = i + 1; /* destroy what was set up, including this one */
+            d->routes.n = i + 1; /* destroy what was set up, including this one */
             return -1;
         }
         /* One block of counters per worker; without one a route counts nowhere, but works. */
-        d->routes[i].stats = stats_new(d->n_workers);
+        r->stats = stats_new(d->n_workers);
     }
+    d->routes.n_active = d->routes.n;
     for (int k = 0; k < d->n_workers; k++) {
         if (worker_init(&d->workers[k], k, d->n_workers) < 0) {
             log_error("cannot create worker %d", k);
@@ -261,8 +223,8 @@ static int start(struct daemon *d)
     if (open_listeners(d) < 0)
         return -1;
     /* Before workers accept anyone, so the first clients wait for the real profile. */
-    for (size_t i = 0; i < d->n_routes; i++)
-        probe_upstream(d, &d->routes[i]);
+    for (size_t i = 0; i < d->routes.n; i++)
+        probe_upstream(d, d->routes.all[i]);
     for (int k = 0; k < d->n_workers; k++) {
         if (worker_start(&d->workers[k]) != 0) {
             log_error("cannot start worker thread %d", k);
@@ -271,7 +233,8 @@ static int start(struct daemon *d)
         }
     }
     if (d->cfg.admin_listen) {
-        struct admin_view v = {d->routes, d->n_routes, d->workers, d->n_workers, d->dns};
+        struct admin_view v = {d->routes.active, d->routes.n_active, d->workers, d->n_workers,
+                               d->dns};
         d->admin = admin_start(d->base, d->cfg.admin_listen, &v, err, sizeof(err));
         if (!d->admin) {
             log_error("%s", err);
@@ -291,19 +254,22 @@ static void stop(struct daemon *d)
     for (int k = 0; d->workers && k < d->n_workers; k++)
         worker_destroy(&d->workers[k]);
     free(d->workers);
-    for (size_t i = 0; d->probes && i < d->n_routes; i++)
+    for (size_t i = 0; d->probes && i < d->n_probes; i++)
         if (d->probes[i])
             upstream_login_cancel(d->probes[i]);
     free(d->probes);
     for (int i = 0; d->base && i < 8; i++)
         event_base_loop(d->base, EVLOOP_NONBLOCK); /* deferred frees of what was just freed */
-    for (size_t i = 0; d->routes && i < d->n_routes; i++) {
-        if (d->routes[i].cfg && d->routes[i].cfg->socket_path)
-            listener_unlink_own_unix(d->routes[i].cfg->socket_path);
-        if (d->routes[i].cfg)
-            route_destroy(&d->routes[i]);
+    for (size_t i = 0; d->routes.all && i < d->routes.n; i++) {
+        struct route *r = d->routes.all[i];
+        if (r->cfg && r->cfg->socket_path && !r->removed)
+            listener_unlink_own_unix(r->cfg->socket_path);
+        if (r->cfg)
+            route_destroy(r);
+        free(r);
     }
-    free(d->routes);
+    free(d->routes.all);
+    free(d->routes.active);
     if (d->dns)
         evdns_base_free(d->dns, 0);
     if (d->base)
@@ -379,8 +345,9 @@ int main(int argc, char **argv)
         if (!daemon_watchdog_start(d.base, d.workers, d.n_workers))
             log_error("cannot start the systemd watchdog timer; systemd will restart credproxy");
         struct reload_target rt = {.cfg = &d.cfg,
-                                   .routes = d.routes,
-                                   .n_routes = d.n_routes,
+                                   .routes = &d.routes,
+                                   .admin = d.admin,
+                                   .dns = d.dns,
                                    .workers = d.workers,
                                    .n_workers = d.n_workers,
                                    .base = d.base,

@@ -1443,6 +1443,8 @@ static size_t min_idle_share(const struct pool *p)
 {
     const struct worker *w = p->worker;
     const struct route_config *cfg = p->route->cfg;
+    if (__atomic_load_n(&p->route->removed, __ATOMIC_ACQUIRE))
+        return 0; /* a removed route keeps nothing warm: its pool empties as clients leave */
     /* Unix-socket-only routes are served by one worker, which then keeps them all warm. */
     int n = w->n_workers > 0 && cfg->n_listen ? w->n_workers : 1;
     return share_of(cfg->pool_min_idle, n, n > 1 ? w->index : 0);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <openssl/ssl.h>
@@ -13,8 +14,11 @@
 #include "auth/users.h"
 #include "conf/config.h"
 #include "conf/log.h"
+#include "proxy/admin.h"
 #include "proxy/daemon.h"
+#include "proxy/listener.h"
 #include "proxy/route.h"
+#include "proxy/stats.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
 #include "secrets/secret_source.h"
@@ -91,8 +95,8 @@ static bool in_list(const char *key, const char *const *list, size_t n)
 /* True while a running route still uses one of old's route settings (a route that was removed). */
 static bool still_used(const struct config *old)
 {
-    for (size_t i = 0; i < target.n_routes; i++) {
-        const struct route_config *rc = target.routes[i].cfg;
+    for (size_t i = 0; i < target.routes->n; i++) {
+        const struct route_config *rc = target.routes->all[i]->cfg;
         if (rc >= old->routes && rc < old->routes + old->n_routes)
             return true;
     }
@@ -158,6 +162,176 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (waiting)
         schedule_reap();
+}
+
+static bool fds_add(struct route_fds *out, int fd, int worker)
+{
+    if (out->n == out->cap) {
+        size_t cap = out->cap ? 2 * out->cap : 8;
+        int *f = realloc(out->fd, cap * sizeof(*f));
+        if (f)
+            out->fd = f;
+        int *w = realloc(out->worker, cap * sizeof(*w));
+        if (w)
+            out->worker = w;
+        if (!f || !w) {
+            close(fd);
+            return false;
+        }
+        out->cap = cap;
+    }
+    out->fd[out->n] = fd;
+    out->worker[out->n++] = worker;
+    return true;
+}
+
+void route_fds_close(struct route_fds *out)
+{
+    for (size_t i = 0; i < out->n; i++)
+        if (out->fd[i] >= 0)
+            close(out->fd[i]);
+    free(out->fd);
+    free(out->worker);
+    memset(out, 0, sizeof(*out));
+}
+
+/* Joins the addresses of set into "A, B" for the log. */
+static void join_addrs(const struct listener_set *set, char *out, size_t outlen)
+{
+    out[0] = 0;
+    for (size_t i = 0, used = 0; i < set->n && used < outlen; i++, used = strlen(out))
+        snprintf(out + used, outlen - used, "%s%s", i ? ", " : "", set->addrs[i]);
+}
+
+/*
+ * Every worker gets its own socket on every address of every listen entry (SO_REUSEPORT), so
+ * a name like localhost is served on 127.0.0.1 and ::1.
+ */
+bool route_listeners_open(const struct route_config *rc, int n_workers, bool upgrade,
+                          struct route_fds *out)
+{
+    char err[512], addrs[LISTENER_MAX_ADDRS * 66];
+    bool loopback_only = rc->client_auth == CLIENT_AUTH_TRUST;
+    memset(out, 0, sizeof(*out));
+    for (size_t j = 0; j < rc->n_listen; j++) {
+        struct listener_set set;
+        if (!upgrade && !listener_probe_tcp(rc->listen[j], err, sizeof(err)))
+            goto fail;
+        for (int k = 0; k < n_workers; k++) {
+            if (!listener_open_tcp(rc->listen[j], loopback_only, &set, err, sizeof(err)))
+                goto fail;
+            if (k == 0 && set.skipped[0])
+                log_warn("route %s: %s: skipped addresses this machine does not have: %s", rc->name,
+                         rc->listen[j], set.skipped);
+            for (size_t i = 0; i < set.n; i++) {
+                if (!fds_add(out, set.fds[i], k)) {
+                    for (size_t m = i + 1; m < set.n; m++)
+                        close(set.fds[m]);
+                    snprintf(err, sizeof(err), "out of memory");
+                    goto fail;
+                }
+            }
+        }
+        join_addrs(&set, addrs, sizeof(addrs));
+        log_info("route %s: listening on %s (%s; %d workers)", rc->name, rc->listen[j], addrs,
+                 n_workers);
+    }
+    if (rc->socket_path) {
+        int fd = listener_open_unix(rc->socket_path, upgrade, err, sizeof(err));
+        if (fd < 0)
+            goto fail;
+        if (!fds_add(out, fd, 0)) {
+            snprintf(err, sizeof(err), "out of memory");
+            listener_unlink_own_unix(rc->socket_path);
+            goto fail;
+        }
+        log_info("route %s: listening on %s", rc->name, rc->socket_path);
+    }
+    return true;
+fail:
+    log_error("route %s: %s", rc->name, err);
+    route_fds_close(out);
+    return false;
+}
+
+/* A route a reload adds, made ready before anything changes. */
+struct new_route {
+    struct route *r;
+    struct route_fds fds;
+};
+
+/* Undoes what was made for routes a failed reload would have added. */
+static void new_routes_free(struct new_route *nr, size_t n)
+{
+    for (size_t i = 0; nr && i < n; i++) {
+        if (!nr[i].r)
+            continue;
+        route_fds_close(&nr[i].fds);
+        if (nr[i].r->cfg && nr[i].r->cfg->socket_path)
+            listener_unlink_own_unix(nr[i].r->cfg->socket_path); /* the bound, unpublished one */
+        route_destroy(nr[i].r);
+        free(nr[i].r);
+    }
+    free(nr);
+}
+
+/*
+ * Makes ready the routes of next that do not run yet: secret read, users, TLS, listeners
+ * open (not yet served). False (logged) when one cannot be: then nothing was kept.
+ */
+static bool prepare_new_routes(struct config *next, struct new_route **out, size_t *n_out)
+{
+    struct new_route *nr = calloc(next->n_routes ? next->n_routes : 1, sizeof(*nr));
+    size_t n = 0;
+    if (!nr) {
+        log_error("reload: out of memory");
+        return false;
+    }
+    for (size_t j = 0; j < next->n_routes; j++) {
+        bool known = false;
+        for (size_t i = 0; i < target.routes->n_active && !known; i++)
+            known = strcmp(target.routes->active[i]->cfg->name, next->routes[j].name) == 0;
+        if (known)
+            continue;
+        char err[1024];
+        struct new_route *x = &nr[n++];
+        x->r = calloc(1, sizeof(*x->r));
+        if (!x->r) {
+            log_error("reload: out of memory");
+            goto fail;
+        }
+        x->r->index = target.routes->n + n - 1;
+        bool ok = route_init(x->r, &next->routes[j], target.base, err, sizeof(err));
+        if (!ok) {
+            log_error("reload: %s", err);
+            goto fail;
+        }
+        x->r->stats = stats_new(target.n_workers);
+        if (!route_listeners_open(x->r->cfg, target.n_workers, false, &x->fds))
+            goto fail;
+    }
+    *out = nr;
+    *n_out = n;
+    return true;
+fail:
+    new_routes_free(nr, n);
+    return false;
+}
+
+/* Rebuilds the list of routes in the configuration and shows it to the admin endpoint. */
+static void update_active(void)
+{
+    struct route_table *t = target.routes;
+    size_t n = 0;
+    for (size_t i = 0; i < t->n; i++)
+        if (!__atomic_load_n(&t->all[i]->removed, __ATOMIC_RELAXED))
+            t->active[n++] = t->all[i];
+    t->n_active = n;
+    if (target.admin) {
+        struct admin_view v = {t->active, t->n_active, target.workers, target.n_workers,
+                               target.dns};
+        admin_set_view(target.admin, &v);
+    }
 }
 
 void reload_init(const struct reload_target *t)
@@ -285,10 +459,10 @@ void reload_run(void)
     log_info("received SIGHUP: reloading the configuration%s%s", cur->config_file ? " from " : "",
              cur->config_file ? cur->config_file : " (flags and environment)");
     struct config *next = calloc(1, sizeof(*next));
-    struct route_plan *plans = calloc(target.n_routes ? target.n_routes : 1, sizeof(*plans));
+    struct route_plan *plans = calloc(target.routes->n ? target.routes->n : 1, sizeof(*plans));
     struct retired *old = calloc(1, sizeof(*old));
     if (old) {
-        old->n = target.n_routes;
+        old->n = target.routes->n;
         old->users = calloc(old->n ? old->n : 1, sizeof(*old->users));
         old->tls = calloc(old->n ? old->n : 1, sizeof(*old->tls));
     }
@@ -307,6 +481,8 @@ void reload_run(void)
         log_error("reload: %s", errs.lines[i]);
     config_errors_free(&errs);
     char applied[2048] = "", err[1024] = "";
+    struct new_route *added = NULL;
+    size_t n_added = 0;
     if (ok) {
         const char *keys[MAX_KEYS];
         size_t n = config_global_changes(cur, next, keys, MAX_KEYS);
@@ -320,32 +496,36 @@ void reload_run(void)
                      keys[k]);
             (void)config_global_keep(next, cur, keys[k]);
         }
-        for (size_t j = 0; j < next->n_routes; j++) {
-            bool known = false;
-            for (size_t i = 0; i < target.n_routes && !known; i++)
-                known = strcmp(target.routes[i].cfg->name, next->routes[j].name) == 0;
-            if (!known)
-                log_warn("reload: route %s is new in the configuration; adding a route needs a "
-                         "restart: restart credproxy to apply it",
-                         next->routes[j].name);
-        }
-        for (size_t i = 0; ok && i < target.n_routes; i++) {
-            struct route *r = &target.routes[i];
+        for (size_t i = 0; ok && i < target.routes->n; i++) {
+            struct route *r = target.routes->all[i];
             struct route_config *rc = find_route(next, r->cfg->name);
-            if (!rc) {
-                log_warn("reload: route %s is no longer in the configuration; removing a route "
-                         "needs a restart: it keeps serving with its running settings until then",
-                         r->cfg->name);
-                continue;
-            }
+            if (r->removed || !rc)
+                continue; /* removed before, or now: keeps its settings while its clients stay */
             ok = plan_route(r, rc, &plans[i], applied, sizeof(applied), err, sizeof(err));
         }
         if (!ok)
             log_error("reload: %s", err);
+        /* Last, as it opens listeners: a failure above leaves no port or path taken. */
+        if (ok)
+            ok = prepare_new_routes(next, &added, &n_added);
+        /* Room in the table, so that nothing fails after this. */
+        struct route_table *t = target.routes;
+        struct route **all = ok ? realloc(t->all, (t->n + n_added + 1) * sizeof(*all)) : NULL;
+        if (all)
+            t->all = all;
+        struct route **active =
+            all ? realloc(t->active, (t->n + n_added + 1) * sizeof(*all)) : NULL;
+        if (active)
+            t->active = active; /* same contents: what the admin endpoint reads stays valid */
+        if (ok && !active) {
+            log_error("reload: out of memory");
+            ok = false;
+        }
     }
     if (!ok) {
         log_error("reload failed: the running configuration stays, nothing was changed");
-        plan_free(plans, target.n_routes);
+        new_routes_free(added, n_added);
+        plan_free(plans, target.routes->n);
         config_free(next);
         free(next);
         retired_free(old);
@@ -357,7 +537,8 @@ void reload_run(void)
     struct config *was = malloc(sizeof(*was));
     if (!was) {
         log_error("reload: out of memory; the running configuration stays");
-        plan_free(plans, target.n_routes);
+        new_routes_free(added, n_added);
+        plan_free(plans, target.routes->n);
         config_free(next);
         free(next);
         retired_free(old);
@@ -370,11 +551,30 @@ void reload_run(void)
     old->cfg = was;
     old->gen = ++generation;
     log_set_level(cur->log_level);
-    for (size_t i = 0; i < target.n_routes; i++) {
-        struct route *r = &target.routes[i];
+    for (size_t i = 0; i < target.routes->n; i++) {
+        struct route *r = target.routes->all[i];
         struct route_plan *p = &plans[i];
+        if (!p->next && !r->removed) {
+            /*
+             * Removed: its listeners close on every worker now, its clients keep their
+             * sessions (and its settings, in was, kept while it exists) until they leave; no
+             * pooled connection is lent again, and none is opened to keep the pool warm.
+             */
+            __atomic_store_n(&r->removed, 1, __ATOMIC_RELEASE);
+            route_upstream_changed(r);
+            for (int k = 0; k < target.n_workers; k++)
+                if (worker_post_unlisten(&target.workers[k], r) < 0)
+                    log_error("route %s: worker %d: cannot close its listeners (out of memory)",
+                              r->cfg->name, k);
+            if (r->cfg->socket_path)
+                listener_unlink_own_unix(r->cfg->socket_path);
+            log_info("route %s removed: its listeners close; its %d open clients keep working "
+                     "until they disconnect",
+                     r->cfg->name, __atomic_load_n(&r->n_clients, __ATOMIC_RELAXED));
+            add_key(applied, sizeof(applied), "-route ", r->cfg->name);
+        }
         if (!p->next)
-            continue; /* removed: keeps its settings (in was, kept while it runs) */
+            continue;
         /* The same index in cur: plan->next pointed into next's routes, now cur's. */
         r->cfg = p->next;
         if (p->users) {
@@ -399,7 +599,24 @@ void reload_run(void)
             secret_source_set_period(r->source, r->cfg->secret_file ? r->cfg->secret_poll_ms
                                                                     : r->cfg->secret_refresh_ms);
     }
-    plan_free(plans, target.n_routes);
+    plan_free(plans, target.routes->n);
+    for (size_t i = 0; i < n_added; i++) {
+        struct route *r = added[i].r;
+        target.routes->all[target.routes->n++] = r; /* r->index is this slot */
+        for (size_t j = 0; j < added[i].fds.n; j++) {
+            int k = added[i].fds.worker[j];
+            if (worker_post_listen(&target.workers[k], added[i].fds.fd[j], r) < 0)
+                log_error("route %s: worker %d: cannot add listener (out of memory)", r->cfg->name,
+                          k);
+            added[i].fds.fd[j] = -1; /* the worker's now */
+        }
+        route_fds_close(&added[i].fds);
+        log_info("route %s added", r->cfg->name);
+        add_key(applied, sizeof(applied), "+route ", r->cfg->name);
+    }
+    free(added);
+    (void)listener_publish_unix(); /* the new routes' sockets; logged if one fails */
+    update_active();
     for (int k = 0; k < target.n_workers; k++)
         worker_post_sync(&target.workers[k], old->gen);
     old->next = retired_head;

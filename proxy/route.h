@@ -58,6 +58,8 @@ struct route {
     struct route_stats *stats;     /* counters, one block per worker (stats.h); may be NULL */
     int64_t last_login_mono_ms;    /* atomic: monotonic ms of the last upstream login that worked */
     uint64_t upstream_gen;         /* atomic: bumped when a reload changes where or how logins go */
+    int n_listeners;               /* atomic: listening sockets of every worker (admin endpoint) */
+    int removed; /* atomic: a reload took it out of the configuration; kept until the exit */
 };
 
 /*

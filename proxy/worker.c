@@ -174,6 +174,67 @@ static void stats_cb(evutil_socket_t fd, short what, void *arg)
 
 static int ensure_sweep(struct worker *w);
 
+/* Closes every listener of route r (a reload removed r). */
+static void unlisten(struct worker *w, struct route *r)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        if (w->listener_routes[i] != r) {
+            w->listeners[kept] = w->listeners[i];
+            w->listener_routes[kept++] = w->listener_routes[i];
+            continue;
+        }
+        evconnlistener_free(w->listeners[i]);
+        __atomic_fetch_sub(&r->n_listeners, 1, __ATOMIC_RELAXED);
+    }
+    w->n_listeners = kept;
+}
+
+/* Listeners a reload added or removed. */
+static void take_cmds(struct worker *w)
+{
+    pthread_mutex_lock(&w->cmd_lock);
+    struct worker_cmd *cmds = w->cmds;
+    size_t n = w->n_cmds;
+    w->cmds = NULL;
+    w->n_cmds = 0;
+    pthread_mutex_unlock(&w->cmd_lock);
+    for (size_t i = 0; i < n; i++) {
+        struct worker_cmd *c = &cmds[i];
+        if (c->fd < 0)
+            unlisten(w, c->route);
+        else if (w->draining || w->stopping)
+            close(c->fd);
+        else if (worker_listen(w, c->fd, c->route) < 0)
+            log_error("worker %d: route %s: cannot add listener", w->index, c->route->cfg->name);
+    }
+    free(cmds);
+}
+
+static int post_cmd(struct worker *w, int fd, struct route *r)
+{
+    pthread_mutex_lock(&w->cmd_lock);
+    struct worker_cmd *c = realloc(w->cmds, (w->n_cmds + 1) * sizeof(*c));
+    if (c) {
+        w->cmds = c;
+        w->cmds[w->n_cmds++] = (struct worker_cmd){fd, r};
+    }
+    pthread_mutex_unlock(&w->cmd_lock);
+    if (!c && fd >= 0)
+        close(fd);
+    return c ? 0 : -1;
+}
+
+int worker_post_listen(struct worker *w, int fd, struct route *r)
+{
+    return post_cmd(w, fd, r);
+}
+
+int worker_post_unlisten(struct worker *w, struct route *r)
+{
+    return post_cmd(w, -1, r);
+}
+
 /* A reload's new settings, taken at a safe point of this worker's loop. */
 static void sync_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -181,6 +242,7 @@ static void sync_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct worker *w = arg;
     uint64_t gen = __atomic_load_n(&w->sync_gen, __ATOMIC_ACQUIRE);
+    take_cmds(w);
     for (size_t i = 0; i < w->n_pools && !w->stopping; i++)
         if (w->pools[i])
             pool_settings_changed(w->pools[i]);
@@ -226,6 +288,7 @@ static void listeners_close_for_drain(struct worker *w)
                 break;
             accept_cb(l, fd, (struct sockaddr *)&ss, (int)len, w);
         }
+        __atomic_fetch_sub(&w->listener_routes[i]->n_listeners, 1, __ATOMIC_RELAXED);
         /*
          * Closed (LEV_OPT_CLOSE_ON_FREE) right after its backlog was found empty: a client
          * the kernel queues in between is reset, unless net.ipv4.tcp_migrate_req hands it to
@@ -311,6 +374,7 @@ int worker_init(struct worker *w, int index, int n_workers)
     w->kill_event = event_new(w->base, -1, 0, kill_cb, w);
     w->sync_event = event_new(w->base, -1, 0, sync_cb, w);
     pthread_mutex_init(&w->kill_lock, NULL);
+    pthread_mutex_init(&w->cmd_lock, NULL);
     w->drain_event = event_new(w->base, -1, 0, drain_cb, w);
     w->drain_sweep = event_new(w->base, -1, EV_PERSIST, drain_sweep_cb, w);
     if (!w->reap_event || !w->kill_event || !w->sync_event || !w->drain_event || !w->drain_sweep)
@@ -555,6 +619,7 @@ int worker_listen(struct worker *w, int fd, struct route *r)
     w->listeners[w->n_listeners] = l;
     w->listener_routes[w->n_listeners] = r;
     w->n_listeners++;
+    __atomic_fetch_add(&r->n_listeners, 1, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -645,6 +710,11 @@ void worker_destroy(struct worker *w)
         event_free(w->sync_event);
     free(w->kills);
     pthread_mutex_destroy(&w->kill_lock);
+    for (size_t i = 0; i < w->n_cmds; i++)
+        if (w->cmds[i].fd >= 0)
+            close(w->cmds[i].fd);
+    free(w->cmds);
+    pthread_mutex_destroy(&w->cmd_lock);
     if (w->reap_event)
         event_free(w->reap_event);
     if (w->stop_event)

@@ -81,6 +81,9 @@ struct worker {
     struct event *sync_event;      /* activated by a reload: take the new settings, then say so */
     uint64_t sync_gen;             /* atomic: the reload generation asked for */
     uint64_t synced_gen;           /* atomic: the last one this worker's loop has taken */
+    pthread_mutex_t cmd_lock;      /* guards cmds */
+    struct worker_cmd *cmds;       /* listeners a reload adds or removes, taken by sync_cb */
+    size_t n_cmds;
 
     /* drain on SIGTERM (drain.h): asked by the main loop, done on this thread */
     struct event *drain_event; /* activated from the main thread: drain_cmd says what */
@@ -121,6 +124,20 @@ void worker_post_kill(struct worker *w, uint32_t id);
  */
 void worker_post_sync(struct worker *w, uint64_t gen);
 uint64_t worker_synced(const struct worker *w);
+
+/* A listener a reload adds (fd >= 0) or a route whose listeners it closes (fd < 0). */
+struct worker_cmd {
+    int fd;
+    struct route *route;
+};
+
+/*
+ * From the main thread, before worker_post_sync: w's loop takes these at its next sync.
+ * worker_post_listen owns fd from here (closed if it cannot be queued, or later added); it
+ * returns -1 when it cannot be queued. worker_post_unlisten closes every listener of r.
+ */
+int worker_post_listen(struct worker *w, int fd, struct route *r);
+int worker_post_unlisten(struct worker *w, struct route *r);
 
 /* Queues d; free_fn(d) runs from the worker's loop, never inside the caller's stack. */
 void worker_defer_free(struct worker *w, struct deferred_free *d,

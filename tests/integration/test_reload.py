@@ -7,12 +7,15 @@ changes. The load test runs client threads (PyMySQL) that connect, query and com
 while 20 reloads change pool and log settings, and counts every error they see.
 """
 
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pymysql
@@ -299,15 +302,204 @@ class Changes(ReloadCase):
         # Still trust mode (the running value) and still serving.
         self.assertEqual(scalar(connect(p.port), "SELECT 1"), 1)
         self.assertEqual(scalar(conn, "SELECT 2"), 2)
-        # A route added or removed is named too (not applied by a reload).
-        p.write_conf({}, raw="listen = 127.0.0.1:%d\nsecret_file = %s\n[route extra]\n"
-                     "listen = 127.0.0.1:%d\nsecret_file = %s\n"
-                     % (p.port, p.secret_file, other, p.secret_file))
+        # A route's listen is restart-only too: the running listener stays.
+        p.write_conf({"workers": 1, "handshake_timeout": "5s", "secret_poll_interval": "2s"},
+                     raw="listen = 127.0.0.1:%d\nsecret_file = %s\n" % (other, p.secret_file))
         text = p.reload()
-        self.assertIn("route extra is new in the configuration", text)
-        self.assertIn("route default is no longer in the configuration", text)
+        self.assertIn("route default: setting listen changed; restart credproxy", text)
         self.assertEqual(scalar(connect(p.port), "SELECT 3"), 3)
         self.assertEqual(scalar(conn, "SELECT 4"), 4)
+        self.assertRaises(pymysql.err.OperationalError, connect, other, connect_timeout=2)
+
+
+def status_routes(admin_port):
+    """{name: route} of the admin endpoint's /status.json."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/status.json" % admin_port, timeout=10) as r:
+        return {x["name"]: x for x in json.loads(r.read().decode())["routes"]}
+
+
+def refused(port=None, socket_path=None):
+    """True when a connection to credproxy is refused at once (nothing listens)."""
+    try:
+        c = connect(port, socket_path=socket_path, connect_timeout=3)
+    except pymysql.err.OperationalError:
+        return True
+    c.close()
+    return False
+
+
+class Routes(ReloadCase):
+    """[route NAME] sections added and removed by a reload, matched by name."""
+
+    def routes_proxy(self, **settings):
+        """A proxy with one route, stable, on p.port; returns (proxy, base settings, routes)."""
+        settings = dict({"workers": 2, "log_level": "info", "pool_min_idle": 0}, **settings)
+        p = self.start_conf_proxy(settings)
+        routes = {"stable": {"listen": "127.0.0.1:%d" % p.port, "secret_file": p.secret_file}}
+        p.write_conf(settings, routes)
+        p.start()
+        return p, settings, routes
+
+    def extra_route(self, p, port):
+        """Settings of a route named extra on port and a unix socket, with its own secret file."""
+        secret = p.workdir / "extra-secret.json"
+        harness.write_json_atomic(secret, self.fixture.secret())
+        return {"listen": "127.0.0.1:%d" % port, "socket": str(p.workdir / "extra.sock"),
+                "secret_file": str(secret)}
+
+    def test_add_route(self):
+        admin = free_port()
+        p, settings, routes = self.routes_proxy(admin_listen="127.0.0.1:%d" % admin)
+        stable = connect(p.port)
+        self.assertEqual(scalar(stable, "SELECT 1"), 1)
+        self.assertEqual(set(status_routes(admin)), {"stable"})
+        port = free_port()
+        extra = self.extra_route(p, port)
+        p.write_conf(settings, dict(routes, extra=extra))
+        text = p.reload()
+        self.assertIn("route extra added", text)
+        self.assertIn("route extra: listening on 127.0.0.1:%d" % port, text)
+        self.assertIn("+route extra", text.split("applied:")[-1])
+        self.assertNotIn("restart credproxy", text)
+        # Its TCP listener and its unix socket relay queries, on every worker's socket.
+        for _ in range(6):
+            c = connect(port)
+            self.assertEqual(scalar(c, "SELECT 40 + 2"), 42)
+            c.close()
+        c = connect(socket_path=extra["socket"])
+        self.assertEqual(scalar(c, "SELECT 7"), 7)
+        self.assertEqual(oct(os.stat(extra["socket"]).st_mode & 0o777), "0o666")
+        c.close()
+        # Its secret was read (its user is the secret's), and the admin endpoint lists it.
+        shown = status_routes(admin)
+        self.assertEqual(set(shown), {"stable", "extra"})
+        self.assertTrue(shown["extra"]["listening"])
+        self.assertEqual(shown["extra"]["upstream"]["user"], self.fixture.secret()["username"])
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % admin, timeout=10) as r:
+            self.assertIn('route="extra"', r.read().decode())
+        # The stable route and its open client are untouched.
+        self.assertEqual(scalar(stable, "SELECT 2"), 2)
+        self.assertEqual(scalar(connect(p.port), "SELECT 3"), 3)
+        # No temporary socket file is left beside the path.
+        self.assertEqual([f.name for f in p.workdir.iterdir() if f.name.endswith(".new")], [])
+
+    def test_remove_route(self):
+        admin = free_port()
+        p, settings, routes = self.routes_proxy(admin_listen="127.0.0.1:%d" % admin)
+        port = free_port()
+        extra = self.extra_route(p, port)
+        p.write_conf(settings, dict(routes, extra=extra))
+        p.reload()
+        before = connect(port)  # connected to the route before it is removed
+        self.assertEqual(scalar(before, "SELECT 1"), 1)
+        before_unix = connect(socket_path=extra["socket"])
+        self.assertEqual(scalar(before_unix, "SELECT 1"), 1)
+        stable = connect(p.port)
+        p.write_conf(settings, routes)
+        text = p.reload()
+        self.assertIn("route extra removed", text)
+        self.assertIn("2 open clients keep working", text)
+        self.assertIn("-route extra", text.split("applied:")[-1])
+        # Its listeners refuse new clients at once, on every worker; its socket file is gone.
+        self.wait_for("the listeners closed", lambda: refused(port), timeout=2)
+        for _ in range(6):
+            self.assertTrue(refused(port), "a worker still accepts on the removed route")
+        self.assertFalse(os.path.exists(extra["socket"]), "the removed route's socket file stays")
+        self.assertNotIn("extra", status_routes(admin))
+        # Its open clients keep working, with transactions, until they leave.
+        for n in range(5):
+            self.assertEqual(scalar(before, "SELECT %s", (n,)), n)
+            self.assertEqual(scalar(before_unix, "SELECT %s", (n,)), n)
+        before.begin()
+        scalar(before, "SELECT COUNT(*) FROM information_schema.SCHEMATA")
+        before.commit()
+        # The other route is unaffected.
+        self.assertEqual(scalar(stable, "SELECT 5"), 5)
+        self.assertEqual(scalar(connect(p.port), "SELECT 6"), 6)
+        before.close()
+        before_unix.close()
+        # Added back under the same name, on the same port and path: served again.
+        p.write_conf(settings, dict(routes, extra=extra))
+        self.assertIn("route extra added", p.reload())
+        self.assertEqual(scalar(connect(port), "SELECT 8"), 8)
+        self.assertEqual(scalar(connect(socket_path=extra["socket"]), "SELECT 9"), 9)
+        self.assertEqual(set(status_routes(admin)), {"stable", "extra"})
+        self.assertTrue(p.alive())
+
+    def test_add_route_port_taken_changes_nothing(self):
+        p, settings, routes = self.routes_proxy()
+        stable = connect(p.port)
+        taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = taken.getsockname()[1]
+        extra = self.extra_route(p, busy)
+        second = dict(self.extra_route(p, free_port()), socket=str(p.workdir / "second.sock"))
+        # Two new routes and a live setting: the first opens fine, the second cannot.
+        p.write_conf(dict(settings, log_level="debug"),
+                     dict(routes, a_first=second, extra=extra))
+        text = p.reload(expect_ok=False)
+        self.assertIn("127.0.0.1:%d" % busy, text)
+        self.assertIn("Address already in use", text)
+        self.assertIn("nothing was changed", text)
+        self.assertNotIn("route a_first added", text)
+        # Nothing changed: a_first's listeners were closed again, its socket file is gone,
+        # the log level stays info, the stable route serves.
+        self.assertTrue(refused(int(second["listen"].split(":")[1])))
+        self.assertFalse(os.path.exists(second["socket"]))
+        self.assertEqual([f.name for f in p.workdir.iterdir() if f.name.endswith(".new")], [])
+        offset = len(p.log_path.read_bytes())
+        self.assertEqual(scalar(connect(p.port), "SELECT 1"), 1)
+        self.assertEqual(scalar(stable, "SELECT 2"), 2)
+        time.sleep(0.3)
+        self.assertNotIn("accepted on route", p.log_since(offset))
+        # A new route whose secret cannot be read fails the reload as a whole too.
+        gone = dict(second, secret_file=str(p.workdir / "no-such-secret.json"))
+        p.write_conf(settings, dict(routes, a_first=gone))
+        text = p.reload(expect_ok=False)
+        self.assertIn("no-such-secret.json", text)
+        self.assertTrue(refused(int(second["listen"].split(":")[1])))
+        # Once the port is free, the same file applies.
+        taken.close()
+        p.write_conf(settings, dict(routes, a_first=second, extra=extra))
+        text = p.reload()
+        self.assertIn("route a_first added", text)
+        self.assertIn("route extra added", text)
+        self.assertEqual(scalar(connect(busy), "SELECT 3"), 3)
+        self.assertEqual(scalar(connect(socket_path=second["socket"]), "SELECT 4"), 4)
+
+    def test_twenty_reloads_add_and_remove_under_load(self):
+        p, settings, routes = self.routes_proxy()
+        port = free_port()
+        extra = self.extra_route(p, port)
+        load = Load(p.port).start()
+        served = 0
+        try:
+            time.sleep(0.5)
+            for i in range(20):
+                adding = i % 2 == 0
+                p.write_conf(settings, dict(routes, extra=extra) if adding else routes)
+                text = p.reload()
+                self.assertIn("route extra %s" % ("added" if adding else "removed"), text)
+                if adding:
+                    c = connect(port)
+                    self.assertEqual(scalar(c, "SELECT %s", (i,)), i)
+                    c.close()
+                    served += 1
+                else:
+                    self.assertTrue(refused(port))
+                time.sleep(0.1)
+            time.sleep(0.5)
+        finally:
+            load.finish()
+        self.assertEqual(load.errors, [], "the stable route's clients saw errors")
+        self.assertGreater(min(load.done), 5, "a client thread made no progress: %r" % load.done)
+        self.assertEqual(served, 10)
+        self.assertTrue(p.alive())
+        log = p.log()
+        self.assertEqual(log.count("configuration reloaded"), 20)
+        self.assertNotIn("reload failed", log)
 
 
 class SecondServer(ReloadCase):
