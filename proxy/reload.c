@@ -147,6 +147,12 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     (void)arg;
     reap_scheduled = false;
+    /*
+     * stop() turns the main loop a few times after freeing the workers and routes: what is
+     * left is reload_shutdown's to free.
+     */
+    if (daemon_phase() == DAEMON_STOPPING)
+        return;
     uint64_t synced = all_synced();
     bool waiting = false;
     for (struct retired **pp = &retired_head; *pp;) {
