@@ -1,8 +1,10 @@
 /*
  * Reload on SIGHUP: the configuration (same command line, file and environment) and the users
  * files are read again, and what can change without a restart is applied; open clients keep
- * working. All or nothing: a file with an error, an unreadable users file or CA bundle changes
- * nothing. Main loop only.
+ * working. Routes (matched by name) are added, with their secret read and listeners opened, and
+ * removed: their listeners close, their clients stay until they leave. All or nothing: a file
+ * with an error, an unreadable users file or CA bundle, a new route whose secret or listener
+ * cannot be had changes nothing. Main loop only.
  */
 #ifndef CREDPROXY_PROXY_RELOAD_H
 #define CREDPROXY_PROXY_RELOAD_H
