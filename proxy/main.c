@@ -254,6 +254,7 @@ static void stop(struct daemon *d)
     for (int k = 0; d->workers && k < d->n_workers; k++)
         worker_destroy(&d->workers[k]);
     free(d->workers);
+    drain_free(); /* after the workers are joined: they report to its events until then */
     for (size_t i = 0; d->probes && i < d->n_probes; i++)
         if (d->probes[i])
             upstream_login_cancel(d->probes[i]);
@@ -360,7 +361,6 @@ int main(int argc, char **argv)
         event_base_loop(d.base, EVLOOP_NO_EXIT_ON_EMPTY);
         event_free(sigterm);
         event_free(sigint);
-        drain_free();
         for (int i = 0; i < 3; i++)
             if (other[i])
                 event_free(other[i]);
