@@ -4,9 +4,9 @@ started with NOTIFY_SOCKET (and WATCHDOG_USEC) in its environment, a real MariaD
 READY=1 must come only once the listeners accept (a client connecting the moment it arrives
 gets an answer) and never from a process that fails to start; WATCHDOG=1 comes every
 WATCHDOG_USEC/2 and not at all when WATCHDOG_PID names another process; STOPPING=1 follows
-SIGTERM; an abstract socket name (@name) works. RELOADING=1 is checked through
-daemon_set_phase's mapping in tests/unit/test_sd_notify.c (together with a stuck worker
-stopping the pings), since a SIGHUP reload is not on this branch.
+SIGTERM; RELOADING=1 (with MONOTONIC_USEC) then READY=1 again around a SIGHUP reload; an
+abstract socket name (@name) works. A stuck worker stopping the pings is checked in
+tests/unit/test_sd_notify.c.
 
 The example unit (conf/examples/credproxy.service) is checked to be Type=notify with
 ExecReload and WatchdogSec and its hardening, and passes `systemd-analyze verify`.
@@ -118,6 +118,21 @@ class SdNotify(ProxyTestCase):
         self.assertEqual(p.proc.wait(15), 0)
         keys = [k for _, m in ns.messages for k in m if k != "STATUS"]
         self.assertEqual(keys[0], "READY", keys)  # READY first, STOPPING only after it
+
+    def test_reloading_then_ready_around_a_sighup_reload(self):
+        ns = self.notify_socket()
+        p = self.launch({"NOTIFY_SOCKET": ns.name})
+        self.assertIsNotNone(ns.wait_for("READY", 20), "no READY=1 within 20 s")
+        os.kill(p.proc.pid, signal.SIGHUP)
+        reloading = ns.wait_for("RELOADING", 10)
+        self.assertIsNotNone(reloading, "no RELOADING=1 after SIGHUP")
+        self.assertEqual(reloading[1]["RELOADING"], "1")
+        usec = int(reloading[1]["MONOTONIC_USEC"])
+        self.assertLess(abs(usec / 1e6 - time.clock_gettime(time.CLOCK_MONOTONIC)), 10)
+        ready = ns.wait_for("READY", 10)
+        self.assertIsNotNone(ready, "no READY=1 after the reload")
+        self.assertGreater(ready[0], reloading[0])
+        self.assertEqual(scalar(connect(p.port), "SELECT 1"), 1)
 
     def test_abstract_socket_name(self):
         ns = self.notify_socket(abstract=True)
