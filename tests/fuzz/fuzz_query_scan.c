@@ -14,8 +14,7 @@
 #include "proxy/query_scan.h"
 #include "tests/fuzz/fuzz_common.h"
 
-static void check_kill(const char *text, size_t len, enum kill_kind kind,
-                       const struct kill_stmt *k)
+static void check_kill(const char *text, size_t len, enum kill_kind kind, const struct kill_stmt *k)
 {
     if (kind == KILL_UNSUPPORTED)
         FUZZ_CHECK(k->why != NULL);
