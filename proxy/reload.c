@@ -528,6 +528,12 @@ void reload_run(void)
             ok = false;
         }
     }
+    /* The last allocation before the commit: the old configuration's memory moves to it. */
+    struct config *was = ok ? malloc(sizeof(*was)) : NULL;
+    if (ok && !was) {
+        log_error("reload: out of memory");
+        ok = false;
+    }
     if (!ok) {
         log_error("reload failed: the running configuration stays, nothing was changed");
         new_routes_free(added, n_added);
@@ -539,18 +545,7 @@ void reload_run(void)
         return;
     }
 
-    /* Commit: nothing below can fail. The old configuration's memory moves to old->cfg. */
-    struct config *was = malloc(sizeof(*was));
-    if (!was) {
-        log_error("reload: out of memory; the running configuration stays");
-        new_routes_free(added, n_added);
-        plan_free(plans, target.routes->n);
-        config_free(next);
-        free(next);
-        retired_free(old);
-        daemon_set_phase(DAEMON_READY, "reload failed");
-        return;
-    }
+    /* Commit: nothing below can fail. */
     *was = *cur;
     *cur = *next; /* routes now points at the new array; was->routes at the one still in use */
     free(next);
