@@ -236,6 +236,49 @@ class AdminEndpoint(AdminMixin, harness.ProxyTestCase):
         self.assertEqual(tls, {"fingerprint_sha256": logged.group(1), "ephemeral": True})
         self.assertIn(logged.group(1), http(p.admin + "/status")[2])
 
+    def test_hostile_http_clients_hurt_no_one(self):
+        """Malformed, oversized, cut and idle requests: each gets an error or is closed, and
+        the endpoint and the proxy keep answering (run under ASan in the sanitizer stage)."""
+        p = self.admin_proxy()
+        host, port = p.admin[len("http://"):].split(":")
+
+        def exchange(data, read=True):
+            s = socket.create_connection((host, int(port)), timeout=5)
+            try:
+                s.sendall(data)
+                if not read:
+                    return b""
+                got = b""
+                while True:
+                    try:
+                        chunk = s.recv(65536)
+                    except (ConnectionResetError, socket.timeout):
+                        break
+                    if not chunk:
+                        break
+                    got += chunk
+                return got
+            finally:
+                s.close()
+
+        self.assertRegex(exchange(b"GARBAGE\x00\xff\r\n\r\n"), rb"^(HTTP/1\.[01] 400|$)")
+        big = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 65536 + b"\r\n\r\n"
+        self.assertNotIn(b" 200 ", exchange(big)[:20])
+        body = b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+        self.assertNotIn(b" 200 ", exchange(body + b"x" * 100000)[:20])
+        exchange(b"GET /status HTTP/1.1\r\nHost: x\r\nContent-Le", read=False)
+        exchange(b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n" % (b"%00%ff<" * 2000))
+        idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(50)]
+        try:
+            self.assertEqual(http(p.admin + "/healthz")[0], 200)
+            body, _ = self.scrape(p)
+            self.promtool(body)
+            self.assertEqual(harness.scalar(harness.connect(port=p.port), "SELECT 1"), 1)
+        finally:
+            for s in idle:
+                s.close()
+        self.assertIsNone(p.proc.poll(), "the proxy died:\n" + p.log())
+
     def test_status_escapes_every_string(self):
         # A secret file whose path is markup: <script>alert(1)</script>
         d = self.workdir / "<script>alert(1)<" / "script>"
