@@ -178,7 +178,7 @@ static void begin_upstream(struct session *s)
         .attrs_len = s->attrs_len,
     };
     session_set_state(s, SESSION_CONNECTING, "logged in; borrowing a connection");
-    bufferevent_disable(s->client, EV_READ);
+    session_client_read(s, false);
     s->req = pool_acquire(worker_pool(s->worker, s->route), &want, first_conn_ready, s);
     if (!s->req)
         session_fail(s, PROTO_ER_CANNOT_CONNECT, "08001", "credproxy: out of memory");

@@ -30,6 +30,7 @@
 #include "conf/log.h"
 #include "proxy/login_policy.h"
 #include "proxy/route.h"
+#include "proxy/sock_reader.h"
 #include "proxy/stats.h"
 #include "proxy/worker.h"
 #include "secrets/secret_source.h"
@@ -62,6 +63,7 @@ struct pool_conn {
     struct pool_conn *all_prev, *all_next; /* every connection of the pool, for shutdown */
     struct pool *pool;
     struct bufferevent *bev;
+    struct sock_reader *rd; /* reads bev's socket (NULL with TLS: bev reads) */
     enum conn_mode mode;
     const struct pool_conn_handler *handler; /* while CONN_LENT */
     void *handler_arg;
@@ -221,7 +223,20 @@ static void conn_free(struct deferred_free *d)
         free(c->rows[i]);
     if (c->timer)
         event_free(c->timer);
+    sock_reader_free(c->rd);
     free(c);
+}
+
+/*
+ * Reading on, and writing armed. A bufferevent armed for writing queues its
+ * output by itself; arming it again each time would register write interest
+ * with epoll for an empty buffer (two epoll_ctl calls and a wasted wake-up).
+ */
+static void conn_read_write(struct pool_conn *c)
+{
+    stream_read(c->rd, c->bev, true);
+    if (!(bufferevent_get_enabled(c->bev) & EV_WRITE))
+        bufferevent_enable(c->bev, EV_WRITE);
 }
 
 /* Closes c now (socket, slot, lists) and frees it at the worker's safe point. */
@@ -248,6 +263,7 @@ static void conn_close(struct pool_conn *c)
         else
             (void)!send(bufferevent_getfd(c->bev), quit, sizeof(quit), MSG_NOSIGNAL | MSG_DONTWAIT);
     }
+    sock_reader_detach(c->rd);
     bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
     bufferevent_free(c->bev);
     c->bev = NULL;
@@ -330,7 +346,7 @@ void pool_conn_attach(struct pool_conn *c, const struct pool_conn_handler *h, vo
     c->handler = h;
     c->handler_arg = arg;
     if (h)
-        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+        conn_read_write(c);
 }
 
 /*
@@ -365,11 +381,11 @@ static void conn_run(struct pool_conn *c, const uint8_t *pkts, size_t len, unsig
         if (payload && plen)
             (void)response_begin(&c->irt, payload[0]);
     }
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+    stream_read_high(c->rd, c->bev, 0);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     if (bufferevent_write(c->bev, pkts, len) < 0)
         c->lost = true; /* reported when the write fails for good, through the event */
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    conn_read_write(c);
     if (c->timer)
         start_timer(c->timer, c->pool->route->cfg->connect_timeout_ms);
 }
@@ -423,7 +439,7 @@ static void internal_read(struct pool_conn *c)
     if (!c->lost && evbuffer_get_length(in) > 0)
         c->lost = true; /* more than was asked for: the stream is out of step; never lend it */
     if (c->lost)
-        bufferevent_disable(c->bev, EV_READ);
+        stream_read(c->rd, c->bev, false);
     if (c->timer)
         event_del(c->timer);
     c->internal_done(c, c->internal_arg);
@@ -433,7 +449,7 @@ static void internal_lost(struct pool_conn *c)
 {
     c->lost = true;
     c->replies_left = 0;
-    bufferevent_disable(c->bev, EV_READ);
+    stream_read(c->rd, c->bev, false);
     if (c->timer)
         event_del(c->timer);
     c->internal_done(c, c->internal_arg);
@@ -576,9 +592,9 @@ static void add_idle(struct pool *p, struct pool_conn *c)
         p->idle->prev = c;
     p->idle = c;
     p->n_idle++;
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+    stream_read_high(c->rd, c->bev, 0);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-    bufferevent_enable(c->bev, EV_READ);
+    stream_read(c->rd, c->bev, true);
     serve_waiters(p);
 }
 
@@ -1123,6 +1139,7 @@ static void login_done(void *arg, struct bufferevent *bev, const struct upstream
     c->upstream_gen = req->upstream_gen;
     c->timer = evtimer_new(p->worker->base, internal_timeout_cb, c);
     bufferevent_setcb(bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    c->rd = sock_reader_new(p->worker->base, bev);
     req->state = REQ_PREPARING;
     req->conn = c;
     /* upstream_role=writer: whether the server is writable is asked in the same round trip. */
@@ -1371,6 +1388,22 @@ void pool_conn_reset(struct pool_conn *c, const char *database, size_t database_
 struct bufferevent *pool_conn_bev(struct pool_conn *c)
 {
     return c->bev;
+}
+
+void pool_conn_read(struct pool_conn *c, bool on)
+{
+    stream_read(c->rd, c->bev, on);
+}
+
+void pool_conn_read_high(struct pool_conn *c, size_t high)
+{
+    stream_read_high(c->rd, c->bev, high);
+}
+
+void pool_conn_expect(struct pool_conn *c, size_t n)
+{
+    if (c->rd)
+        sock_reader_expect(c->rd, n);
 }
 
 const struct upstream_info *pool_conn_info(const struct pool_conn *c)

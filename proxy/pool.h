@@ -83,6 +83,14 @@ struct pool_conn_handler {
 void pool_conn_attach(struct pool_conn *c, const struct pool_conn_handler *h, void *arg);
 
 struct bufferevent *pool_conn_bev(struct pool_conn *c);
+/*
+ * The lent connection's read side (its socket is read by a sock_reader, not
+ * by the bufferevent): on/off, the read high mark (0: none), and how many
+ * bytes of a packet are still to come (sizes the next read).
+ */
+void pool_conn_read(struct pool_conn *c, bool on);
+void pool_conn_read_high(struct pool_conn *c, size_t high);
+void pool_conn_expect(struct pool_conn *c, size_t n);
 const struct upstream_info *pool_conn_info(const struct pool_conn *c);
 const char *pool_conn_user(const struct pool_conn *c);
 /*

@@ -177,7 +177,7 @@ static void restore_finish(struct session *s)
     s->released = 0;
     if (s->route->cfg->pool_release_idle_ms > 0)
         reconnect_arm_idle_release(s); /* released again if the command never comes */
-    bufferevent_enable(s->client, EV_READ);
+    session_client_read(s, true);
     relay_resume(s);
 }
 
@@ -304,7 +304,7 @@ void reconnect_begin(struct session *s)
         .attrs_len = s->attrs_len,
     };
     session_set_state(s, SESSION_RECONNECTING, "a command arrived; borrowing a connection");
-    bufferevent_disable(s->client, EV_READ);
+    session_client_read(s, false);
     s->req = pool_acquire(worker_pool(s->worker, s->route), &want, reconnect_ready, s);
     if (!s->req)
         restore_fail(s, "out of memory");

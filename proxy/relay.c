@@ -20,6 +20,7 @@
 #include "proxy/query_scan.h"
 #include "proxy/route.h"
 #include "proxy/session_int.h"
+#include "proxy/sock_reader.h"
 
 /* Login done: OK to the client, then relay (or wait detached for the first command). */
 void relay_enter(struct session *s, uint64_t caps, uint16_t status)
@@ -39,8 +40,11 @@ void relay_enter(struct session *s, uint64_t caps, uint16_t status)
     } else {
         session_set_state(s, SESSION_DETACHED, "logged in; a connection is borrowed on demand");
     }
-    bufferevent_setwatermark(s->client, EV_READ, 0, RELAY_HIGH_WATER);
-    bufferevent_enable(s->client, EV_READ);
+    /* From here the client's socket is read directly, for the session's lifetime (not TLS). */
+    if (!s->tls && !s->client_rd)
+        s->client_rd = sock_reader_new(s->worker->base, s->client);
+    session_client_read_high(s, RELAY_HIGH_WATER);
+    session_client_read(s, true);
     relay_resume(s);
 }
 
@@ -52,17 +56,26 @@ void relay_resume(struct session *s)
         relay_client_to_server(s);
 }
 
-/* Pauses reading from src while dst has too much unsent; dst's write callback resumes it. */
-static void throttle(struct session *s, struct bufferevent *src, struct bufferevent *dst)
+/*
+ * Pauses reading one side while the other has too much unsent; the other's
+ * write callback resumes it (relay_client_write, server_write).
+ */
+static void throttle_client(struct session *s)
 {
-    if (evbuffer_get_length(bufferevent_get_output(dst)) < RELAY_HIGH_WATER)
+    if (evbuffer_get_length(bufferevent_get_output(s->server)) < RELAY_HIGH_WATER)
         return;
-    bufferevent_disable(src, EV_READ);
-    bufferevent_setwatermark(dst, EV_WRITE, RELAY_HIGH_WATER / 2, 0);
-    if (src == s->client)
-        s->client_throttled = 1;
-    else
-        s->server_throttled = 1;
+    session_client_read(s, false);
+    bufferevent_setwatermark(s->server, EV_WRITE, RELAY_HIGH_WATER / 2, 0);
+    s->client_throttled = 1;
+}
+
+static void throttle_server(struct session *s)
+{
+    if (evbuffer_get_length(bufferevent_get_output(s->client)) < RELAY_HIGH_WATER)
+        return;
+    pool_conn_read(s->conn, false);
+    bufferevent_setwatermark(s->client, EV_WRITE, RELAY_HIGH_WATER / 2, 0);
+    s->server_throttled = 1;
 }
 
 /* Rewrites the statement id of a COM_STMT_* command when the session was moved. */
@@ -504,8 +517,10 @@ void relay_client_to_server(struct session *s)
             stats_inc(s->stats, ST_COMMANDS);
     }
     flush_to_server(s);
+    if (s->to_server_left && s->client_rd)
+        sock_reader_expect(s->client_rd, s->to_server_left);
     if (s->state == SESSION_RELAY && s->server)
-        throttle(s, s->client, s->server);
+        throttle_client(s);
 }
 
 /* The client's output drained: resume reading the server if it was paused for it. */
@@ -516,7 +531,7 @@ void relay_client_write(struct session *s)
     if (s->server_throttled && s->server) {
         s->server_throttled = 0;
         bufferevent_setwatermark(s->client, EV_WRITE, 0, 0);
-        bufferevent_enable(s->server, EV_READ);
+        pool_conn_read(s->conn, true);
         if (evbuffer_get_length(bufferevent_get_input(s->server)))
             relay_handler.read(s);
     }
@@ -666,7 +681,7 @@ static void reply_done(struct session *s)
 static void wait_whole_ok(struct session *s, size_t len)
 {
     if (4 + len > RELAY_HIGH_WATER) {
-        bufferevent_setwatermark(s->server, EV_READ, 0, 4 + len);
+        pool_conn_read_high(s->conn, 4 + len);
         s->big_ok_wait = 1;
     }
 }
@@ -759,13 +774,15 @@ static void server_read(void *arg)
         s->to_client_left = 4 + len;
         stats_add(s->stats, ST_BYTES_OUT, 4 + len);
     }
+    if (s->to_client_left)
+        pool_conn_expect(s->conn, s->to_client_left); /* the rest of a large row: one read */
     if (s->big_ok_wait && evbuffer_get_length(in) < RELAY_HIGH_WATER) {
         s->big_ok_wait = 0;
-        bufferevent_setwatermark(s->server, EV_READ, 0, RELAY_HIGH_WATER);
+        pool_conn_read_high(s->conn, RELAY_HIGH_WATER);
     }
     if (evbuffer_get_length(out))
         session_send_now(s->client, out);
-    throttle(s, s->server, s->client);
+    throttle_server(s);
     if (s->ro_move && response_idle(&s->rt) && !s->to_client_left &&
         !(s->rt.status & PROTO_STATUS_IN_TRANS) && evbuffer_get_length(in) == 0) {
         move_off_read_only(s);
@@ -791,7 +808,7 @@ static void server_write(void *arg)
     if (s->client_throttled && s->state == SESSION_RELAY) {
         s->client_throttled = 0;
         bufferevent_setwatermark(s->server, EV_WRITE, 0, 0);
-        bufferevent_enable(s->client, EV_READ);
+        session_client_read(s, true);
         relay_resume(s);
     }
 }

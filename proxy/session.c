@@ -31,6 +31,7 @@
 #include "proxy/pool.h"
 #include "proxy/route.h"
 #include "proxy/session_int.h"
+#include "proxy/sock_reader.h"
 
 static const char *const state_names[SESSION_N_STATES] = {
     [SESSION_GREET_WAIT] = "greet-wait",
@@ -235,6 +236,7 @@ static void session_free(struct deferred_free *d)
     if (s->retry_pkt)
         OPENSSL_cleanse(s->retry_pkt, s->retry_cap); /* statement text may hold secrets */
     free(s->retry_pkt);
+    sock_reader_free(s->client_rd);
     OPENSSL_cleanse(s->scramble, sizeof(s->scramble));
     free(s);
 }
@@ -261,6 +263,7 @@ void session_close(struct session *s, const char *why)
     session_drop_conn(s, why);
     session_set_state(s, SESSION_CLOSED, why);
     if (s->client) {
+        sock_reader_detach(s->client_rd);
         bufferevent_setcb(s->client, NULL, NULL, NULL, NULL);
         bufferevent_free(s->client);
         s->client = NULL;
@@ -356,7 +359,7 @@ void session_fail(struct session *s, uint16_t code, const char *sqlstate, const 
  */
 void session_close_after_flush(struct session *s, const char *why)
 {
-    bufferevent_disable(s->client, EV_READ);
+    session_client_read(s, false);
     bufferevent_setwatermark(s->client, EV_WRITE, 0, 0);
     bufferevent_enable(s->client, EV_WRITE);
     if (evbuffer_get_length(bufferevent_get_output(s->client)) == 0 && !s->tls) {
@@ -446,6 +449,16 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
         session_close(s, "client connection error");
 }
 
+void session_client_read(struct session *s, bool on)
+{
+    stream_read(s->client_rd, s->client, on);
+}
+
+void session_client_read_high(struct session *s, size_t high)
+{
+    stream_read_high(s->client_rd, s->client, high);
+}
+
 /* Points the client stream's callbacks at the session (at start, and after a TLS upgrade). */
 void session_client_callbacks(struct session *s)
 {
@@ -470,7 +483,7 @@ static void reset_without_conn(struct session *s, const char *why)
     wire_writer_free(&w);
     s->rt.status = PROTO_STATUS_AUTOCOMMIT;
     session_set_state(s, SESSION_DETACHED, why);
-    bufferevent_enable(s->client, EV_READ);
+    session_client_read(s, true);
     relay_resume(s);
 }
 
@@ -502,7 +515,7 @@ static void reset_done(void *arg, const uint8_t *err, size_t err_len, bool lost)
     pool_conn_attach(s->conn, &relay_handler, s);
     if (s->route->cfg->pool_release_idle_ms > 0)
         reconnect_arm_idle_release(s);
-    bufferevent_enable(s->client, EV_READ);
+    session_client_read(s, true);
     relay_resume(s);
 }
 
@@ -528,7 +541,7 @@ static void reset_session(struct session *s, const char *db, size_t db_len, uint
         reset_without_conn(s, "the connection was lost before the reset");
         return;
     }
-    bufferevent_disable(s->client, EV_READ);
+    session_client_read(s, false);
     pool_conn_attach(s->conn, NULL, NULL);
     pool_conn_reset(s->conn, db, db_len, charset <= 255 ? charset : 0, reset_done, s);
 }

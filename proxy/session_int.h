@@ -28,6 +28,7 @@ struct event;
 struct pool_conn;
 struct pool_request;
 struct route;
+struct sock_reader;
 
 /* Login packets (with connect attributes) stay far below this; bigger is garbage. */
 #define LOGIN_MAX_PACKET (64 * 1024)
@@ -69,10 +70,11 @@ struct session {
     struct route *route;
     struct route_stats *stats; /* the worker's counters for the route (stats.h) */
     struct bufferevent *client;
-    struct bufferevent *server; /* the lent connection's stream, or NULL */
-    struct pool_conn *conn;     /* lent by the pool while RELAY, RESTORING or RESETTING */
-    struct pool_request *req;   /* while CONNECTING or RECONNECTING */
-    struct event *timer;        /* the current state's timer (see enum session_phase) */
+    struct sock_reader *client_rd; /* reads the client's socket once relaying (not with TLS) */
+    struct bufferevent *server;    /* the lent connection's stream, or NULL */
+    struct pool_conn *conn;        /* lent by the pool while RELAY, RESTORING or RESETTING */
+    struct pool_request *req;      /* while CONNECTING or RECONNECTING */
+    struct event *timer;           /* the current state's timer (see enum session_phase) */
     enum session_phase state;
     uint64_t id;
     struct kill_target kill; /* the registry's entry: id, route, upstream thread */
@@ -146,6 +148,10 @@ void session_close(struct session *s, const char *why);
 void session_fail(struct session *s, uint16_t code, const char *sqlstate, const char *msg);
 void session_close_after_flush(struct session *s, const char *why);
 void session_client_callbacks(struct session *s);
+/* Reading the client on or off, and its read high mark (through its sock_reader when it has one).
+ */
+void session_client_read(struct session *s, bool on);
+void session_client_read_high(struct session *s, size_t high);
 void session_drop_conn(struct session *s, const char *why);
 void session_drop_dead_conn(struct session *s, const char *why);
 void session_take_conn(struct session *s, struct pool_conn *conn);
