@@ -1691,6 +1691,245 @@ def summarize_sysbench(rs):
     m["errors"] = sum(r.get("errors") or 0 for r in rs)
     return m
 
+# ---- charts ---------------------------------------------------------------------------------
+#
+# PNGs next to the report, from the same results (matplotlib, Agg: no display needed). Each
+# chart is its own function that returns None when its workload did not run; a chart that
+# fails is a note in the report, never a failed run.
+
+VIA_COLOURS = {
+    "direct": "#8c8c8c", "direct-tls": "#5f5f5f",
+    "haproxy": "#3b75af", "haproxy-nb1": "#3b75af", "haproxy-nb2": "#85acd6", "haproxy-tls": "#1d4a78",
+    "credproxy": "#ef8636", "credproxy-w1": "#ef8636", "credproxy-w2": "#f7b879",
+    "credproxy-default": "#b85a12", "credproxy-tls": "#c9691a",
+}
+
+
+def via_colour(via):
+    """direct grey, HAProxy blue, credproxy orange; their variants a shade of the same."""
+    if via in VIA_COLOURS:
+        return VIA_COLOURS[via]
+    return next((c for v, c in VIA_COLOURS.items() if via.startswith(v)), "#6a9f58")
+
+
+def grouped_bars(ax, groups, series, values, ylabel, fmt_label="{:,.0f}"):
+    """groups along x, one bar per series in each group; values[(group, series)] (None: no bar)."""
+    import numpy as np
+
+    x = np.arange(len(groups))
+    width = 0.8 / max(1, len(series))
+    for i, name in enumerate(series):
+        ys = [values.get((g, name)) for g in groups]
+        pos = [x[j] - 0.4 + width * (i + 0.5) for j, y in enumerate(ys) if y is not None]
+        ys = [y for y in ys if y is not None]
+        if not ys:
+            continue
+        bars = ax.bar(pos, ys, width, label=name, color=via_colour(name))
+        if len(groups) * len(series) <= 20:
+            ax.bar_label(bars, labels=[fmt_label.format(y) for y in ys], fontsize=7, padding=1, rotation=90)
+    ax.set_xticks(x)
+    ax.set_xticklabels(groups, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.margins(y=0.25)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def sysbench_groups(results):
+    sb = results.get("sysbench", {}).get("summary") or {}
+    return [(k.replace("oltp_", "").replace("/", " ") + "t", v) for k, v in sb.items()]
+
+
+def single_group_panel(ax, title, summary, order, key, ylabel, fmt_label="{:,.0f}"):
+    """One bar per via, named on the x axis (no legend to cover the bars)."""
+    vias = [v for v in order if summary.get(v, {}).get(key) is not None]
+    ys = [summary[v][key] for v in vias]
+    bars = ax.bar(range(len(vias)), ys, 0.7, color=[via_colour(v) for v in vias])
+    ax.bar_label(bars, labels=[fmt_label.format(y) for y in ys], fontsize=7, padding=1)
+    ax.set_xticks(range(len(vias)))
+    ax.set_xticklabels(vias, fontsize=8, rotation=30, ha="right")
+    ax.set_xlabel(title, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.margins(y=0.12)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def chart_qps(plt, results):
+    groups = sysbench_groups(results)
+    wk = results.get("workers", {}).get("summary") or {}
+    tl = results.get("tls", {}).get("summary") or {}
+    panels = [p for p in (groups, wk, tl) if p]
+    if not panels:
+        return None
+    ratios = [max(2, len(groups))] * bool(groups) + [1.4] * bool(wk) + [1.4] * bool(tl)
+    fig, axes = plt.subplots(1, len(panels), figsize=(2 + 1.8 * sum(ratios), 5),
+                             gridspec_kw={"width_ratios": ratios}, squeeze=False)
+    axes = list(axes[0])
+    if groups:
+        ax = axes.pop(0)
+        vals = {(g, v): m.get(v, {}).get("qps") for g, m in groups for v in TARGETS}
+        grouped_bars(ax, [g for g, _ in groups], list(TARGETS), vals, "queries per second")
+        ax.set_title("sysbench: qps (median of rounds)", fontsize=10)
+        ax.legend(fontsize=8)
+    if wk:
+        ax = axes.pop(0)
+        single_group_panel(ax, "point_select 16t", wk, [v for v in wk], "qps", "queries per second")
+        ax.set_title("workers / nbthread", fontsize=10)
+    if tl:
+        ax = axes.pop(0)
+        single_group_panel(ax, "point_select 16t", tl, [v for v in tl], "qps", "queries per second")
+        ax.set_title("TLS to MariaDB", fontsize=10)
+    return fig
+
+
+def chart_latency(plt, results):
+    sb = results.get("sysbench", {}).get("summary") or {}
+    keys = [k for k in sb if k.startswith("oltp_point_select/")]
+    if not keys:
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        pcts = [("avg", "avg_ms"), ("p95", "p95_ms"), ("p99", "p99_ms")]
+        vals = {(label, v): sb[key].get(v, {}).get(f) for label, f in pcts for v in TARGETS}
+        grouped_bars(ax, [p for p, _ in pcts], list(TARGETS), vals, "latency, ms", "{:.2f}")
+        ax.set_title("point_select, %s threads" % key.split("/")[1], fontsize=10)
+        ax.legend(fontsize=7)
+    fig.suptitle("sysbench latency (median of rounds)", fontsize=11)
+    return fig
+
+
+def chart_cpu(plt, results):
+    groups = sysbench_groups(results)
+    wk = results.get("workers", {}).get("summary") or {}
+    tl = results.get("tls", {}).get("summary") or {}
+    panels = [p for p in (groups, wk, tl) if p]
+    if not panels:
+        return None
+    ratios = [max(2, len(groups))] * bool(groups) + [1.4] * bool(wk) + [1.8] * bool(tl)
+    fig, axes = plt.subplots(1, len(panels), figsize=(2 + 1.8 * sum(ratios), 5),
+                             gridspec_kw={"width_ratios": ratios}, squeeze=False)
+    axes = list(axes[0])
+    if groups:
+        ax = axes.pop(0)
+        vals = {(g, v): m.get(v, {}).get("proxy_us_per_q") for g, m in groups for v in ("haproxy", "credproxy")}
+        grouped_bars(ax, [g for g, _ in groups], ["haproxy", "credproxy"], vals, "proxy CPU per query, µs", "{:.1f}")
+        ax.set_title("proxy CPU (utime+stime) per query", fontsize=10)
+        ax.legend(fontsize=8)
+    if wk:
+        ax = axes.pop(0)
+        single_group_panel(ax, "point_select 16t", wk, [v for v in wk], "proxy_us_per_q",
+                           "proxy CPU per query, µs", "{:.1f}")
+        ax.set_title("workers / nbthread", fontsize=10)
+    if tl:
+        ax = axes.pop(0)
+        who = [("proxy", "proxy_us_per_q"), ("MariaDB", "db_us_per_q"), ("client", "client_us_per_q")]
+        vals = {(label, v): tl[v].get(f) for label, f in who for v in tl}
+        grouped_bars(ax, [w for w, _ in who], list(tl), vals, "CPU per query, µs", "{:.1f}")
+        ax.set_title("TLS to MariaDB: who pays", fontsize=10)
+        ax.legend(fontsize=6)
+    return fig
+
+
+def churn_points(summary):
+    """(label path, conn/s, proxy CPU/conn µs) for every leaf of the churn summary that has a
+    rate, however deep: {via: {...}} today; a client level may come on top (or below)."""
+    rate_keys = ("cps", "conn_per_s", "connections_per_s")
+    cpu_keys = ("proxy_us_per_conn", "proxy_cpu_us_per_conn")
+    out = []
+
+    def walk(node, path):
+        if not isinstance(node, dict):
+            return
+        rate = next((node[k] for k in rate_keys if isinstance(node.get(k), (int, float))), None)
+        if rate is not None:
+            cpu = next((node[k] for k in cpu_keys if isinstance(node.get(k), (int, float))), None)
+            out.append((path, rate, cpu))
+            return
+        for k, v in node.items():
+            walk(v, path + (str(k),))
+
+    walk(summary, ())
+    return out
+
+
+def chart_churn(plt, results):
+    points = churn_points(results.get("churn", {}).get("summary") or {})
+    if not points:
+        return None
+
+    def via_of(path):
+        return next((p for p in path if p.split("-")[0] in TARGETS), path[-1] if path else "?")
+
+    def group_of(path):
+        rest = [p for p in path if p != via_of(path)]
+        return " / ".join(rest) or "churn"
+
+    groups = list(dict.fromkeys(group_of(p) for p, _, _ in points))
+    vias = list(dict.fromkeys(via_of(p) for p, _, _ in points))
+    rate = {(group_of(p), via_of(p)): r for p, r, _ in points}
+    cpu = {(group_of(p), via_of(p)): c for p, _, c in points}
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(5 + 2.5 * len(groups), 4.5))
+    grouped_bars(a1, groups, vias, rate, "connections per second")
+    a1.set_title("connect, SELECT 1, close: conn/s", fontsize=10)
+    a1.legend(fontsize=8)
+    grouped_bars(a2, groups, [v for v in vias if v != "direct"], cpu, "proxy CPU per connection, µs")
+    a2.set_title("proxy CPU per client connection", fontsize=10)
+    return fig
+
+
+def chart_throughput(plt, results):
+    tp = results.get("throughput", {}).get("summary") or {}
+    if not tp:
+        return None
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 4.2))
+    single_group_panel(a1, "one client, 100 MB result", tp, [v for v in TARGETS if v in tp], "mb_per_s", "MB/s")
+    a1.set_title("large result: MB/s", fontsize=10)
+    single_group_panel(a2, "one client, 100 MB result", tp, [v for v in ("haproxy", "credproxy") if v in tp],
+                       "proxy_us_per_mb", "proxy CPU per MB, µs")
+    a2.set_title("proxy CPU per MB", fontsize=10)
+    return fig
+
+
+CHARTS = (("qps", "queries per second", chart_qps), ("latency", "point_select latency", chart_latency),
+          ("cpu", "CPU per query", chart_cpu), ("churn", "connection churn", chart_churn),
+          ("throughput", "large result throughput", chart_throughput))
+
+
+def write_charts(results, report_path):
+    """Writes the PNGs next to the report (latest.md -> qps.png, ...; any other name X.md ->
+    X-qps.png, ...). Returns (list of (title, file name), list of notes)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return [], ["charts skipped: matplotlib is not installed (apt-get install python3-matplotlib)"]
+    prefix = "" if report_path.stem == "latest" else report_path.stem + "-"
+    made, notes = [], []
+    for name, title, fn in CHARTS:
+        try:
+            fig = fn(plt, results)
+            if fig is None:
+                continue
+            fig.tight_layout()
+            path = report_path.parent / ("%s%s.png" % (prefix, name))
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            made.append((title, path.name))
+        except Exception as e:  # a chart is a picture of the report, never a reason to fail it
+            notes.append("chart %s failed: %s: %s" % (name, type(e).__name__, e))
+            plt.close("all")
+    return made, notes
+
+
+def charts_section(made, notes):
+    out = ["## Charts", ""]
+    for title, fname in made:
+        out += ["![%s](%s)" % (title, fname), ""]
+    for n in notes:
+        out += ["- " + n]
+    return "\n".join(out) + "\n"
+
 
 def fmt(v, digits):
     return "-" if v is None else "%.*f" % (digits, v)
@@ -1756,6 +1995,12 @@ def main():
     text = b.report()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(text + "\n")
+    made, chart_notes = write_charts(b.results, out_path)
+    if made or chart_notes:
+        text += "\n" + charts_section(made, chart_notes)
+        out_path.write_text(text + "\n")
+    for n in chart_notes:
+        log(n)
     raw = dict(profile=b.p, results=b.results, problems=b.problems, notes=b.notes,
                verdicts=b.verdicts, machine=b.machine())
     out_path.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str) + "\n")
