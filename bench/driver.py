@@ -477,7 +477,9 @@ class Bench:
             return d
         d.mkdir(exist_ok=True)
         tls = self.dbdir / "tls"
-        run = lambda argv: subprocess.run(argv, cwd=d, check=True, capture_output=True)  # noqa: E731
+        def run(argv):
+            subprocess.run(argv, cwd=d, check=True, capture_output=True)
+
         run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
              "-subj", "/CN=credproxy bench client", "-keyout", "client-key.pem", "-out", "client.csr"])
         (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
