@@ -847,6 +847,18 @@ class Bench:
         """Speed, not memory (that is wl_large): one client pulls throughput_mb MB as fast as
         it can, throughput_reps times per round, direct / HAProxy / credproxy interleaved."""
         p = self.p
+        # Warm-up, not recorded: one full transfer per path. In a first try the first
+        # transfers of the workload ran at a tenth of the speed of the later ones, whichever
+        # path came first (cause not found: the server or a neighbour still busy).
+        log("throughput: warm-up, one %d MB transfer per path" % p["throughput_mb"])
+        for name in TARGETS:
+            port, user, pw, _ = self.target(name)
+            try:
+                sock = mysqlproto.connect("127.0.0.1", port, user, pw, "app")
+                self.fast_read(sock, p["throughput_mb"])
+                sock.close()
+            except (OSError, mysqlproto.MySQLError) as e:
+                self.problems.append("throughput warm-up via %s failed: %s" % (name, e))
         runs = {}
         for rnd in range(p["rounds"]):
             for name in self.order(rnd):
