@@ -56,6 +56,8 @@ PROFILES = {
         idle_n=10000,
         large_mb=100,
         large_rate_mb=20,  # the slow client reads 100 MB in about 5 s
+        throughput_mb=100,
+        throughput_reps=4,  # transfers per round and via; CPU is counted over all of them
         rotation_seconds=40,
         startup_reps=20,
     ),
@@ -71,6 +73,8 @@ PROFILES = {
         idle_n=500,
         large_mb=100,
         large_rate_mb=60,
+        throughput_mb=100,
+        throughput_reps=3,
         rotation_seconds=14,
         startup_reps=5,
     ),
@@ -92,6 +96,11 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def kind_is_credproxy(via):
+    """credproxy, credproxy-w2, credproxy-tls, ...: a credproxy (no password from clients)."""
+    return via.startswith("credproxy")
 
 
 def median(xs):
@@ -199,6 +208,7 @@ class Bench:
         self.dbdir = self.workdir / "db"
         self.services = {}
         self.extra_services = []
+        self.variants = {}  # via name -> (Service, kind, start options), see start_variant
         self.results = {}
         self.problems = []  # what went wrong in the run (crashes, errors): reported, not fatal
         self.notes = []
@@ -215,7 +225,9 @@ class Bench:
 
     def root_sql(self, sql):
         out = subprocess.run(
-            ["mariadb", "--no-defaults", "--socket=%s" % (self.dbdir / "mysqld.sock"),
+            # --skip-ssl: the CLI would otherwise use TLS even on the socket, and count in
+            # Ssl_accepts, which ssl_accepts() uses to prove the plaintext paths stay plaintext.
+            ["mariadb", "--no-defaults", "--skip-ssl", "--socket=%s" % (self.dbdir / "mysqld.sock"),
              "--user=root", "--batch", "--skip-column-names"],
             input=sql, capture_output=True, text=True, check=True,
         )
@@ -230,9 +242,6 @@ class Bench:
         # datadir with the limits the benchmark needs as command-line overrides:
         #   max-connections / open-files-limit   10,000 idle clients each hold one upstream
         #                                         connection while credproxy has no pool
-        #   skip-ssl                              no client in the benchmark uses TLS, and
-        #                                         credproxy's upstream TLS is disabled too, so
-        #                                         all three paths carry plaintext
         #   innodb-buffer-pool-size               the sysbench tables stay in memory
         #   max-connect-errors                    churn aborts must not get 127.0.0.1 blocked
         subprocess.run([mdb, "start", str(self.dbdir), str(self.mysql_port)], check=True,
@@ -240,7 +249,7 @@ class Bench:
         subprocess.run([mdb, "stop", str(self.dbdir)], check=True)
         argv = [
             "mariadbd", "--defaults-file=%s" % (self.dbdir / "my.cnf"),
-            "--max-connections=20000", "--open-files-limit=%d" % self.nofile, "--skip-ssl",
+            "--max-connections=20000", "--open-files-limit=%d" % self.nofile,
             "--innodb-buffer-pool-size=512M", "--max-connect-errors=1000000000",
         ]
         logf = open(self.dbdir / "mysqld.out", "ab")
@@ -258,15 +267,25 @@ class Bench:
                 time.sleep(0.1)
         self.mariadb_version = self.root_sql("SELECT VERSION()")
         self.max_connections = int(self.root_sql("SELECT @@max_connections"))
+        # TLS stays on (my.cnf's ssl-* lines) for the tls workload. Every other path is
+        # plaintext: sysbench (--mysql-ssl=off is its default), bench_churn and mysqlproto
+        # never ask for TLS, and credproxy runs with --upstream-tls disabled. run() checks
+        # that with Ssl_accepts around each workload.
+        self.have_tls = self.root_sql("SELECT @@have_ssl") == "YES"
 
-    def haproxy_argv(self, name, port):
+    def ssl_accepts(self):
+        """TLS handshakes MariaDB has accepted since it started (global status)."""
+        out = self.root_sql("SHOW GLOBAL STATUS LIKE 'Ssl_accepts'")
+        return int(out.split()[1]) if out else None
+
+    def haproxy_argv(self, name, port, nbthread=1):
         # maxconn: as many as the fd limit allows (each connection is two fds); HAProxy
         # refuses to start when maxconn needs more fds than the hard limit.
         maxconn = max(100, (self.nofile - 200) // 2)
         cfg = self.workdir / ("%s.cfg" % name)
         cfg.write_text(
             "global\n"
-            "    nbthread 1\n"
+            "    nbthread %d\n"
             "    maxconn %d\n"
             "defaults\n"
             "    mode tcp\n"
@@ -279,26 +298,61 @@ class Bench:
             "    default_backend db\n"
             "backend db\n"
             "    balance first\n"
-            "    server db1 127.0.0.1:%d\n" % (maxconn, maxconn, port, self.mysql_port)
+            "    server db1 127.0.0.1:%d\n" % (nbthread, maxconn, maxconn, port, self.mysql_port)
         )
         # -db: stay in the foreground, so the pid we hold is the one process doing the work.
         return ["haproxy", "-db", "-f", str(cfg)]
 
-    def credproxy_argv(self, port, extra=()):
+    def credproxy_argv(self, port, extra=(), workers="arg", upstream_tls="disabled"):
         # --upstream-tls disabled: HAProxy passes plaintext through, so credproxy must not pay
-        # for TLS to the server either (auto would be "preferred" on a loopback host).
-        # --workers: as many event loops as HAProxy has threads (nbthread 1), by default.
+        # for TLS to the server either (auto would be "preferred" on a loopback host); the
+        # tls workload asks for "required".
+        # --workers: as many event loops as HAProxy has threads (nbthread 1), by default;
+        # workers=None starts credproxy without the flag, at its own default.
+        if workers == "arg":
+            workers = self.args.workers
         return [
             str(self.credproxy_bin), "--secret-file", str(self.dbdir / "secret.json"),
-            "--listen", "127.0.0.1:%d" % port, "--workers", str(self.args.workers),
-            "--log-level", self.args.log_level, "--upstream-tls", "disabled", *extra,
+            "--listen", "127.0.0.1:%d" % port,
+            *(("--workers", str(workers)) if workers is not None else ()),
+            "--log-level", self.args.log_level, "--upstream-tls", upstream_tls, *extra,
         ]
 
-    def start_service(self, kind, name, extra=()):
+    def start_service(self, kind, name, extra=(), **opts):
+        """opts: nbthread for haproxy; workers, upstream_tls for credproxy."""
         port = free_port()
-        argv = self.haproxy_argv(name, port) if kind == "haproxy" else self.credproxy_argv(port, extra)
+        if kind == "haproxy":
+            argv = self.haproxy_argv(name, port, **opts)
+        else:
+            argv = self.credproxy_argv(port, extra, **opts)
         svc = Service(name, argv, port, self.workdir).start()
         return svc
+
+    def start_variant(self, via, kind, **opts):
+        """A proxy started for one workload under its own name (credproxy-w2, haproxy-nb2, ...):
+        target(via) finds it, stop_variants() ends it."""
+        svc = self.start_service(kind, via, **opts)
+        self.extra_services.append(svc)
+        self.variants[via] = (svc, kind, opts)
+        return svc
+
+    def variant_alive(self, via, when):
+        """check_alive() for a variant: a finding, and a fresh instance to go on with."""
+        svc, kind, opts = self.variants[via]
+        if svc.alive():
+            return False
+        self.problems.append("%s stopped during %s (status %s); last log lines:\n%s"
+                             % (via, when, svc.proc.returncode, svc.log_tail()))
+        self.start_variant(via, kind, **opts)
+        return True
+
+    def stop_variants(self):
+        for via, (svc, _, _) in list(self.variants.items()):
+            rc = svc.stop()
+            if kind_is_credproxy(via) and rc not in (0, None):
+                self.problems.append("%s exited with status %s on SIGTERM" % (via, rc))
+            self.extra_services.remove(svc)
+        self.variants.clear()
 
     def start_all(self):
         self.start_mariadb()
@@ -311,8 +365,8 @@ class Bench:
         """(port, user, password, service) for a target. credproxy needs no password."""
         if name == "direct":
             return self.mysql_port, "app", self.secret()["password"], None
-        svc = self.services[name]
-        pw = "" if name == "credproxy" else self.secret()["password"]
+        svc = self.services[name] if name in self.services else self.variants[name][0]
+        pw = "" if kind_is_credproxy(name) else self.secret()["password"]
         return svc.port, "app", pw, svc
 
     def check_alive(self, when):
@@ -414,12 +468,38 @@ class Bench:
                     break
         return r
 
-    def run_sysbench(self, name, test, threads, seconds):
-        argv = self.sysbench_argv(name, test, threads, seconds, ["--histogram=on", "--percentile=95", "run"])
+    def tls_client_dir(self):
+        """sysbench --mysql-ssl=on loads client-key.pem, client-cert.pem and cacert.pem from
+        its working directory (and fails without them): a client certificate from the test CA
+        that tests/mariadb.sh made. MariaDB does not ask for it (no REQUIRE X509)."""
+        d = self.workdir / "tls-client"
+        if (d / "cacert.pem").exists():
+            return d
+        d.mkdir(exist_ok=True)
+        tls = self.dbdir / "tls"
+        def run(argv):
+            subprocess.run(argv, cwd=d, check=True, capture_output=True)
+
+        run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-subj", "/CN=credproxy bench client", "-keyout", "client-key.pem", "-out", "client.csr"])
+        (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+        run(["openssl", "x509", "-req", "-in", "client.csr", "-CA", str(tls / "ca.pem"), "-CAkey",
+             str(tls / "ca-key.pem"), "-CAcreateserial", "-CAserial", "ca.srl", "-days", "30",
+             "-extfile", "client.ext", "-out", "client-cert.pem"])
+        shutil.copy(tls / "ca.pem", d / "cacert.pem")
+        return d
+
+    def run_sysbench(self, name, test, threads, seconds, ssl=False):
+        """ssl: sysbench itself speaks TLS (--mysql-ssl=on) to whatever name is."""
+        extra = ["--histogram=on", "--percentile=95"] + (["--mysql-ssl=on"] if ssl else []) + ["run"]
+        argv = self.sysbench_argv(name, test, threads, seconds, extra)
         _, _, _, svc = self.target(name)
+        cwd = self.tls_client_dir() if ssl else None
         cpu0 = svc.cpu() if svc else None
         db0 = proc_cpu_seconds(self.mariadbd.pid)
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120, cwd=cwd)
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu1 = svc.cpu() if svc else None
         db1 = proc_cpu_seconds(self.mariadbd.pid)
         r = self.parse_sysbench(out.stdout)
@@ -436,6 +516,10 @@ class Bench:
         r["proxy_cpu_s"] = (cpu1 - cpu0) if svc else None
         r["proxy_us_per_q"] = (cpu1 - cpu0) / q * 1e6 if svc and q else None
         r["db_us_per_q"] = (db1 - db0) / q * 1e6 if q else None
+        # The load generator's own CPU (sysbench is the only child reaped meanwhile): where a
+        # path puts TLS in the client, the client pays for it.
+        client = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+        r["client_us_per_q"] = client / q * 1e6 if q else None
         return r
 
     def prepare_sysbench(self):
@@ -468,20 +552,123 @@ class Bench:
                     if self.check_alive("%s %d threads via %s" % (test, threads, name)):
                         r = self.run_sysbench(name, test, threads, p["duration"])  # void: once more
                     runs.setdefault("%s/%d" % (test, threads), {}).setdefault(name, []).append(r)
-        summary = {}
-        for key, by_target in runs.items():
-            summary[key] = {}
-            for name, rs in by_target.items():
-                ok = [r for r in rs if not r.get("failed")]
-                m = {k: median([r.get(k) for r in ok]) for k in
-                     ("qps", "tps", "avg_ms", "p95_ms", "p99_ms", "proxy_us_per_q", "db_us_per_q")}
-                qs = [r["qps"] for r in ok if r.get("qps")]
-                m["spread_pct"] = (max(qs) - min(qs)) / m["qps"] * 100 if len(qs) > 1 and m["qps"] else None
-                m["runs"] = len(ok)
-                m["failed_runs"] = len(rs) - len(ok)
-                m["errors"] = sum(r.get("errors") or 0 for r in rs)
-                summary[key][name] = m
+        summary = {key: {name: summarize_sysbench(rs) for name, rs in by_target.items()}
+                   for key, by_target in runs.items()}
         self.results["sysbench"] = {"summary": summary, "runs": runs}
+
+    # ---- workers: credproxy's default loop count, and two loops against two threads -------
+
+    # (via, kind, start options): credproxy without --workers (its default, whatever it is
+    # today), with 1 and with 2 loops; HAProxy with nbthread 1 and 2.
+    WORKER_VIAS = (
+        ("credproxy-default", "credproxy", dict(workers=None)),
+        ("credproxy-w1", "credproxy", dict(workers=1)),
+        ("credproxy-w2", "credproxy", dict(workers=2)),
+        ("haproxy-nb1", "haproxy", dict(nbthread=1)),
+        ("haproxy-nb2", "haproxy", dict(nbthread=2)),
+    )
+
+    def wl_workers(self):
+        """point_select 16 threads through five fresh proxies, interleaved: does credproxy's
+        default worker count cost more CPU per query than one loop, and how do two loops
+        compare with HAProxy's two threads?"""
+        p = self.p
+        for via, kind, opts in self.WORKER_VIAS:
+            self.start_variant(via, kind, **opts)
+        threads = {via: proc_status_kib(self.variants[via][0].pid, "Threads") for via, _, _ in self.WORKER_VIAS}
+        vias = [v for v, _, _ in self.WORKER_VIAS]
+        log("workers: warm-up, point_select 16 threads, %ds per proxy" % p["warmup"])
+        for via in vias:
+            self.run_sysbench(via, "oltp_point_select", 16, p["warmup"])
+        runs = {}
+        for rnd in range(p["rounds"]):
+            k = rnd % len(vias)
+            for via in vias[k:] + vias[:k]:
+                log("round %d/%d: workers: point_select 16 threads via %s (%ds)"
+                    % (rnd + 1, p["rounds"], via, p["duration"]))
+                r = self.run_sysbench(via, "oltp_point_select", 16, p["duration"])
+                if self.variant_alive(via, "workers via %s" % via):
+                    r = self.run_sysbench(via, "oltp_point_select", 16, p["duration"])
+                runs.setdefault(via, []).append(r)
+        summary = {via: summarize_sysbench(rs) for via, rs in runs.items()}
+        for via in summary:
+            summary[via]["threads"] = threads.get(via)
+        self.results["workers"] = {"summary": summary, "runs": runs}
+        self.stop_variants()
+
+    # ---- tls: TLS to the server ------------------------------------------------------------
+
+    # (label, target, sysbench speaks TLS): who encrypts what on each path.
+    TLS_VIAS = (
+        ("direct-tls", "direct", True),  # sysbench <-TLS-> MariaDB
+        ("haproxy-tls", "haproxy", True),  # sysbench <-TLS-> (HAProxy relays the records) MariaDB
+        ("credproxy-tls", "credproxy-tls", False),  # sysbench <-plain-> credproxy <-TLS-> MariaDB
+        ("haproxy", "haproxy", False),  # plaintext baselines from the same rounds
+        ("credproxy", "credproxy", False),
+    )
+    TLS_PATHS = {
+        "direct-tls": "client to MariaDB (client and server do the crypto)",
+        "haproxy-tls": "client to MariaDB, through HAProxy (which relays the TLS records)",
+        "credproxy-tls": "credproxy to MariaDB only; the app talks plaintext on loopback",
+        "haproxy": "nothing",
+        "credproxy": "nothing",
+    }
+
+    def session_ssl_version(self, target, ssl):
+        """What the server says about the TLS of the connection a query through target uses:
+        SHOW SESSION STATUS LIKE 'Ssl_version' ('' when plaintext). Through credproxy this is
+        the upstream connection the session was given."""
+        import pymysql  # Debian's python3-pymysql, there for the integration tests
+
+        port, user, pw, _ = self.target(target)
+        kw = dict(ssl={"ca": str(self.dbdir / "tls" / "ca.pem")}, ssl_verify_cert=False) if ssl else {}
+        try:
+            con = pymysql.connect(host="127.0.0.1", port=port, user=user, password=pw, database="app", **kw)
+            with con.cursor() as c:
+                c.execute("SHOW SESSION STATUS LIKE 'Ssl_version'")
+                row = c.fetchone()
+            con.close()
+            return row[1] if row else ""
+        except Exception as e:  # a finding for the report, not a reason to stop the run
+            self.problems.append("tls: Ssl_version through %s: %s" % (target, e))
+            return None
+
+    def wl_tls(self):
+        """point_select 16 threads against MariaDB with TLS on: direct and through HAProxy with
+        sysbench speaking TLS, through credproxy --upstream-tls required with sysbench in
+        plaintext, and the plaintext HAProxy and credproxy paths for the cost of TLS."""
+        p = self.p
+        if not self.have_tls:
+            self.problems.append("tls: MariaDB has no TLS (@@have_ssl is not YES); workload skipped")
+            return
+        self.start_variant("credproxy-tls", "credproxy", upstream_tls="required")
+        seen = {label: self.session_ssl_version(target, ssl) for label, target, ssl in self.TLS_VIAS}
+        for label, _, ssl in self.TLS_VIAS:
+            if seen[label] is not None and bool(seen[label]) != (ssl or label == "credproxy-tls"):
+                self.problems.append("tls: the server sees %r as the TLS version of %s's connection"
+                                     % (seen[label], label))
+        log("tls: warm-up, point_select 16 threads, %ds per path" % p["warmup"])
+        for label, target, ssl in self.TLS_VIAS:
+            self.run_sysbench(target, "oltp_point_select", 16, p["warmup"], ssl=ssl)
+        runs = {}
+        vias = list(self.TLS_VIAS)
+        for rnd in range(p["rounds"]):
+            k = rnd % len(vias)
+            for label, target, ssl in vias[k:] + vias[:k]:
+                log("round %d/%d: tls: point_select 16 threads via %s (%ds)"
+                    % (rnd + 1, p["rounds"], label, p["duration"]))
+                r = self.run_sysbench(target, "oltp_point_select", 16, p["duration"], ssl=ssl)
+                again = (self.variant_alive(target, "tls via %s" % label) if target in self.variants
+                         else self.check_alive("tls via %s" % label))
+                if again:
+                    r = self.run_sysbench(target, "oltp_point_select", 16, p["duration"], ssl=ssl)
+                runs.setdefault(label, []).append(r)
+        summary = {label: summarize_sysbench(rs) for label, rs in runs.items()}
+        for label in summary:
+            summary[label]["ssl_version"] = seen.get(label)
+            summary[label]["encrypts"] = self.TLS_PATHS[label]
+        self.results["tls"] = {"summary": summary, "runs": runs}
+        self.stop_variants()
 
     # ---- connection churn -----------------------------------------------------------------
 
@@ -599,6 +786,102 @@ class Bench:
             res[kind] = r
             svc.stop()
         self.results["large"] = res
+
+    # ---- throughput: a large result as fast as one client can take it --------------------
+
+    def fast_read(self, sock, mb):
+        """One SELECT of mb rows of 1 MiB through a logged-in socket, read as fast as Python
+        can: recv_into one 1 MiB buffer, packet boundaries only (ResultScanner). Returns
+        (bytes, rows, seconds, error)."""
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
+        sql = "SELECT REPEAT('x', 1024*1024) FROM seq_1_to_%d" % mb
+        t0 = time.perf_counter()
+        sock.sendall(mysqlproto.packet(0, bytes([mysqlproto.COM_QUERY]) + sql.encode()))
+        scan, total = mysqlproto.ResultScanner(), 0
+        while not scan.finished:
+            n = sock.recv_into(buf)
+            if not n:
+                scan.error = scan.error or "connection closed mid-result"
+                break
+            total += n
+            scan.feed(view[:n])
+        return total, scan.rows, time.perf_counter() - t0, scan.error
+
+    def throughput_round(self, name):
+        port, user, pw, svc = self.target(name)
+        mb, reps = self.p["throughput_mb"], self.p["throughput_reps"]
+        sock = mysqlproto.connect("127.0.0.1", port, user, pw, "app")
+        self.fast_read(sock, 1)  # the login's lazy state and the first query out of the way
+        cpu0 = svc.cpu() if svc else None
+        db0 = proc_cpu_seconds(self.mariadbd.pid)
+        me0 = resource.getrusage(resource.RUSAGE_SELF)
+        rates, nbytes, secs, errors = [], 0, 0.0, []
+        for _ in range(reps):
+            b, rows, t, err = self.fast_read(sock, mb)
+            if err or rows != mb:
+                errors.append("%d of %d rows, %s" % (rows, mb, err))
+                continue
+            rates.append(b / t / 1048576)
+            nbytes += b
+            secs += t
+        me1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu1 = svc.cpu() if svc else None
+        db1 = proc_cpu_seconds(self.mariadbd.pid)
+        sock.close()
+        mib = nbytes / 1048576
+        if errors:
+            self.problems.append("throughput via %s: %d of %d transfers failed; first: %s"
+                                 % (name, len(errors), reps, errors[0]))
+        client = me1.ru_utime + me1.ru_stime - me0.ru_utime - me0.ru_stime
+        return dict(
+            mb_per_s=median(rates), all_mb_per_s=rates, mib=mib, seconds=secs, failed=len(errors),
+            proxy_us_per_mb=(cpu1 - cpu0) / mib * 1e6 if svc and mib else None,
+            db_us_per_mb=(db1 - db0) / mib * 1e6 if mib else None,
+            # The reader's own CPU over its time in recv: near 1.0 means the client, not the
+            # path, set the pace.
+            client_busy=client / secs if secs else None,
+        )
+
+    def wl_throughput(self):
+        """Speed, not memory (that is wl_large): one client pulls throughput_mb MB as fast as
+        it can, throughput_reps times per round, direct / HAProxy / credproxy interleaved."""
+        p = self.p
+        # Warm-up, not recorded: one full transfer per path. In a first try the first
+        # transfers of the workload ran at a tenth of the speed of the later ones, whichever
+        # path came first (cause not found: the server or a neighbour still busy).
+        log("throughput: warm-up, one %d MB transfer per path" % p["throughput_mb"])
+        for name in TARGETS:
+            port, user, pw, _ = self.target(name)
+            try:
+                sock = mysqlproto.connect("127.0.0.1", port, user, pw, "app")
+                self.fast_read(sock, p["throughput_mb"])
+                sock.close()
+            except (OSError, mysqlproto.MySQLError) as e:
+                self.problems.append("throughput warm-up via %s failed: %s" % (name, e))
+        runs = {}
+        for rnd in range(p["rounds"]):
+            for name in self.order(rnd):
+                log("round %d/%d: throughput: %d x %d MB via %s"
+                    % (rnd + 1, p["rounds"], p["throughput_reps"], p["throughput_mb"], name))
+                try:
+                    r = self.throughput_round(name)
+                except (OSError, mysqlproto.MySQLError) as e:
+                    self.problems.append("throughput via %s failed: %s" % (name, e))
+                    r = None
+                if self.check_alive("throughput via %s" % name):
+                    r = None  # void: the next round measures it again
+                if r:
+                    runs.setdefault(name, []).append(r)
+        summary = {}
+        for name, rs in runs.items():
+            summary[name] = {k: median([r.get(k) for r in rs]) for k in
+                             ("mb_per_s", "proxy_us_per_mb", "db_us_per_mb", "client_busy")}
+            rates = [x for r in rs for x in r["all_mb_per_s"]]
+            summary[name]["transfers"] = len(rates)
+            summary[name]["spread_pct"] = ((max(rates) - min(rates)) / median(rates) * 100
+                                           if len(rates) > 1 else None)
+        self.results["throughput"] = {"summary": summary, "runs": runs}
 
     # ---- idle connections -----------------------------------------------------------------
 
@@ -895,25 +1178,40 @@ class Bench:
             self.elapsed = time.monotonic() - t_start
             return
         steps = [("startup", self.wl_startup), ("sysbench", self.wl_sysbench),
-                 ("churn", self.wl_churn), ("large", self.wl_large), ("idle", self.wl_idle),
+                 ("workers", self.wl_workers), ("tls", self.wl_tls),
+                 ("churn", self.wl_churn), ("large", self.wl_large), ("throughput", self.wl_throughput),
+                 ("idle", self.wl_idle),
                  ("rotation", self.wl_rotation)]  # rotation last: it changes the password
         for name, fn in steps:
             if name == "sysbench" and not (self.want("sysbench") or self.want("oltp")):
                 continue
             if name != "sysbench" and not self.want(name):
                 continue
+            tls0 = self.ssl_accepts()
             try:
                 fn()
             except Exception as e:  # a broken workload must not hide the others' results
                 self.problems.append("workload %s raised %s: %s\n%s"
                                      % (name, type(e).__name__, e, traceback.format_exc(limit=3)))
                 log("workload %s failed: %s" % (name, e))
+                self.stop_variants()
+            self.check_plaintext(name, tls0)
         # Health at the end, and again once the pool's idle timeout (5 min by default) could
         # have closed connections: a leak shows as fds / CLOSE-WAIT sockets that stay.
         self.results["health"]["end"] = {n: self.health(self.services[n]) for n in ("haproxy", "credproxy")}
         self.check_leaks()
         self.scan_logs()
         self.elapsed = time.monotonic() - t_start
+
+    def check_plaintext(self, workload, accepts_before):
+        """Every workload but tls must reach MariaDB in plaintext, as before TLS was on."""
+        if workload == "tls" or accepts_before is None:
+            return
+        n = (self.ssl_accepts() or 0) - accepts_before
+        self.results.setdefault("tls_handshakes", {})[workload] = n
+        if n:
+            self.problems.append("workload %s made %d TLS connections to MariaDB (Ssl_accepts); "
+                                 "it should be plaintext throughout" % (workload, n))
 
     def check_leaks(self):
         cp = self.results["health"]["end"].get("credproxy")
@@ -982,35 +1280,87 @@ class Bench:
         ]
 
     def verdict(self, name, measured, ok, note=""):
+        """ok: True (met), False (NOT MET), None (not measured) or "report" (no target)."""
         if ok is None:
             v = "not measured"
+        elif ok == "report":
+            v = "reported (no target)"
         else:
             v = "met" if ok else "NOT MET"
         self.verdicts.append((name, measured, v + (" (%s)" % note if note else "")))
 
-    def evaluate(self):
+    def verdict_ratio(self, name, a, b, limit, unit, higher_is_better):
+        """A target "a / b >= limit" (or <= limit): the ratio and both figures, or not measured."""
+        if not a or not b:
+            self.verdict(name, "-", None)
+            return
+        ratio = a / b
+        figures = ("%s vs %s %s" % (fmt_int(a), fmt_int(b), unit) if unit in ("qps", "MB/s")
+                   else "%.1f vs %.1f %s" % (a, b, unit))
+        self.verdict(name, "%.2fx (%s)" % (ratio, figures), ratio >= limit if higher_is_better else ratio <= limit)
+
+    def evaluate_query_path(self):
+        """issue 10's query-path targets, from the sysbench workload (medians of the same run)."""
         sb = self.results.get("sysbench", {}).get("summary", {})
         ps16 = sb.get("oltp_point_select/16", {})
         cp, ha = ps16.get("credproxy", {}), ps16.get("haproxy", {})
-        if cp.get("qps") and ha.get("qps"):
-            self.verdict("point-select 16t: credproxy qps >= 1.0x HAProxy",
-                         "%.2fx (%s vs %s qps)" % (cp["qps"] / ha["qps"], fmt_int(cp["qps"]), fmt_int(ha["qps"])),
-                         cp["qps"] >= ha["qps"])
-        else:
-            self.verdict("point-select 16t: credproxy qps >= 1.0x HAProxy", "-", None)
-        if cp.get("proxy_us_per_q") and ha.get("proxy_us_per_q"):
-            self.verdict("point-select 16t: credproxy CPU/query <= HAProxy",
-                         "%.1f vs %.1f us" % (cp["proxy_us_per_q"], ha["proxy_us_per_q"]),
-                         cp["proxy_us_per_q"] <= ha["proxy_us_per_q"])
-        else:
-            self.verdict("point-select 16t: credproxy CPU/query <= HAProxy", "-", None)
+        self.verdict_ratio("point-select 16t: qps >= 1.05x HAProxy", cp.get("qps"), ha.get("qps"),
+                           1.05, "qps", True)
+        self.verdict_ratio("point-select 16t: proxy CPU/query <= 0.85x HAProxy", cp.get("proxy_us_per_q"),
+                           ha.get("proxy_us_per_q"), 0.85, "us", False)
+        ro = sb.get("oltp_read_only/16", {})
+        self.verdict_ratio("read-only 16t: proxy CPU/query <= 0.85x HAProxy",
+                           ro.get("credproxy", {}).get("proxy_us_per_q"),
+                           ro.get("haproxy", {}).get("proxy_us_per_q"), 0.85, "us", False)
         ps1 = sb.get("oltp_point_select/1", {})
         d, h, c = (ps1.get(t, {}).get("avg_ms") for t in TARGETS)
+        name = "point-select 1t: added mean latency over direct <= 0.9x HAProxy's"
         if d and h and c:
-            self.verdict("point-select 1t: added latency over direct <= HAProxy's",
-                         "%+.1f vs %+.1f us (mean)" % ((c - d) * 1000, (h - d) * 1000), c - d <= h - d)
+            self.verdict(name, "%+.1f vs %+.1f us" % ((c - d) * 1000, (h - d) * 1000), c - d <= 0.9 * (h - d))
         else:
-            self.verdict("point-select 1t: added latency over direct <= HAProxy's", "-", None)
+            self.verdict(name, "-", None)
+
+    def evaluate_workers(self):
+        wk = self.results.get("workers", {}).get("summary", {})
+        dflt, w1, w2 = (wk.get(v, {}) for v in ("credproxy-default", "credproxy-w1", "credproxy-w2"))
+        h2 = wk.get("haproxy-nb2", {})
+        self.verdict_ratio("default workers (%s threads): CPU/query <= --workers 1's (point-select 16t)"
+                           % (dflt.get("threads") or "?"),
+                           dflt.get("proxy_us_per_q"), w1.get("proxy_us_per_q"), 1.0, "us", False)
+        if w2.get("qps") and h2.get("qps") and w2.get("proxy_us_per_q") and h2.get("proxy_us_per_q"):
+            self.verdict("--workers 2 vs HAProxy nbthread 2 (point-select 16t)",
+                         "qps %.2fx (%s vs %s); CPU/query %.2fx (%.1f vs %.1f us)" % (
+                             w2["qps"] / h2["qps"], fmt_int(w2["qps"]), fmt_int(h2["qps"]),
+                             w2["proxy_us_per_q"] / h2["proxy_us_per_q"], w2["proxy_us_per_q"],
+                             h2["proxy_us_per_q"]), "report")
+        else:
+            self.verdict("--workers 2 vs HAProxy nbthread 2 (point-select 16t)", "-", None)
+
+    def evaluate_throughput(self):
+        tp = self.results.get("throughput", {}).get("summary", {})
+        cp, ha = tp.get("credproxy", {}), tp.get("haproxy", {})
+        self.verdict_ratio("large result, one client: MB/s >= HAProxy's", cp.get("mb_per_s"), ha.get("mb_per_s"),
+                           1.0, "MB/s", True)
+        self.verdict_ratio("large result, one client: proxy CPU per MB <= HAProxy's", cp.get("proxy_us_per_mb"),
+                           ha.get("proxy_us_per_mb"), 1.0, "us/MB", False)
+
+    def evaluate_tls(self):
+        tl = self.results.get("tls", {}).get("summary", {})
+        ct, cpl, ht = (tl.get(v, {}) for v in ("credproxy-tls", "credproxy", "haproxy-tls"))
+        if ct.get("qps") and cpl.get("qps") and ht.get("qps"):
+            self.verdict("upstream TLS required (point-select 16t)",
+                         "qps %.2fx credproxy plaintext, %.2fx HAProxy with TLS passed through; "
+                         "proxy CPU/query %s vs %s us plaintext" % (
+                             ct["qps"] / cpl["qps"], ct["qps"] / ht["qps"], fmt(ct.get("proxy_us_per_q"), 1),
+                             fmt(cpl.get("proxy_us_per_q"), 1)), "report")
+        else:
+            self.verdict("upstream TLS required (point-select 16t)", "-", None)
+
+    def evaluate(self):
+        self.evaluate_query_path()
+        self.evaluate_workers()
+        self.evaluate_throughput()
+        self.evaluate_tls()
 
         ch = self.results.get("churn", {}).get("summary", {})
         d, h, c = (ch.get(t, {}).get("cps") for t in TARGETS)
@@ -1075,6 +1425,79 @@ class Bench:
                          st["median_ms"] <= STARTUP_TARGET_MS)
         else:
             self.verdict("start-up: <= %d ms to listening" % STARTUP_TARGET_MS, "-", None)
+
+    # ---- report sections of the workers, tls and throughput workloads -------------------
+
+    def report_workers(self, w):
+        wk = self.results.get("workers", {}).get("summary")
+        if not wk:
+            return
+        w("## Workers (point_select, 16 threads)")
+        w("")
+        w("Fresh proxies: credproxy with no `--workers` flag (its default), with `--workers 1` and 2; "
+          "HAProxy with `nbthread 1` and 2. Medians of interleaved rounds; threads = the process's "
+          "threads (/proc, all of them, not only event loops).")
+        w("")
+        w("| via | threads | qps | avg | p95 | p99 | proxy CPU/q µs | MariaDB CPU/q µs | vs --workers 1 | spread | errors |")
+        w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        base = wk.get("credproxy-w1", {}).get("qps")
+        for via, _, _ in self.WORKER_VIAS:
+            m = wk.get(via)
+            if m:
+                w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |" % (
+                    via, m.get("threads") or "-", fmt_int(m["qps"]), fmt(m["avg_ms"], 3), fmt(m["p95_ms"], 3),
+                    fmt(m["p99_ms"], 3), fmt(m["proxy_us_per_q"], 1), fmt(m["db_us_per_q"], 1),
+                    "%.2fx" % (m["qps"] / base) if base and m["qps"] else "-",
+                    "%.0f%%" % m["spread_pct"] if m["spread_pct"] is not None else "-", m["errors"]))
+        w("")
+
+    def report_tls(self, w):
+        tl = self.results.get("tls", {}).get("summary")
+        if not tl:
+            return
+        w("## Upstream TLS (point_select, 16 threads, MariaDB with TLS)")
+        w("")
+        w("direct-tls and haproxy-tls: sysbench speaks TLS (`--mysql-ssl=on`), HAProxy relays the "
+          "records; credproxy-tls: `--upstream-tls required`, sysbench plaintext to credproxy. "
+          "haproxy and credproxy: the plaintext paths in the same rounds. \"Server sees\" is "
+          "`SHOW SESSION STATUS LIKE 'Ssl_version'` through that path. Client CPU is sysbench's.")
+        w("")
+        w("| path | encrypted | server sees | qps | avg | p99 | proxy CPU/q µs | MariaDB CPU/q µs | client CPU/q µs | spread | errors |")
+        w("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for label, _, _ in self.TLS_VIAS:
+            m = tl.get(label)
+            if m:
+                w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |" % (
+                    label, m["encrypts"], m.get("ssl_version") or "plaintext", fmt_int(m["qps"]),
+                    fmt(m["avg_ms"], 3), fmt(m["p99_ms"], 3), fmt(m["proxy_us_per_q"], 1),
+                    fmt(m["db_us_per_q"], 1), fmt(m.get("client_us_per_q"), 1),
+                    "%.0f%%" % m["spread_pct"] if m["spread_pct"] is not None else "-", m["errors"]))
+        w("")
+
+    def report_throughput(self, w):
+        tp = self.results.get("throughput", {}).get("summary")
+        if not tp:
+            return
+        p = self.p
+        w("## Large result, as fast as one client can read it")
+        w("")
+        w("`SELECT REPEAT('x', 1024*1024) FROM seq_1_to_%d` (%d MB, 1 MB = 2^20 bytes), %d times per "
+          "round on one logged-in connection, read with `recv_into` a 1 MiB buffer; MB/s is the "
+          "median transfer, CPU per MB is over all transfers of a round (median of rounds). "
+          "Reader busy = the reader's CPU over its wall time (near 1 would mean the reader sets the pace)."
+          % (p["throughput_mb"], p["throughput_mb"], p["throughput_reps"]))
+        w("")
+        w("| via | MB/s | vs direct | proxy CPU/MB µs | MariaDB CPU/MB µs | reader busy | transfers | spread |")
+        w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        base = tp.get("direct", {}).get("mb_per_s")
+        for name in TARGETS:
+            m = tp.get(name)
+            if m:
+                w("| %s | %s | %s | %s | %s | %s | %d | %s |" % (
+                    name, fmt_int(m["mb_per_s"]), "%.2fx" % (m["mb_per_s"] / base) if base and m["mb_per_s"] else "-",
+                    fmt(m["proxy_us_per_mb"], 0), fmt(m["db_us_per_mb"], 0), fmt(m["client_busy"], 2),
+                    m["transfers"], "%.0f%%" % m["spread_pct"] if m["spread_pct"] is not None else "-"))
+        w("")
 
     def report(self):
         self.evaluate()
@@ -1192,6 +1615,10 @@ class Bench:
                         fmt_mib(peak), fmt_mib(r.get("peak_growth_kib")), fmt_mib(r.get("rss_after_kib"))))
             w("")
 
+        self.report_throughput(w)
+        self.report_workers(w)
+        self.report_tls(w)
+
         rot = self.results.get("rotation")
         if rot:
             w("## Rotation under load (credproxy)")
@@ -1266,6 +1693,258 @@ class Bench:
         return "\n".join(out)
 
 
+def summarize_sysbench(rs):
+    """Medians over the rounds of one (workload, via), and how far the rounds spread."""
+    ok = [r for r in rs if not r.get("failed")]
+    m = {k: median([r.get(k) for r in ok]) for k in
+         ("qps", "tps", "avg_ms", "p95_ms", "p99_ms", "proxy_us_per_q", "db_us_per_q", "client_us_per_q")}
+    qs = [r["qps"] for r in ok if r.get("qps")]
+    m["spread_pct"] = (max(qs) - min(qs)) / m["qps"] * 100 if len(qs) > 1 and m["qps"] else None
+    m["runs"] = len(ok)
+    m["failed_runs"] = len(rs) - len(ok)
+    m["errors"] = sum(r.get("errors") or 0 for r in rs)
+    return m
+
+# ---- charts ---------------------------------------------------------------------------------
+#
+# PNGs next to the report, from the same results (matplotlib, Agg: no display needed). Each
+# chart is its own function that returns None when its workload did not run; a chart that
+# fails is a note in the report, never a failed run.
+
+VIA_COLOURS = {
+    "direct": "#8c8c8c", "direct-tls": "#5f5f5f",
+    "haproxy": "#3b75af", "haproxy-nb1": "#3b75af", "haproxy-nb2": "#85acd6", "haproxy-tls": "#1d4a78",
+    "credproxy": "#ef8636", "credproxy-w1": "#ef8636", "credproxy-w2": "#f7b879",
+    "credproxy-default": "#b85a12", "credproxy-tls": "#c9691a",
+}
+
+
+def via_colour(via):
+    """direct grey, HAProxy blue, credproxy orange; their variants a shade of the same."""
+    if via in VIA_COLOURS:
+        return VIA_COLOURS[via]
+    return next((c for v, c in VIA_COLOURS.items() if via.startswith(v)), "#6a9f58")
+
+
+def grouped_bars(ax, groups, series, values, ylabel, fmt_label="{:,.0f}"):
+    """groups along x, one bar per series in each group; values[(group, series)] (None: no bar)."""
+    import numpy as np
+
+    x = np.arange(len(groups))
+    width = 0.8 / max(1, len(series))
+    for i, name in enumerate(series):
+        ys = [values.get((g, name)) for g in groups]
+        pos = [x[j] - 0.4 + width * (i + 0.5) for j, y in enumerate(ys) if y is not None]
+        ys = [y for y in ys if y is not None]
+        if not ys:
+            continue
+        bars = ax.bar(pos, ys, width, label=name, color=via_colour(name))
+        if len(groups) * len(series) <= 20:
+            ax.bar_label(bars, labels=[fmt_label.format(y) for y in ys], fontsize=7, padding=1, rotation=90)
+    ax.set_xticks(x)
+    ax.set_xticklabels(groups, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.margins(y=0.25)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def sysbench_groups(results):
+    sb = results.get("sysbench", {}).get("summary") or {}
+    return [(k.replace("oltp_", "").replace("/", " ") + "t", v) for k, v in sb.items()]
+
+
+def single_group_panel(ax, title, summary, order, key, ylabel, fmt_label="{:,.0f}"):
+    """One bar per via, named on the x axis (no legend to cover the bars)."""
+    vias = [v for v in order if summary.get(v, {}).get(key) is not None]
+    ys = [summary[v][key] for v in vias]
+    bars = ax.bar(range(len(vias)), ys, 0.7, color=[via_colour(v) for v in vias])
+    ax.bar_label(bars, labels=[fmt_label.format(y) for y in ys], fontsize=7, padding=1)
+    ax.set_xticks(range(len(vias)))
+    ax.set_xticklabels(vias, fontsize=8, rotation=30, ha="right")
+    ax.set_xlabel(title, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.margins(y=0.12)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def chart_qps(plt, results):
+    groups = sysbench_groups(results)
+    wk = results.get("workers", {}).get("summary") or {}
+    tl = results.get("tls", {}).get("summary") or {}
+    panels = [p for p in (groups, wk, tl) if p]
+    if not panels:
+        return None
+    ratios = [max(2, len(groups))] * bool(groups) + [1.4] * bool(wk) + [1.4] * bool(tl)
+    fig, axes = plt.subplots(1, len(panels), figsize=(2 + 1.8 * sum(ratios), 5),
+                             gridspec_kw={"width_ratios": ratios}, squeeze=False)
+    axes = list(axes[0])
+    if groups:
+        ax = axes.pop(0)
+        vals = {(g, v): m.get(v, {}).get("qps") for g, m in groups for v in TARGETS}
+        grouped_bars(ax, [g for g, _ in groups], list(TARGETS), vals, "queries per second")
+        ax.set_title("sysbench: qps (median of rounds)", fontsize=10)
+        ax.legend(fontsize=8)
+    if wk:
+        ax = axes.pop(0)
+        single_group_panel(ax, "point_select 16t", wk, [v for v in wk], "qps", "queries per second")
+        ax.set_title("workers / nbthread", fontsize=10)
+    if tl:
+        ax = axes.pop(0)
+        single_group_panel(ax, "point_select 16t", tl, [v for v in tl], "qps", "queries per second")
+        ax.set_title("TLS to MariaDB", fontsize=10)
+    return fig
+
+
+def chart_latency(plt, results):
+    sb = results.get("sysbench", {}).get("summary") or {}
+    keys = [k for k in sb if k.startswith("oltp_point_select/")]
+    if not keys:
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        pcts = [("avg", "avg_ms"), ("p95", "p95_ms"), ("p99", "p99_ms")]
+        vals = {(label, v): sb[key].get(v, {}).get(f) for label, f in pcts for v in TARGETS}
+        grouped_bars(ax, [p for p, _ in pcts], list(TARGETS), vals, "latency, ms", "{:.2f}")
+        ax.set_title("point_select, %s threads" % key.split("/")[1], fontsize=10)
+        ax.legend(fontsize=7)
+    fig.suptitle("sysbench latency (median of rounds)", fontsize=11)
+    return fig
+
+
+def chart_cpu(plt, results):
+    groups = sysbench_groups(results)
+    wk = results.get("workers", {}).get("summary") or {}
+    tl = results.get("tls", {}).get("summary") or {}
+    panels = [p for p in (groups, wk, tl) if p]
+    if not panels:
+        return None
+    ratios = [max(2, len(groups))] * bool(groups) + [1.4] * bool(wk) + [1.8] * bool(tl)
+    fig, axes = plt.subplots(1, len(panels), figsize=(2 + 1.8 * sum(ratios), 5),
+                             gridspec_kw={"width_ratios": ratios}, squeeze=False)
+    axes = list(axes[0])
+    if groups:
+        ax = axes.pop(0)
+        vals = {(g, v): m.get(v, {}).get("proxy_us_per_q") for g, m in groups for v in ("haproxy", "credproxy")}
+        grouped_bars(ax, [g for g, _ in groups], ["haproxy", "credproxy"], vals, "proxy CPU per query, µs", "{:.1f}")
+        ax.set_title("proxy CPU (utime+stime) per query", fontsize=10)
+        ax.legend(fontsize=8)
+    if wk:
+        ax = axes.pop(0)
+        single_group_panel(ax, "point_select 16t", wk, [v for v in wk], "proxy_us_per_q",
+                           "proxy CPU per query, µs", "{:.1f}")
+        ax.set_title("workers / nbthread", fontsize=10)
+    if tl:
+        ax = axes.pop(0)
+        who = [("proxy", "proxy_us_per_q"), ("MariaDB", "db_us_per_q"), ("client", "client_us_per_q")]
+        vals = {(label, v): tl[v].get(f) for label, f in who for v in tl}
+        grouped_bars(ax, [w for w, _ in who], list(tl), vals, "CPU per query, µs", "{:.1f}")
+        ax.set_title("TLS to MariaDB: who pays", fontsize=10)
+        ax.legend(fontsize=6)
+    return fig
+
+
+def churn_points(summary):
+    """(label path, conn/s, proxy CPU/conn µs) for every leaf of the churn summary that has a
+    rate, however deep: {via: {...}} today; a client level may come on top (or below)."""
+    rate_keys = ("cps", "conn_per_s", "connections_per_s")
+    cpu_keys = ("proxy_us_per_conn", "proxy_cpu_us_per_conn")
+    out = []
+
+    def walk(node, path):
+        if not isinstance(node, dict):
+            return
+        rate = next((node[k] for k in rate_keys if isinstance(node.get(k), (int, float))), None)
+        if rate is not None:
+            cpu = next((node[k] for k in cpu_keys if isinstance(node.get(k), (int, float))), None)
+            out.append((path, rate, cpu))
+            return
+        for k, v in node.items():
+            walk(v, path + (str(k),))
+
+    walk(summary, ())
+    return out
+
+
+def chart_churn(plt, results):
+    points = churn_points(results.get("churn", {}).get("summary") or {})
+    if not points:
+        return None
+
+    def via_of(path):
+        return next((p for p in path if p.split("-")[0] in TARGETS), path[-1] if path else "?")
+
+    def group_of(path):
+        rest = [p for p in path if p != via_of(path)]
+        return " / ".join(rest) or "churn"
+
+    groups = list(dict.fromkeys(group_of(p) for p, _, _ in points))
+    vias = list(dict.fromkeys(via_of(p) for p, _, _ in points))
+    rate = {(group_of(p), via_of(p)): r for p, r, _ in points}
+    cpu = {(group_of(p), via_of(p)): c for p, _, c in points}
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(5 + 2.5 * len(groups), 4.5))
+    grouped_bars(a1, groups, vias, rate, "connections per second")
+    a1.set_title("connect, SELECT 1, close: conn/s", fontsize=10)
+    a1.legend(fontsize=8)
+    grouped_bars(a2, groups, [v for v in vias if v != "direct"], cpu, "proxy CPU per connection, µs")
+    a2.set_title("proxy CPU per client connection", fontsize=10)
+    return fig
+
+
+def chart_throughput(plt, results):
+    tp = results.get("throughput", {}).get("summary") or {}
+    if not tp:
+        return None
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 4.2))
+    single_group_panel(a1, "one client, 100 MB result", tp, [v for v in TARGETS if v in tp], "mb_per_s", "MB/s")
+    a1.set_title("large result: MB/s", fontsize=10)
+    single_group_panel(a2, "one client, 100 MB result", tp, [v for v in ("haproxy", "credproxy") if v in tp],
+                       "proxy_us_per_mb", "proxy CPU per MB, µs")
+    a2.set_title("proxy CPU per MB", fontsize=10)
+    return fig
+
+
+CHARTS = (("qps", "queries per second", chart_qps), ("latency", "point_select latency", chart_latency),
+          ("cpu", "CPU per query", chart_cpu), ("churn", "connection churn", chart_churn),
+          ("throughput", "large result throughput", chart_throughput))
+
+
+def write_charts(results, report_path):
+    """Writes the PNGs next to the report (latest.md -> qps.png, ...; any other name X.md ->
+    X-qps.png, ...). Returns (list of (title, file name), list of notes)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return [], ["charts skipped: matplotlib is not installed (apt-get install python3-matplotlib)"]
+    prefix = "" if report_path.stem == "latest" else report_path.stem + "-"
+    made, notes = [], []
+    for name, title, fn in CHARTS:
+        try:
+            fig = fn(plt, results)
+            if fig is None:
+                continue
+            fig.tight_layout()
+            path = report_path.parent / ("%s%s.png" % (prefix, name))
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            made.append((title, path.name))
+        except Exception as e:  # a chart is a picture of the report, never a reason to fail it
+            notes.append("chart %s failed: %s: %s" % (name, type(e).__name__, e))
+            plt.close("all")
+    return made, notes
+
+
+def charts_section(made, notes):
+    out = ["## Charts", ""]
+    for title, fname in made:
+        out += ["![%s](%s)" % (title, fname), ""]
+    for n in notes:
+        out += ["- " + n]
+    return "\n".join(out) + "\n"
+
+
 def fmt(v, digits):
     return "-" if v is None else "%.*f" % (digits, v)
 
@@ -1286,7 +1965,8 @@ def main():
     ap.add_argument("--rounds", type=int, help="interleaved rounds (default 5, quick 1)")
     ap.add_argument("--duration", type=int, help="seconds per sysbench run (default 12, quick 3)")
     ap.add_argument("--workers", type=int, default=1, help="credproxy --workers (default 1, like HAProxy's nbthread 1)")
-    ap.add_argument("--only", help="comma list of workloads: startup,sysbench,oltp,churn,large,idle,rotation")
+    ap.add_argument("--only", help="comma list of workloads: startup,sysbench,oltp,workers,tls,churn,"
+                    "large,throughput,idle,rotation")
     ap.add_argument("--log-level", default="warn", help="credproxy --log-level (default warn; the report "
                     "counts the lines credproxy logged)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, datadir)")
@@ -1329,6 +2009,12 @@ def main():
     text = b.report()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(text + "\n")
+    made, chart_notes = write_charts(b.results, out_path)
+    if made or chart_notes:
+        text += "\n" + charts_section(made, chart_notes)
+        out_path.write_text(text + "\n")
+    for n in chart_notes:
+        log(n)
     raw = dict(profile=b.p, results=b.results, problems=b.problems, notes=b.notes,
                verdicts=b.verdicts, machine=b.machine())
     out_path.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str) + "\n")

@@ -4,6 +4,7 @@
 #   bench/run.sh            full run (about 25 minutes on 2 cores); writes bench/results/latest.md
 #   bench/run.sh --quick    smoke run, every workload at tiny durations (1-2 minutes), for CI;
 #                           writes bench/results/quick.md
+#   Both also write PNG charts next to the report (qps.png, ... or quick-qps.png, ...).
 #
 # Other flags go to bench/driver.py (--rounds N, --duration S, --workers N, --only LIST,
 # --keep, --strict, --out FILE); see `bench/driver.py --help` and docs/bench.md.
@@ -17,9 +18,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD="$ROOT/build-release"
 
-# Debian packages the benchmark needs: the load tools and servers, and credproxy's build deps.
+# Debian packages the benchmark needs: the load tools and servers, credproxy's build deps, and
+# matplotlib for the report's PNG charts (the driver skips the charts, with a note, without it).
 PACKAGES=(sysbench haproxy mariadb-server mariadb-client libmariadb-dev cmake pkg-config gcc make
-          libevent-dev libssl-dev libcurl4-openssl-dev libcjson-dev python3 openssl)
+          libevent-dev libssl-dev libcurl4-openssl-dev libcjson-dev python3 openssl
+          python3-matplotlib)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
