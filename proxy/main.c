@@ -1,5 +1,6 @@
 /* credproxy: start-up, signals and shutdown. */
 #include <errno.h>
+#include <sched.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -64,6 +65,25 @@ static int hash_password(void)
     OPENSSL_cleanse(line, sizeof(line));
     printf("%s\n", out);
     return 0;
+}
+
+/*
+ * workers = 0: one event loop per two CPUs this process may run on, at least
+ * one. credproxy sits next to the application (and, in the benchmark, the
+ * database) on the same CPUs; measured on 2 vCPUs, a second loop costs as
+ * much CPU per query and gives fewer queries a second than one (bench/run.sh
+ * --only workers; docs/bench.md). Affinity (taskset, cpusets) counts, not
+ * the host's CPUs.
+ */
+static int default_workers(void)
+{
+    cpu_set_t set;
+    int n = 0;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0)
+        n = CPU_COUNT(&set);
+    if (n <= 0)
+        n = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    return n / 2 > 1 ? n / 2 : 1;
 }
 
 static struct daemon *the_daemon; /* for probe_done, which only gets the route */
@@ -189,7 +209,7 @@ static int start(struct daemon *d)
     for (size_t i = 0; d->routes.all && i < d->routes.n; i++)
         if (!(d->routes.all[i] = calloc(1, sizeof(struct route))))
             d->routes.n = i; /* out of memory: failed below */
-    d->n_workers = d->cfg.workers > 0 ? d->cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    d->n_workers = d->cfg.workers > 0 ? d->cfg.workers : default_workers();
     if (d->n_workers < 1)
         d->n_workers = 1;
     d->workers = calloc((size_t)d->n_workers, sizeof(*d->workers));
