@@ -7,6 +7,7 @@
 #include "proxy/session.h"
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
@@ -103,6 +104,31 @@ void session_arm_timer(struct session *s, int ms, void (*cb)(evutil_socket_t, sh
 }
 
 /*
+ * The same for a TLS connection upstream (a socket TLS bufferevent): each
+ * chunk is encrypted and written at once. A chunk OpenSSL could not write
+ * whole stays in data, which moves to the bufferevent's output chunk by
+ * chunk, so libevent's retry hands SSL_write the very buffer and length it
+ * had (what OpenSSL requires after SSL_ERROR_WANT_WRITE); an error is found
+ * again, and reported, by that retry.
+ */
+static void ssl_write_now(SSL *ssl, struct evbuffer *data)
+{
+    while (evbuffer_get_length(data) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(data, -1, NULL, &v, 1) < 1)
+            return;
+        int n = v.iov_len > INT_MAX ? INT_MAX : (int)v.iov_len;
+        ERR_clear_error();
+        int r = SSL_write(ssl, v.iov_base, n);
+        if (r <= 0) {
+            ERR_clear_error();
+            return;
+        }
+        evbuffer_drain(data, (size_t)r);
+    }
+}
+
+/*
  * Sends data (drained) to dst. On a plain socket with nothing queued it is
  * written at once: bufferevents otherwise wait for the next loop turn and
  * register and unregister write interest around every write, two epoll_ctl
@@ -112,10 +138,14 @@ void session_arm_timer(struct session *s, int ms, void (*cb)(evutil_socket_t, sh
 void session_send_now(struct bufferevent *dst, struct evbuffer *data)
 {
     struct evbuffer *out = bufferevent_get_output(dst);
-    if (evbuffer_get_length(out) == 0 && !bufferevent_openssl_get_ssl(dst) &&
-        !bufferevent_get_underlying(dst)) {
-        while (evbuffer_get_length(data) > 0 && evbuffer_write(data, bufferevent_getfd(dst)) > 0)
-            ;
+    if (evbuffer_get_length(out) == 0 && !bufferevent_get_underlying(dst)) {
+        SSL *ssl = bufferevent_openssl_get_ssl(dst);
+        if (ssl)
+            ssl_write_now(ssl, data);
+        else
+            while (evbuffer_get_length(data) > 0 &&
+                   evbuffer_write(data, bufferevent_getfd(dst)) > 0)
+                ;
     }
     if (evbuffer_get_length(data) > 0)
         evbuffer_add_buffer(out, data);
