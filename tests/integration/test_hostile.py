@@ -20,6 +20,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import threading
 import time
 
 import harness
@@ -826,6 +827,55 @@ class UntrackedPrepareMemory(HostileCase):
             for i in range(17):
                 self.assertEqual(c.read_result(), ("rows", [b"%d" % i]))
         self.prepares_after(pipelined)
+
+
+# --- 9. a client that floods without reading --------------------------------------------------
+
+class FloodWithoutReading(HostileCase):
+    """
+    A client pipelines thousands of queries and reads none of the replies for a
+    while: its socket fills, then credproxy's buffer toward it, then credproxy
+    stops reading the server, the server stops reading credproxy, and
+    credproxy stops reading the client (each side's read high mark). When the
+    client starts reading, everything resumes and every reply arrives in
+    order. Meanwhile another client is served normally.
+    """
+    QUERIES = 6000
+    ROW = 2000  # bytes per reply row: ~12 MB of replies, far above every buffer in the way
+
+    def flood(self, p):
+        c = self.raw(p.port, timeout=60, rcvbuf=16384)
+        c.login()
+        # ~1.5 MB of statements: more than credproxy reads ahead of the server (256 KiB)
+        stream = b"".join(query("SELECT REPEAT('%s', %d) /* %s */"
+                                % ("abcdefghij"[i % 10], self.ROW, "p" * 200))
+                          for i in range(self.QUERIES))
+        sender = threading.Thread(target=c.send, args=(stream,), daemon=True)
+        sender.start()
+        time.sleep(1.5)  # nothing read: every buffer on the way fills and reading pauses
+        other = connect(p.port, connect_timeout=5, read_timeout=10)
+        try:
+            t0 = time.monotonic()
+            self.assertEqual(scalar(other, "SELECT 'served'"), "served")
+            self.assertLess(time.monotonic() - t0, 5.0, "another client waited on the flood")
+        finally:
+            other.close()
+        for i in range(self.QUERIES):
+            kind, rows = c.read_result()
+            self.assertEqual(kind, "rows", "reply %d: %r" % (i, rows))
+            self.assertEqual(rows, ["abcdefghij"[i % 10].encode() * self.ROW],
+                             "reply %d out of order or cut" % i)
+        sender.join(30)
+        self.assertFalse(sender.is_alive(), "the client could not finish sending")
+        c.send(query("SELECT 'after'"))
+        self.assertEqual(c.read_result(), ("rows", [b"after"]))
+        self.assert_live(p)
+
+    def test_flood_without_reading(self):
+        self.flood(self.proxy("--workers", "1"))
+
+    def test_flood_without_reading_multiplexed(self):
+        self.flood(self.proxy("--workers", "1", *MUX))
 
 
 # --- 8. flood beyond the descriptor limit -----------------------------------------------------
