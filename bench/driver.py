@@ -204,6 +204,7 @@ class Bench:
         self.build = Path(args.build_dir).resolve()
         self.credproxy_bin = self.build / "proxy" / "credproxy"
         self.churn_bin = self.build / "bench" / "bench_churn"
+        self.churn_proto_bin = self.build / "bench" / "bench_churn_proto"
         self.workdir = Path(tempfile.mkdtemp(prefix="credproxy-bench."))
         self.dbdir = self.workdir / "db"
         self.services = {}
@@ -672,10 +673,19 @@ class Bench:
 
     # ---- connection churn -----------------------------------------------------------------
 
-    def run_churn(self, name, threads, seconds):
+    # The churn clients: Connector/C (what applications use) and bench_churn_proto, which
+    # speaks the protocol itself at a few µs of client CPU per connection, so the machine's
+    # two cores go to the proxy and the server rather than to libmariadb.
+    CHURN_CLIENTS = ("proto", "connc")
+
+    def run_churn(self, name, threads, seconds, client="connc"):
         port, user, pw, svc = self.target(name)
+        binary = self.churn_proto_bin if client == "proto" else self.churn_bin
+        if not binary.exists():
+            self.problems.append("churn: %s is missing (bench/run.sh builds it)" % binary)
+            return None
         env = dict(os.environ, BENCH_PASSWORD=pw)
-        argv = [str(self.churn_bin), "--host", "127.0.0.1", "--port", str(port), "--user", user,
+        argv = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--user", user,
                 "--db", "app", "--threads", str(threads), "--seconds", str(seconds)]
         cpu0 = svc.cpu() if svc else None
         out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
@@ -683,35 +693,44 @@ class Bench:
         try:
             r = json.loads(out.stdout)
         except ValueError:
-            self.problems.append("bench_churn via %s printed no result (exit %d): %s"
-                                 % (name, out.returncode, out.stderr[-500:]))
+            self.problems.append("%s via %s printed no result (exit %d): %s"
+                                 % (binary.name, name, out.returncode, out.stderr[-500:]))
             return None
         if svc and r["connections"]:
             r["proxy_us_per_conn"] = (cpu1 - cpu0) / r["connections"] * 1e6
         if r["errors"]:
-            self.problems.append("churn via %s: %d of %d connections failed; first: %s"
-                                 % (name, r["errors"], r["errors"] + r["connections"], r["first_error"]))
+            self.problems.append("churn (%s) via %s: %d of %d connections failed; first: %s"
+                                 % (binary.name, name, r["errors"], r["errors"] + r["connections"],
+                                    r["first_error"]))
         return r
 
     def wl_churn(self):
+        """Both clients, every target, interleaved per round. results["churn"]["summary"] stays
+        the Connector/C one (its shape unchanged); "summary_proto" is bench_churn_proto's."""
         p = self.p
-        runs = {}
+        runs = {c: {} for c in self.CHURN_CLIENTS}
         for rnd in range(p["rounds"]):
             for name in self.order(rnd):
-                log("round %d/%d: churn 8 threads via %s (%ds)" % (rnd + 1, p["rounds"], name, p["churn_seconds"]))
-                r = self.run_churn(name, 8, p["churn_seconds"])
-                if self.check_alive("churn via %s" % name):
-                    r = self.run_churn(name, 8, p["churn_seconds"])  # void: once more
-                if r:
-                    runs.setdefault(name, []).append(r)
-        summary = {}
-        for name, rs in runs.items():
-            summary[name] = {k: median([r.get(k) for r in rs]) for k in
-                             ("cps", "p50_ms", "p99_ms", "proxy_us_per_conn")}
-            summary[name]["errors"] = sum(r["errors"] for r in rs)
-        self.results["churn"] = {"summary": summary,
-                                 "runs": {n: [{k: v for k, v in r.items() if not k.endswith("_per_s")}
-                                              for r in rs] for n, rs in runs.items()}}
+                for client in self.CHURN_CLIENTS:
+                    log("round %d/%d: churn (%s) 8 threads via %s (%ds)"
+                        % (rnd + 1, p["rounds"], client, name, p["churn_seconds"]))
+                    r = self.run_churn(name, 8, p["churn_seconds"], client)
+                    if self.check_alive("churn (%s) via %s" % (client, name)):
+                        r = self.run_churn(name, 8, p["churn_seconds"], client)  # void: once more
+                    if r:
+                        runs[client].setdefault(name, []).append(r)
+        res = {}
+        for client, by_target in runs.items():
+            summary = {}
+            for name, rs in by_target.items():
+                summary[name] = {k: median([r.get(k) for r in rs]) for k in
+                                 ("cps", "p50_ms", "p99_ms", "proxy_us_per_conn")}
+                summary[name]["errors"] = sum(r["errors"] for r in rs)
+            sfx = "" if client == "connc" else "_" + client
+            res["summary" + sfx] = summary
+            res["runs" + sfx] = {n: [{k: v for k, v in r.items() if not k.endswith("_per_s")} for r in rs]
+                                 for n, rs in by_target.items()}
+        self.results["churn"] = res
 
     # ---- large result to a slow client ----------------------------------------------------
 
@@ -1363,17 +1382,36 @@ class Bench:
         self.evaluate_tls()
 
         ch = self.results.get("churn", {}).get("summary", {})
+        chp = self.results.get("churn", {}).get("summary_proto", {})
+        d, h, c = (chp.get(t, {}).get("cps") for t in TARGETS)
+        dc, cc = (ch.get(t, {}).get("cps") for t in ("direct", "credproxy"))
+        connc = "; Connector/C: %.2fx" % (cc / dc) if dc and cc else ""
+        if d and c:
+            self.verdict("churn (proto client): credproxy >= 1.5x direct",
+                         "%.2fx (%s vs %s conn/s)%s" % (c / d, fmt_int(c), fmt_int(d), connc), c >= 1.5 * d)
+        else:
+            self.verdict("churn (proto client): credproxy >= 1.5x direct", "-", None)
+        cu = chp.get("credproxy", {}).get("proxy_us_per_conn")
+        hu = chp.get("haproxy", {}).get("proxy_us_per_conn")
+        ccu = ch.get("credproxy", {}).get("proxy_us_per_conn")
+        if cu is not None:
+            self.verdict("churn (proto client): credproxy CPU per client connection <= 50 µs",
+                         "%.0f µs (HAProxy %s µs)%s" % (cu, fmt(hu, 0),
+                                                       "; Connector/C: %.0f µs" % ccu if ccu is not None else ""),
+                         cu <= 50)
+        else:
+            self.verdict("churn (proto client): credproxy CPU per client connection <= 50 µs", "-", None)
         d, h, c = (ch.get(t, {}).get("cps") for t in TARGETS)
         if d and c:
-            self.verdict("churn: credproxy >= 2x direct", "%.2fx (%s vs %s conn/s)" % (c / d, fmt_int(c), fmt_int(d)),
-                         c >= 2 * d)
+            self.verdict("churn (Connector/C): credproxy >= 2x direct",
+                         "%.2fx (%s vs %s conn/s)" % (c / d, fmt_int(c), fmt_int(d)), c >= 2 * d)
         else:
-            self.verdict("churn: credproxy >= 2x direct", "-", None)
+            self.verdict("churn (Connector/C): credproxy >= 2x direct", "-", None)
         if h and c:
-            self.verdict("churn: credproxy >= 3x HAProxy", "%.2fx (%s vs %s conn/s)" % (c / h, fmt_int(c), fmt_int(h)),
-                         c >= 3 * h)
+            self.verdict("churn (Connector/C): credproxy >= 3x HAProxy",
+                         "%.2fx (%s vs %s conn/s)" % (c / h, fmt_int(c), fmt_int(h)), c >= 3 * h)
         else:
-            self.verdict("churn: credproxy >= 3x HAProxy", "-", None)
+            self.verdict("churn (Connector/C): credproxy >= 3x HAProxy", "-", None)
 
         idle = self.results.get("idle", {})
         ci = idle.get("credproxy", {})
@@ -1551,19 +1589,25 @@ class Bench:
                     ))
             w("")
 
-        ch = self.results.get("churn", {}).get("summary")
-        if ch:
-            w("## Connection churn (bench_churn: 8 threads, connect / SELECT 1 / close, %d s)" % p["churn_seconds"])
+        churn = self.results.get("churn", {})
+        if churn.get("summary") or churn.get("summary_proto"):
+            w("## Connection churn (8 threads, connect / SELECT 1 / close, %d s)" % p["churn_seconds"])
             w("")
-            w("| via | connections/s | vs direct | cycle p50 ms | cycle p99 ms | proxy CPU/conn µs | errors |")
-            w("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-            base = ch.get("direct", {}).get("cps")
-            for name in TARGETS:
-                m = ch.get(name)
-                if m:
-                    w("| %s | %s | %s | %s | %s | %s | %d |" % (
-                        name, fmt_int(m["cps"]), "%.2fx" % (m["cps"] / base) if base else "-",
-                        fmt(m["p50_ms"], 2), fmt(m["p99_ms"], 2), fmt(m["proxy_us_per_conn"], 0), m["errors"]))
+            w("client: `proto` is bench_churn_proto (speaks the protocol itself, little client CPU), "
+              "`Connector/C` is bench_churn (libmariadb). proxy CPU/conn = the proxy process's "
+              "utime+stime over the run / connections made.")
+            w("")
+            w("| client | via | connections/s | vs direct | cycle p50 ms | cycle p99 ms | proxy CPU/conn µs | errors |")
+            w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+            for label, key in (("proto", "summary_proto"), ("Connector/C", "summary")):
+                ch = churn.get(key) or {}
+                base = ch.get("direct", {}).get("cps")
+                for name in TARGETS:
+                    m = ch.get(name)
+                    if m:
+                        w("| %s | %s | %s | %s | %s | %s | %s | %d |" % (
+                            label, name, fmt_int(m["cps"]), "%.2fx" % (m["cps"] / base) if base else "-",
+                            fmt(m["p50_ms"], 2), fmt(m["p99_ms"], 2), fmt(m["proxy_us_per_conn"], 0), m["errors"]))
             w("")
 
         idle = self.results.get("idle")
