@@ -732,6 +732,28 @@ class Bench:
                                  for n, rs in by_target.items()}
         self.results["churn"] = res
 
+    # ---- syscalls per query and per connection (bench/syscalls.py) -------------------------
+
+    def wl_syscalls(self):
+        """strace -c on fresh proxies: SELECT 1 on one open connection, then connect/SELECT 1/
+        close cycles. credproxy gets --allow-core-dumps true: it is not traceable otherwise."""
+        nq, nc = (2000, 300) if self.args.quick else (10000, 2000)
+        res = {}
+        for kind, extra in (("haproxy", ()), ("credproxy", ("--allow-core-dumps", "true"))):
+            svc = self.start_service(kind, "%s-syscalls" % kind, extra)
+            self.extra_services.append(svc)
+            env = dict(os.environ, BENCH_PASSWORD="" if kind == "credproxy" else self.secret()["password"])
+            for mode, argv in (("query", ["--queries", str(nq)]), ("conn", ["--churn", str(nc)])):
+                log("syscalls per %s via %s (strace)" % (mode, kind))
+                out = subprocess.run([sys.executable, str(ROOT / "bench" / "syscalls.py"), "--pid", str(svc.pid),
+                                      "--port", str(svc.port), "--name", kind, "--json", *argv],
+                                     env=env, capture_output=True, text=True, timeout=600)
+                try:
+                    res.setdefault(kind, {})[mode] = json.loads(out.stdout)
+                except ValueError:
+                    self.problems.append("syscalls.py per %s via %s failed: %s" % (mode, kind, out.stderr[-500:]))
+        self.results["syscalls"] = res
+
     # ---- large result to a slow client ----------------------------------------------------
 
     def slow_read(self, port, user, pw, svc):
@@ -1198,8 +1220,8 @@ class Bench:
             return
         steps = [("startup", self.wl_startup), ("sysbench", self.wl_sysbench),
                  ("workers", self.wl_workers), ("tls", self.wl_tls),
-                 ("churn", self.wl_churn), ("large", self.wl_large), ("throughput", self.wl_throughput),
-                 ("idle", self.wl_idle),
+                 ("churn", self.wl_churn), ("syscalls", self.wl_syscalls), ("large", self.wl_large),
+                 ("throughput", self.wl_throughput), ("idle", self.wl_idle),
                  ("rotation", self.wl_rotation)]  # rotation last: it changes the password
         for name, fn in steps:
             if name == "sysbench" and not (self.want("sysbench") or self.want("oltp")):
@@ -1610,6 +1632,29 @@ class Bench:
                             fmt(m["p50_ms"], 2), fmt(m["p99_ms"], 2), fmt(m["proxy_us_per_conn"], 0), m["errors"]))
             w("")
 
+        sc = self.results.get("syscalls")
+        if sc:
+            w("## Syscalls per query and per connection (bench/syscalls.py, strace -c -f)")
+            w("")
+            w("Fresh proxies, nothing else connected. per query: SELECT 1 on one connection opened "
+              "before strace attached; per connection: connect / login / SELECT 1 / close, one after "
+              "the other. Counts are exact (strace slows the calls down; no times).")
+            w("")
+            w("| syscall | " + " | ".join("%s per %s" % (k, m) for m in ("query", "conn") for k in sc) + " |")
+            w("| --- |" + " ---: |" * (2 * len(sc)))
+            names = sorted({n for k in sc for m in ("query", "conn") for n in sc[k].get(m, {}).get("syscalls", {})},
+                           key=lambda n: -max(sc[k].get(m, {}).get("syscalls", {}).get(n, {}).get("per_unit", 0)
+                                              for k in sc for m in ("query", "conn")))
+            for n in names + ["total"]:
+                cells = []
+                for m in ("query", "conn"):
+                    for k in sc:
+                        r = sc[k].get(m)
+                        v = (r["per_unit_total"] if n == "total" else r["syscalls"].get(n, {}).get("per_unit")) if r else None
+                        cells.append("**%.2f**" % v if n == "total" and v is not None else fmt(v, 2))
+                w("| %s | %s |" % (n, " | ".join(cells)))
+            w("")
+
         idle = self.results.get("idle")
         if idle:
             w("## Idle connections")
@@ -2010,7 +2055,7 @@ def main():
     ap.add_argument("--duration", type=int, help="seconds per sysbench run (default 12, quick 3)")
     ap.add_argument("--workers", type=int, default=1, help="credproxy --workers (default 1, like HAProxy's nbthread 1)")
     ap.add_argument("--only", help="comma list of workloads: startup,sysbench,oltp,workers,tls,churn,"
-                    "large,throughput,idle,rotation")
+                    "syscalls,large,throughput,idle,rotation")
     ap.add_argument("--log-level", default="warn", help="credproxy --log-level (default warn; the report "
                     "counts the lines credproxy logged)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, datadir)")
