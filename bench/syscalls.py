@@ -154,8 +154,8 @@ class Tracer:
 
 
 def measure(args):
-    tool = "strace" if shutil.which("strace") else "perf" if shutil.which("perf") else None
-    if not tool:
+    tool = args.tool or ("strace" if shutil.which("strace") else "perf" if shutil.which("perf") else None)
+    if not tool or not shutil.which(tool):
         raise RuntimeError("neither strace nor perf is installed (apt-get install strace)")
     pw = os.environ.get("BENCH_PASSWORD", "")
     connect = lambda: mysqlproto.connect(args.host, args.port, args.user, pw, args.db)  # noqa: E731
@@ -219,6 +219,7 @@ def main():
     ap.add_argument("--db", default="app")
     ap.add_argument("--queries", type=int, default=10000, help="SELECT 1 on one connection (default 10000)")
     ap.add_argument("--churn", type=int, metavar="N", help="instead: N connect / SELECT 1 / close cycles")
+    ap.add_argument("--tool", choices=("strace", "perf"), help="default: strace, perf trace if strace is missing")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
     if not Path("/proc/%d" % args.pid).exists():
