@@ -204,6 +204,7 @@ class Bench:
         self.build = Path(args.build_dir).resolve()
         self.credproxy_bin = self.build / "proxy" / "credproxy"
         self.churn_bin = self.build / "bench" / "bench_churn"
+        self.churn_proto_bin = self.build / "bench" / "bench_churn_proto"
         self.workdir = Path(tempfile.mkdtemp(prefix="credproxy-bench."))
         self.dbdir = self.workdir / "db"
         self.services = {}
@@ -672,10 +673,19 @@ class Bench:
 
     # ---- connection churn -----------------------------------------------------------------
 
-    def run_churn(self, name, threads, seconds):
+    # The churn clients: Connector/C (what applications use) and bench_churn_proto, which
+    # speaks the protocol itself: about 2 µs of user CPU per connection instead of 11 (57 vs
+    # 83 µs with the kernel's part), so more of the two cores go to the proxy and the server.
+    CHURN_CLIENTS = ("proto", "connc")
+
+    def run_churn(self, name, threads, seconds, client="connc"):
         port, user, pw, svc = self.target(name)
+        binary = self.churn_proto_bin if client == "proto" else self.churn_bin
+        if not binary.exists():
+            self.problems.append("churn: %s is missing (bench/run.sh builds it)" % binary)
+            return None
         env = dict(os.environ, BENCH_PASSWORD=pw)
-        argv = [str(self.churn_bin), "--host", "127.0.0.1", "--port", str(port), "--user", user,
+        argv = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--user", user,
                 "--db", "app", "--threads", str(threads), "--seconds", str(seconds)]
         cpu0 = svc.cpu() if svc else None
         out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
@@ -683,35 +693,74 @@ class Bench:
         try:
             r = json.loads(out.stdout)
         except ValueError:
-            self.problems.append("bench_churn via %s printed no result (exit %d): %s"
-                                 % (name, out.returncode, out.stderr[-500:]))
+            self.problems.append("%s via %s printed no result (exit %d): %s"
+                                 % (binary.name, name, out.returncode, out.stderr[-500:]))
             return None
         if svc and r["connections"]:
             r["proxy_us_per_conn"] = (cpu1 - cpu0) / r["connections"] * 1e6
+        # A whole second without one finished cycle, or a run that overran its time: every
+        # thread waited at once (seen on this shared machine: 1 + 2 s, SYN-retransmit-like,
+        # for direct MariaDB logins at the same moment). The conn/s of such a run is no rate.
+        idle_s = [i for i, n in enumerate(r["ok_per_s"][:int(seconds)]) if n == 0]
+        if idle_s or r["seconds"] > seconds + 0.5:
+            self.problems.append("churn (%s) via %s stalled: %.1f s for a %d s run, no cycle finished in "
+                                 "second(s) %s; ok per second %s" % (binary.name, name, r["seconds"], seconds,
+                                                                     idle_s, r["ok_per_s"]))
         if r["errors"]:
-            self.problems.append("churn via %s: %d of %d connections failed; first: %s"
-                                 % (name, r["errors"], r["errors"] + r["connections"], r["first_error"]))
+            self.problems.append("churn (%s) via %s: %d of %d connections failed; first: %s"
+                                 % (binary.name, name, r["errors"], r["errors"] + r["connections"],
+                                    r["first_error"]))
         return r
 
     def wl_churn(self):
+        """Both clients, every target, interleaved per round. results["churn"]["summary"] stays
+        the Connector/C one (its shape unchanged); "summary_proto" is bench_churn_proto's."""
         p = self.p
-        runs = {}
+        runs = {c: {} for c in self.CHURN_CLIENTS}
         for rnd in range(p["rounds"]):
             for name in self.order(rnd):
-                log("round %d/%d: churn 8 threads via %s (%ds)" % (rnd + 1, p["rounds"], name, p["churn_seconds"]))
-                r = self.run_churn(name, 8, p["churn_seconds"])
-                if self.check_alive("churn via %s" % name):
-                    r = self.run_churn(name, 8, p["churn_seconds"])  # void: once more
-                if r:
-                    runs.setdefault(name, []).append(r)
-        summary = {}
-        for name, rs in runs.items():
-            summary[name] = {k: median([r.get(k) for r in rs]) for k in
-                             ("cps", "p50_ms", "p99_ms", "proxy_us_per_conn")}
-            summary[name]["errors"] = sum(r["errors"] for r in rs)
-        self.results["churn"] = {"summary": summary,
-                                 "runs": {n: [{k: v for k, v in r.items() if not k.endswith("_per_s")}
-                                              for r in rs] for n, rs in runs.items()}}
+                for client in self.CHURN_CLIENTS:
+                    log("round %d/%d: churn (%s) 8 threads via %s (%ds)"
+                        % (rnd + 1, p["rounds"], client, name, p["churn_seconds"]))
+                    r = self.run_churn(name, 8, p["churn_seconds"], client)
+                    if self.check_alive("churn (%s) via %s" % (client, name)):
+                        r = self.run_churn(name, 8, p["churn_seconds"], client)  # void: once more
+                    if r:
+                        runs[client].setdefault(name, []).append(r)
+        res = {}
+        for client, by_target in runs.items():
+            summary = {}
+            for name, rs in by_target.items():
+                summary[name] = {k: median([r.get(k) for r in rs]) for k in
+                                 ("cps", "p50_ms", "p99_ms", "proxy_us_per_conn")}
+                summary[name]["errors"] = sum(r["errors"] for r in rs)
+            sfx = "" if client == "connc" else "_" + client
+            res["summary" + sfx] = summary
+            res["runs" + sfx] = {n: [{k: v for k, v in r.items() if not k.endswith("_per_s")} for r in rs]
+                                 for n, rs in by_target.items()}
+        self.results["churn"] = res
+
+    # ---- syscalls per query and per connection (bench/syscalls.py) -------------------------
+
+    def wl_syscalls(self):
+        """strace -c on fresh proxies: SELECT 1 on one open connection, then connect/SELECT 1/
+        close cycles. credproxy gets --allow-core-dumps true: it is not traceable otherwise."""
+        nq, nc = (2000, 300) if self.args.quick else (10000, 2000)
+        res = {}
+        for kind, extra in (("haproxy", ()), ("credproxy", ("--allow-core-dumps", "true"))):
+            svc = self.start_service(kind, "%s-syscalls" % kind, extra)
+            self.extra_services.append(svc)
+            env = dict(os.environ, BENCH_PASSWORD="" if kind == "credproxy" else self.secret()["password"])
+            for mode, argv in (("query", ["--queries", str(nq)]), ("conn", ["--churn", str(nc)])):
+                log("syscalls per %s via %s (strace)" % (mode, kind))
+                out = subprocess.run([sys.executable, str(ROOT / "bench" / "syscalls.py"), "--pid", str(svc.pid),
+                                      "--port", str(svc.port), "--name", kind, "--json", *argv],
+                                     env=env, capture_output=True, text=True, timeout=600)
+                try:
+                    res.setdefault(kind, {})[mode] = json.loads(out.stdout)
+                except ValueError:
+                    self.problems.append("syscalls.py per %s via %s failed: %s" % (mode, kind, out.stderr[-500:]))
+        self.results["syscalls"] = res
 
     # ---- large result to a slow client ----------------------------------------------------
 
@@ -1179,8 +1228,8 @@ class Bench:
             return
         steps = [("startup", self.wl_startup), ("sysbench", self.wl_sysbench),
                  ("workers", self.wl_workers), ("tls", self.wl_tls),
-                 ("churn", self.wl_churn), ("large", self.wl_large), ("throughput", self.wl_throughput),
-                 ("idle", self.wl_idle),
+                 ("churn", self.wl_churn), ("syscalls", self.wl_syscalls), ("large", self.wl_large),
+                 ("throughput", self.wl_throughput), ("idle", self.wl_idle),
                  ("rotation", self.wl_rotation)]  # rotation last: it changes the password
         for name, fn in steps:
             if name == "sysbench" and not (self.want("sysbench") or self.want("oltp")):
@@ -1363,17 +1412,36 @@ class Bench:
         self.evaluate_tls()
 
         ch = self.results.get("churn", {}).get("summary", {})
+        chp = self.results.get("churn", {}).get("summary_proto", {})
+        d, h, c = (chp.get(t, {}).get("cps") for t in TARGETS)
+        dc, cc = (ch.get(t, {}).get("cps") for t in ("direct", "credproxy"))
+        connc = "; Connector/C: %.2fx" % (cc / dc) if dc and cc else ""
+        if d and c:
+            self.verdict("churn (proto client): credproxy >= 1.5x direct",
+                         "%.2fx (%s vs %s conn/s)%s" % (c / d, fmt_int(c), fmt_int(d), connc), c >= 1.5 * d)
+        else:
+            self.verdict("churn (proto client): credproxy >= 1.5x direct", "-", None)
+        cu = chp.get("credproxy", {}).get("proxy_us_per_conn")
+        hu = chp.get("haproxy", {}).get("proxy_us_per_conn")
+        ccu = ch.get("credproxy", {}).get("proxy_us_per_conn")
+        if cu is not None:
+            self.verdict("churn (proto client): credproxy CPU per client connection <= 50 µs",
+                         "%.0f µs (HAProxy %s µs)%s" % (cu, fmt(hu, 0),
+                                                       "; Connector/C: %.0f µs" % ccu if ccu is not None else ""),
+                         cu <= 50)
+        else:
+            self.verdict("churn (proto client): credproxy CPU per client connection <= 50 µs", "-", None)
         d, h, c = (ch.get(t, {}).get("cps") for t in TARGETS)
         if d and c:
-            self.verdict("churn: credproxy >= 2x direct", "%.2fx (%s vs %s conn/s)" % (c / d, fmt_int(c), fmt_int(d)),
-                         c >= 2 * d)
+            self.verdict("churn (Connector/C): credproxy >= 2x direct",
+                         "%.2fx (%s vs %s conn/s)" % (c / d, fmt_int(c), fmt_int(d)), c >= 2 * d)
         else:
-            self.verdict("churn: credproxy >= 2x direct", "-", None)
+            self.verdict("churn (Connector/C): credproxy >= 2x direct", "-", None)
         if h and c:
-            self.verdict("churn: credproxy >= 3x HAProxy", "%.2fx (%s vs %s conn/s)" % (c / h, fmt_int(c), fmt_int(h)),
-                         c >= 3 * h)
+            self.verdict("churn (Connector/C): credproxy >= 3x HAProxy",
+                         "%.2fx (%s vs %s conn/s)" % (c / h, fmt_int(c), fmt_int(h)), c >= 3 * h)
         else:
-            self.verdict("churn: credproxy >= 3x HAProxy", "-", None)
+            self.verdict("churn (Connector/C): credproxy >= 3x HAProxy", "-", None)
 
         idle = self.results.get("idle", {})
         ci = idle.get("credproxy", {})
@@ -1551,19 +1619,48 @@ class Bench:
                     ))
             w("")
 
-        ch = self.results.get("churn", {}).get("summary")
-        if ch:
-            w("## Connection churn (bench_churn: 8 threads, connect / SELECT 1 / close, %d s)" % p["churn_seconds"])
+        churn = self.results.get("churn", {})
+        if churn.get("summary") or churn.get("summary_proto"):
+            w("## Connection churn (8 threads, connect / SELECT 1 / close, %d s)" % p["churn_seconds"])
             w("")
-            w("| via | connections/s | vs direct | cycle p50 ms | cycle p99 ms | proxy CPU/conn µs | errors |")
-            w("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-            base = ch.get("direct", {}).get("cps")
-            for name in TARGETS:
-                m = ch.get(name)
-                if m:
-                    w("| %s | %s | %s | %s | %s | %s | %d |" % (
-                        name, fmt_int(m["cps"]), "%.2fx" % (m["cps"] / base) if base else "-",
-                        fmt(m["p50_ms"], 2), fmt(m["p99_ms"], 2), fmt(m["proxy_us_per_conn"], 0), m["errors"]))
+            w("client: `proto` is bench_churn_proto (speaks the protocol itself, less client CPU), "
+              "`Connector/C` is bench_churn (libmariadb). proxy CPU/conn = the proxy process's "
+              "utime+stime over the run / connections made.")
+            w("")
+            w("| client | via | connections/s | vs direct | cycle p50 ms | cycle p99 ms | proxy CPU/conn µs | errors |")
+            w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+            for label, key in (("proto", "summary_proto"), ("Connector/C", "summary")):
+                ch = churn.get(key) or {}
+                base = ch.get("direct", {}).get("cps")
+                for name in TARGETS:
+                    m = ch.get(name)
+                    if m:
+                        w("| %s | %s | %s | %s | %s | %s | %s | %d |" % (
+                            label, name, fmt_int(m["cps"]), "%.2fx" % (m["cps"] / base) if base else "-",
+                            fmt(m["p50_ms"], 2), fmt(m["p99_ms"], 2), fmt(m["proxy_us_per_conn"], 0), m["errors"]))
+            w("")
+
+        sc = self.results.get("syscalls")
+        if sc:
+            w("## Syscalls per query and per connection (bench/syscalls.py, strace -c -f)")
+            w("")
+            w("Fresh proxies, nothing else connected. per query: SELECT 1 on one connection opened "
+              "before strace attached; per connection: connect / login / SELECT 1 / close, one after "
+              "the other. Counts are exact (strace slows the calls down; no times).")
+            w("")
+            w("| syscall | " + " | ".join("%s per %s" % (k, m) for m in ("query", "conn") for k in sc) + " |")
+            w("| --- |" + " ---: |" * (2 * len(sc)))
+            names = sorted({n for k in sc for m in ("query", "conn") for n in sc[k].get(m, {}).get("syscalls", {})},
+                           key=lambda n: -max(sc[k].get(m, {}).get("syscalls", {}).get(n, {}).get("per_unit", 0)
+                                              for k in sc for m in ("query", "conn")))
+            for n in names + ["total"]:
+                cells = []
+                for m in ("query", "conn"):
+                    for k in sc:
+                        r = sc[k].get(m)
+                        v = (r["per_unit_total"] if n == "total" else r["syscalls"].get(n, {}).get("per_unit")) if r else None
+                        cells.append("**%.2f**" % v if n == "total" and v is not None else fmt(v, 2))
+                w("| %s | %s |" % (n, " | ".join(cells)))
             w("")
 
         idle = self.results.get("idle")
@@ -1866,7 +1963,9 @@ def churn_points(summary):
 
 
 def chart_churn(plt, results):
-    points = churn_points(results.get("churn", {}).get("summary") or {})
+    churn = results.get("churn", {})
+    points = churn_points({c: churn[k] for c, k in (("proto", "summary_proto"), ("Connector/C", "summary"))
+                           if churn.get(k)})
     if not points:
         return None
 
@@ -1966,7 +2065,7 @@ def main():
     ap.add_argument("--duration", type=int, help="seconds per sysbench run (default 12, quick 3)")
     ap.add_argument("--workers", type=int, default=1, help="credproxy --workers (default 1, like HAProxy's nbthread 1)")
     ap.add_argument("--only", help="comma list of workloads: startup,sysbench,oltp,workers,tls,churn,"
-                    "large,throughput,idle,rotation")
+                    "syscalls,large,throughput,idle,rotation")
     ap.add_argument("--log-level", default="warn", help="credproxy --log-level (default warn; the report "
                     "counts the lines credproxy logged)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, datadir)")

@@ -23,6 +23,8 @@ BUILD="$ROOT/build-release"
 PACKAGES=(sysbench haproxy mariadb-server mariadb-client libmariadb-dev cmake pkg-config gcc make
           libevent-dev libssl-dev libcurl4-openssl-dev libcjson-dev python3 openssl
           python3-matplotlib)
+# bench/syscalls.py: syscall counts per query and per connection of a running proxy.
+PACKAGES+=(strace)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -49,6 +51,6 @@ cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$BUILD/configure.log" 
     cat "$BUILD/configure.log" >&2
     exit 1
 }
-cmake --build "$BUILD" -j"$(nproc)" --target credproxy bench_churn >/dev/null
+cmake --build "$BUILD" -j"$(nproc)" --target credproxy bench_churn bench_churn_proto >/dev/null
 
 exec /usr/bin/python3 "$ROOT/bench/driver.py" --build-dir "$BUILD" "$@"
