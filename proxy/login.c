@@ -177,8 +177,12 @@ static void begin_upstream(struct session *s)
         .attrs = s->attrs,
         .attrs_len = s->attrs_len,
     };
+    /*
+     * Reading stays on (turning it off and on again costs two epoll_ctl calls per login): in
+     * CONNECTING the read callback leaves what the client sends in the buffer, bounded by the
+     * login watermark, for the relay to take up, and a client that leaves is seen at once.
+     */
     session_set_state(s, SESSION_CONNECTING, "logged in; borrowing a connection");
-    session_client_read(s, false);
     s->req = pool_acquire(worker_pool(s->worker, s->route), &want, first_conn_ready, s);
     if (!s->req)
         session_fail(s, PROTO_ER_CANNOT_CONNECT, "08001", "credproxy: out of memory");

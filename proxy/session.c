@@ -824,6 +824,25 @@ static void describe_peer(struct session *s, int fd, const struct sockaddr *addr
  * id" instead of reaching another session.
  */
 #define SESSION_ID_BASE (1u << 30)
+
+/*
+ * A bufferevent enabled for writing with nothing to write registers write
+ * interest, wakes once and unregisters it: two epoll_ctl calls for nothing.
+ * Greetings and OKs go out with one send (session_send_now), so a client's
+ * socket starts with reading only, and this callback on its output enables
+ * writing the first time bytes are queued there, by whichever code queues them
+ * (the bufferevent's own write callback then writes and resumes them as
+ * usual). It does its work once, then disables itself.
+ */
+static void enable_write_on_queue(struct evbuffer *out, const struct evbuffer_cb_info *info,
+                                  void *arg)
+{
+    struct bufferevent *bev = arg;
+    if (!info->n_added || (bufferevent_get_enabled(bev) & EV_WRITE))
+        return;
+    bufferevent_enable(bev, EV_WRITE);
+    evbuffer_remove_cb(out, enable_write_on_queue, arg); /* safe: libevent saved the next entry */
+}
 static _Atomic uint32_t next_session_id;
 
 void session_start(struct worker *w, struct route *r, int fd, const struct sockaddr *addr,
@@ -876,7 +895,10 @@ void session_start(struct worker *w, struct route *r, int fd, const struct socka
     }
     session_client_callbacks(s);
     bufferevent_setwatermark(s->client, EV_READ, 0, LOGIN_MAX_PACKET + 4);
-    bufferevent_enable(s->client, EV_READ | EV_WRITE);
+    /* Reading only: writing is turned on by the first bytes the socket does not take at once. */
+    if (!evbuffer_add_cb(bufferevent_get_output(s->client), enable_write_on_queue, s->client))
+        bufferevent_enable(s->client, EV_WRITE);
+    bufferevent_enable(s->client, EV_READ);
     log_debug("C-%llu %s: accepted on route %s", (unsigned long long)s->id, s->peer, r->cfg->name);
     /* Refused peers still get a greeting, so clients show the 1045 that follows as it is. */
     s->peer_denied = r->cfg->client_auth == CLIENT_AUTH_PEER &&
