@@ -1,6 +1,7 @@
 /* mysql_native_password challenge-response on OpenSSL; every intermediate hash is wiped. */
 #include "auth/scramble.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,21 +33,50 @@ static void sha1_2(const void *a, size_t alen, const void *b, size_t blen, uint8
     EVP_MD_CTX_free(ctx); /* also cleanses the digest state */
 }
 
+/*
+ * Random bytes are drawn RAND_BYTES_BATCH at a time and handed out from a
+ * per-thread reserve (a RAND_bytes call per login costs more than the rest of
+ * the greeting). Each byte is wiped as it is taken. A forked child starts
+ * with an empty reserve, so it never repeats its parent's challenges.
+ */
+#define RAND_BYTES_BATCH 512
+static _Thread_local uint8_t reserve[RAND_BYTES_BATCH];
+static _Thread_local size_t reserve_pos = RAND_BYTES_BATCH;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void reserve_drop(void)
+{
+    OPENSSL_cleanse(reserve, sizeof(reserve));
+    reserve_pos = RAND_BYTES_BATCH;
+}
+
+static void register_atfork(void)
+{
+    if (pthread_atfork(NULL, NULL, reserve_drop) != 0)
+        crypto_fatal("pthread_atfork for RAND_bytes");
+}
+
+static uint8_t random_byte(void)
+{
+    if (reserve_pos == RAND_BYTES_BATCH) {
+        pthread_once(&atfork_once, register_atfork);
+        if (RAND_bytes(reserve, sizeof(reserve)) != 1)
+            crypto_fatal("RAND_bytes");
+        reserve_pos = 0;
+    }
+    uint8_t b = reserve[reserve_pos];
+    reserve[reserve_pos++] = 0;
+    return b;
+}
+
 void scramble_generate(uint8_t out[PROTO_SCRAMBLE_LEN])
 {
-    uint8_t pool[64];
-    size_t n = 0;
     /* Rejection sampling keeps each byte uniform over 1..127; a 0 would end the C string. */
-    while (n < PROTO_SCRAMBLE_LEN) {
-        if (RAND_bytes(pool, sizeof(pool)) != 1)
-            crypto_fatal("RAND_bytes");
-        for (size_t i = 0; i < sizeof(pool) && n < PROTO_SCRAMBLE_LEN; i++) {
-            uint8_t b = pool[i] & 0x7f;
-            if (b != 0)
-                out[n++] = b;
-        }
+    for (size_t n = 0; n < PROTO_SCRAMBLE_LEN;) {
+        uint8_t b = random_byte() & 0x7f;
+        if (b != 0)
+            out[n++] = b;
     }
-    OPENSSL_cleanse(pool, sizeof(pool));
 }
 
 void native_password_stage2(const char *password, size_t len, uint8_t out[20])
