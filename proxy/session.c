@@ -880,7 +880,7 @@ void session_start(struct worker *w, struct route *r, int fd, const struct socka
     struct ucred cred;
     bool have_cred;
     describe_peer(s, fd, addr, is_unix, &cred, &have_cred);
-    if (!is_unix) {
+    if (!is_unix && w->nodelay_per_client) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }

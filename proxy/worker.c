@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -599,6 +601,10 @@ int worker_listen(struct worker *w, int fd, struct route *r)
         close(fd);
         return -1;
     }
+    /* Set once here, accepted sockets inherit it: one setsockopt less per client. */
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 && errno != EOPNOTSUPP)
+        w->nodelay_per_client = 1;
     struct evconnlistener *l = evconnlistener_new(
         w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
     if (!l) {

@@ -57,6 +57,11 @@ struct worker {
     struct evconnlistener **listeners;
     struct route **listener_routes; /* the route each listener serves */
     size_t n_listeners;
+    /*
+     * A TCP listener of this worker lacks TCP_NODELAY (Linux passes it from a listening
+     * socket to the sockets it accepts): sessions set it on each client socket instead.
+     */
+    int nodelay_per_client;
     uint64_t next_session_id;
     size_t n_sessions;          /* live sessions, for logs and shutdown */
     struct session *sessions;   /* every live session, so shutdown can close them */
