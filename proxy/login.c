@@ -17,6 +17,7 @@
 #include "proxy/pool.h"
 #include "proxy/route.h"
 #include "proxy/session_int.h"
+#include "proxy/sock_reader.h"
 #include "proxy/upstream.h"
 
 /* How long a client that arrives during start-up waits for the upstream's profile. */
@@ -85,6 +86,13 @@ void login_greet_when_ready(struct session *s)
     s->seq = 0;
     send_greeting(s);
     s->seq = 1;
+    /*
+     * From here the client's socket is read by a sock_reader, as it will be while relaying:
+     * its login packet costs one recv, not libevent's FIONREAD ioctl and readv. An SSLRequest
+     * hands the socket back to its bufferevent (start_client_tls).
+     */
+    if (!s->client_rd && !s->tls && s->state == SESSION_HANDSHAKE)
+        s->client_rd = sock_reader_new(s->worker->base, s->client);
 }
 
 static void greet_wait_cb(evutil_socket_t fd, short what, void *arg)
@@ -102,6 +110,12 @@ static bool start_client_tls(struct session *s)
     SSL *ssl = SSL_new(s->route->frontend_tls);
     if (!ssl)
         return false;
+    if (s->client_rd) {
+        /* TLS reads through the bufferevent; this callback may be the reader's own: freed later. */
+        sock_reader_detach(s->client_rd);
+        s->old_rd = s->client_rd;
+        s->client_rd = NULL;
+    }
     struct bufferevent *tls =
         bufferevent_openssl_filter_new(s->worker->base, s->client, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                        BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);

@@ -267,6 +267,7 @@ static void session_free(struct deferred_free *d)
         OPENSSL_cleanse(s->retry_pkt, s->retry_cap); /* statement text may hold secrets */
     free(s->retry_pkt);
     sock_reader_free(s->client_rd);
+    sock_reader_free(s->old_rd);
     OPENSSL_cleanse(s->scramble, sizeof(s->scramble));
     free(s);
 }

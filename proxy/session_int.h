@@ -70,7 +70,8 @@ struct session {
     struct route *route;
     struct route_stats *stats; /* the worker's counters for the route (stats.h) */
     struct bufferevent *client;
-    struct sock_reader *client_rd; /* reads the client's socket once relaying (not with TLS) */
+    struct sock_reader *client_rd; /* reads the client's socket from the greeting (not TLS) */
+    struct sock_reader *old_rd;    /* the one a TLS upgrade retired; freed with the session */
     struct bufferevent *server;    /* the lent connection's stream, or NULL */
     struct pool_conn *conn;        /* lent by the pool while RELAY, RESTORING or RESETTING */
     struct pool_request *req;      /* while CONNECTING or RECONNECTING */

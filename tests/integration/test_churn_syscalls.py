@@ -1,0 +1,89 @@
+"""What a churned client connection (connect, SELECT 1, quit) costs credproxy in system calls,
+counted with strace on the real binary: no epoll_ctl that the client socket's lifetime does not
+need (it is registered once and removed once; writing is turned on only when bytes wait), no
+setsockopt per client (TCP_NODELAY comes from the listening socket), no RAND_bytes per greeting
+(its fork check is a getpid). Real clients (PyMySQL) against a real MariaDB."""
+
+import re
+import shutil
+import signal
+import subprocess
+import time
+import unittest
+from pathlib import Path
+
+from harness import ProxyTestCase, connect, main, scalar
+
+N_CLIENTS = 200
+# Per client connection, at most. The client socket needs 2 epoll_ctl (added at accept, removed
+# at close); the pooled server socket's write interest turned on and off around the borrow and
+# the reset (pool.c) accounts for 4 more today. Before: 10.
+MAX_EPOLL_CTL = 6.5
+MAX_SETSOCKOPT = 0.05  # before: 1 (TCP_NODELAY on every client socket)
+MAX_GETPID = 0.2  # before: 1 (OpenSSL's fork check in a RAND_bytes call per greeting)
+
+
+def traced(pid):
+    """True once every thread of pid has a tracer."""
+    try:
+        for task in Path("/proc/%d/task" % pid).iterdir():
+            status = (task / "status").read_text()
+            if re.search(r"^TracerPid:\s+0$", status, re.M):
+                return False
+        return True
+    except OSError:
+        return False
+
+
+def strace_counts(path):
+    """{syscall: calls} from strace -c output."""
+    counts = {}
+    for line in Path(path).read_text().splitlines():
+        parts = line.split()
+        # % time, seconds, usecs/call, calls, [errors,] syscall
+        if len(parts) >= 5 and parts[-1] != "total" and re.match(r"^[\d.]+$", parts[0]):
+            counts[parts[-1]] = int(parts[3])
+    return counts
+
+
+@unittest.skipUnless(shutil.which("strace"), "strace is not installed (tests/run-all.sh installs it)")
+class ChurnSyscalls(ProxyTestCase):
+    def test_syscalls_per_churned_connection(self):
+        proxy = self.start_proxy("--workers", "1", "--log-level", "warn", "--upstream-tls",
+                                 "disabled")
+        for _ in range(5):  # the pool holds a connection from here on
+            c = connect(port=proxy.port, user="app", database="app")
+            self.assertEqual(scalar(c, "SELECT 1"), 1)
+            c.close()
+        out = Path(self.workdir) / "strace.txt"
+        tracer = subprocess.Popen(
+            ["strace", "-f", "-c", "-o", str(out), "-e",
+             "trace=epoll_ctl,setsockopt,getpid,accept4,close,writev,readv", "-p",
+             str(proxy.proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while not traced(proxy.proc.pid):
+                self.assertLess(time.monotonic(), deadline, "strace did not attach")
+                time.sleep(0.05)
+            for _ in range(N_CLIENTS):
+                c = connect(port=proxy.port, user="app", database="app")
+                self.assertEqual(scalar(c, "SELECT 1"), 1)
+                c.close()
+            time.sleep(0.3)  # the last client's close and its connection's reset
+        finally:
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(timeout=10)
+        counts = strace_counts(out)
+        per = {k: v / N_CLIENTS for k, v in counts.items()}
+        summary = ", ".join("%s %.2f" % kv for kv in sorted(per.items()))
+        # The counts are real: every client was accepted and closed while strace watched.
+        self.assertGreaterEqual(counts.get("accept4", 0), N_CLIENTS, summary)
+        self.assertGreaterEqual(counts.get("close", 0), N_CLIENTS, summary)
+        self.assertLessEqual(per.get("epoll_ctl", 0), MAX_EPOLL_CTL, summary)
+        self.assertLessEqual(per.get("setsockopt", 0), MAX_SETSOCKOPT, summary)
+        self.assertLessEqual(per.get("getpid", 0), MAX_GETPID, summary)
+        print("\nsyscalls per churned connection: " + summary)
+
+
+if __name__ == "__main__":
+    main()
