@@ -20,13 +20,14 @@ PACKAGES=(libevent-dev libssl-dev libcurl4-openssl-dev libcjson-dev libmariadb-d
     mariadb-server mariadb-client sysbench haproxy python3-pymysql python3-botocore awscli
     cmake gcc make pkg-config clang-format openssl clang binutils
     nodejs npm default-jdk-headless libmariadb-java golang-go golang-github-go-sql-driver-mysql-dev
-    libpam-modules dpkg-dev man-db python3-yaml prometheus chromium)
+    libpam-modules dpkg-dev man-db python3-yaml prometheus chromium strace)
 # clang brings libFuzzer (the fuzz stage), binutils readelf (hardening_check). The drivers of
 # tests/integration/test_drivers.py: Connector/J, node (mysql2 comes from the npm registry at
 # test time) and Go's go-sql-driver/mysql. libpam-modules has pam_exec, which test_iam.py uses
 # with mariadb-server's auth_pam plugin to check IAM auth tokens.
 # dpkg-dev has dpkg-shlibdeps (cpack's Depends for the .deb of test_package.py), man-db formats
 # credproxy(8) there, python3-yaml parses the Kubernetes manifests (test_kubernetes.py).
+# strace counts the system calls of a churned client connection (test_churn_syscalls.py).
 # prometheus brings promtool (test_admin.py checks /metrics with it; the server the package
 # also ships is stopped and disabled right after the install, see install_deps); chromium
 # renders the /status page headless in test_admin.py.
