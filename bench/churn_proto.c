@@ -35,21 +35,18 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <pthread.h>
-#include <stdarg.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <openssl/sha.h>
 
-#define MAX_SECONDS 3600
+#include "churn_run.h"
+
 /* Largest packet accepted: a greeting, an OK/ERR or one row of SELECT 1 is far smaller. */
 #define MAX_PAYLOAD  16384
 #define IO_TIMEOUT_S 10
@@ -71,27 +68,9 @@
 #define SCRAMBLE_LEN  20
 
 struct options {
-    const char *host;
-    const char *user;
-    const char *password;
-    const char *db;
-    unsigned port;
-    int threads;
-    double seconds;
+    struct churn_options c;
     struct sockaddr_storage addr; /* host:port, resolved once */
     socklen_t addrlen;
-};
-
-/* What one thread measured: per-iteration latencies in microseconds. */
-struct thread_result {
-    uint32_t *lat_us;
-    size_t n, cap;
-    uint64_t errors;
-};
-
-struct thread_arg {
-    const struct options *opt;
-    struct thread_result res;
 };
 
 /* One client connection: the socket, a read buffer and the expected sequence number. */
@@ -113,57 +92,8 @@ struct reader {
     const uint8_t *p, *end;
 };
 
-static double start_time;
-static double deadline;
-/* Per-second outcome counts, indexed by whole seconds since start_time. */
-static atomic_uint_fast64_t ok_per_s[MAX_SECONDS + 2];
-static atomic_uint_fast64_t err_per_s[MAX_SECONDS + 2];
-static pthread_mutex_t first_error_lock = PTHREAD_MUTEX_INITIALIZER;
-static char first_error[256];
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Keeps the first error of the run; always returns 0 so callers can `return fail(...)`. */
-__attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...)
-{
-    pthread_mutex_lock(&first_error_lock);
-    if (!first_error[0]) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(first_error, sizeof(first_error), fmt, ap);
-        va_end(ap);
-    }
-    pthread_mutex_unlock(&first_error_lock);
-    return 0;
-}
-
-static void record(struct thread_result *r, double t0, double t1, int ok)
-{
-    size_t sec = (size_t)(t1 - start_time);
-    if (sec > MAX_SECONDS + 1)
-        sec = MAX_SECONDS + 1;
-    if (!ok) {
-        r->errors++;
-        atomic_fetch_add(&err_per_s[sec], 1);
-        return;
-    }
-    atomic_fetch_add(&ok_per_s[sec], 1);
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 4096;
-        uint32_t *p = realloc(r->lat_us, cap * sizeof(*p));
-        if (!p)
-            return; /* keep counting; lose only this latency sample */
-        r->lat_us = p;
-        r->cap = cap;
-    }
-    double us = (t1 - t0) * 1e6;
-    r->lat_us[r->n++] = us > 4e9 ? UINT32_MAX : (uint32_t)us;
-}
+#define fail churn_fail
 
 /* ---- reading packets ------------------------------------------------------------------- */
 
@@ -376,10 +306,10 @@ static int send_login(struct conn *c, const struct options *o, uint32_t server_c
 {
     uint32_t caps = CLIENT_LONG_PASSWORD | CLIENT_LONG_FLAG | CLIENT_PROTOCOL_41 |
                     CLIENT_TRANSACTIONS | CLIENT_SECURE_CONNECTION | CLIENT_PLUGIN_AUTH;
-    if (o->db)
+    if (o->c.db)
         caps |= CLIENT_CONNECT_WITH_DB;
     caps &= server_caps | CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION;
-    size_t ulen = strlen(o->user), dlen = o->db ? strlen(o->db) : 0;
+    size_t ulen = strlen(o->c.user), dlen = o->c.db ? strlen(o->c.db) : 0;
     if (ulen > 256 || dlen > 256)
         return fail("login: user or database name too long");
     uint8_t frame[4 + 32 + 257 + 1 + SHA_DIGEST_LENGTH + 257 + sizeof(NATIVE_PLUGIN)];
@@ -392,17 +322,17 @@ static int send_login(struct conn *c, const struct options *o, uint32_t server_c
     p[8] = 45;                              /* utf8mb4_general_ci */
     memset(p + 9, 0, 23);
     p += 32;
-    memcpy(p, o->user, ulen + 1);
+    memcpy(p, o->c.user, ulen + 1);
     p += ulen + 1;
-    if (o->password[0]) {
+    if (o->c.password[0]) {
         *p++ = SHA_DIGEST_LENGTH;
-        native_scramble(o->password, salt, p);
+        native_scramble(o->c.password, salt, p);
         p += SHA_DIGEST_LENGTH;
     } else {
         *p++ = 0;
     }
     if (caps & CLIENT_CONNECT_WITH_DB) {
-        memcpy(p, o->db, dlen + 1);
+        memcpy(p, o->c.db, dlen + 1);
         p += dlen + 1;
     }
     if (caps & CLIENT_PLUGIN_AUTH) {
@@ -426,13 +356,13 @@ static int auth_switch(struct conn *c, const struct options *o, const struct pac
     uint8_t frame[4 + SHA256_DIGEST_LENGTH];
     size_t n = 0;
     if (plen == strlen(NATIVE_PLUGIN) && memcmp(plugin, NATIVE_PLUGIN, plen) == 0) {
-        if (o->password[0]) {
-            native_scramble(o->password, r.p, frame + 4);
+        if (o->c.password[0]) {
+            native_scramble(o->c.password, r.p, frame + 4);
             n = SHA_DIGEST_LENGTH;
         }
     } else if (plen == strlen(SHA2_PLUGIN) && memcmp(plugin, SHA2_PLUGIN, plen) == 0) {
-        if (o->password[0]) {
-            sha2_scramble(o->password, r.p, frame + 4);
+        if (o->c.password[0]) {
+            sha2_scramble(o->c.password, r.p, frame + 4);
             n = SHA256_DIGEST_LENGTH;
         }
         *sha2 = 1;
@@ -569,62 +499,42 @@ static int one_cycle(const struct options *o, struct conn *c)
     return ok;
 }
 
-static void *worker(void *p)
+struct thread_state {
+    const struct options *opt;
+    struct conn conn;
+};
+
+static void *thread_start(void *ctx)
 {
-    struct thread_arg *a = p;
-    struct conn *c = malloc(sizeof(*c));
-    if (!c) {
+    struct thread_state *t = malloc(sizeof(*t));
+    if (!t) {
         fail("out of memory");
         return NULL;
     }
-    for (;;) {
-        double t0 = now_s();
-        if (t0 >= deadline)
-            break;
-        int ok = one_cycle(a->opt, c);
-        record(&a->res, t0, now_s(), ok);
-    }
-    free(c);
-    return NULL;
+    t->opt = ctx;
+    return t;
 }
 
-static int cmp_u32(const void *a, const void *b)
+static void thread_end(void *state)
 {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
+    free(state);
 }
 
-static void usage(void)
+static int cycle(void *state)
 {
-    fprintf(stderr, "usage: bench_churn_proto --host H --port P --user U [--db D] [--threads N] "
-                    "[--seconds S]\n       (password from $BENCH_PASSWORD)\n");
-    exit(2);
-}
-
-static void json_string(const char *s)
-{
-    putchar('"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            printf("\\%c", c);
-        else if (c < 0x20 || c >= 0x7f)
-            printf("\\u%04x", c);
-        else
-            putchar(c);
-    }
-    putchar('"');
+    struct thread_state *t = state;
+    return one_cycle(t->opt, &t->conn);
 }
 
 /* Resolves host:port once, so the loop pays no getaddrinfo per connection. */
 static int resolve(struct options *o)
 {
     char port[16];
-    snprintf(port, sizeof(port), "%u", o->port);
+    snprintf(port, sizeof(port), "%u", o->c.port);
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
-    int rc = getaddrinfo(o->host, port, &hints, &res);
+    int rc = getaddrinfo(o->c.host, port, &hints, &res);
     if (rc != 0) {
-        fprintf(stderr, "bench_churn_proto: %s: %s\n", o->host, gai_strerror(rc));
+        fprintf(stderr, "bench_churn_proto: %s: %s\n", o->c.host, gai_strerror(rc));
         return 0;
     }
     memcpy(&o->addr, res->ai_addr, res->ai_addrlen);
@@ -635,92 +545,16 @@ static int resolve(struct options *o)
 
 int main(int argc, char **argv)
 {
-    struct options o = {.host = "127.0.0.1", .user = "app", .threads = 8, .seconds = 10};
-    for (int i = 1; i < argc; i++) {
-        if (i + 1 >= argc)
-            usage();
-        const char *k = argv[i], *v = argv[++i];
-        if (strcmp(k, "--host") == 0)
-            o.host = v;
-        else if (strcmp(k, "--port") == 0)
-            o.port = (unsigned)atoi(v);
-        else if (strcmp(k, "--user") == 0)
-            o.user = v;
-        else if (strcmp(k, "--db") == 0)
-            o.db = v;
-        else if (strcmp(k, "--threads") == 0)
-            o.threads = atoi(v);
-        else if (strcmp(k, "--seconds") == 0)
-            o.seconds = atof(v);
-        else
-            usage();
-    }
-    if (!o.port || o.port > 65535 || o.threads < 1 || o.threads > 1024 || !(o.seconds > 0) ||
-        o.seconds > MAX_SECONDS)
-        usage();
-    o.password = getenv("BENCH_PASSWORD");
-    if (!o.password)
-        o.password = "";
+    struct options o;
+    churn_parse_args(argc, argv, "bench_churn_proto", &o.c);
     if (!resolve(&o))
         return 1;
-
-    struct thread_arg *args = calloc((size_t)o.threads, sizeof(*args));
-    pthread_t *tids = calloc((size_t)o.threads, sizeof(*tids));
-    if (!args || !tids)
-        return 1;
-    start_time = now_s();
-    deadline = start_time + o.seconds;
-    for (int i = 0; i < o.threads; i++) {
-        args[i].opt = &o;
-        int rc = pthread_create(&tids[i], NULL, worker, &args[i]);
-        if (rc != 0) {
-            fprintf(stderr, "bench_churn_proto: pthread_create: %s\n", strerror(rc));
-            return 1;
-        }
-    }
-    for (int i = 0; i < o.threads; i++)
-        pthread_join(tids[i], NULL);
-    double elapsed = now_s() - start_time;
-
-    /* Merge the latencies of all threads for percentiles. */
-    size_t total = 0;
-    uint64_t errors = 0;
-    for (int i = 0; i < o.threads; i++) {
-        total += args[i].res.n;
-        errors += args[i].res.errors;
-    }
-    uint32_t *all = malloc((total ? total : 1) * sizeof(*all));
-    if (!all)
-        return 1;
-    size_t k = 0;
-    for (int i = 0; i < o.threads; i++) {
-        if (args[i].res.n)
-            memcpy(all + k, args[i].res.lat_us, args[i].res.n * sizeof(*all));
-        k += args[i].res.n;
-        free(args[i].res.lat_us);
-    }
-    qsort(all, total, sizeof(*all), cmp_u32);
-    double p50 = total ? all[total / 2] / 1000.0 : 0;
-    double p99 = total ? all[(size_t)((double)(total - 1) * 0.99)] / 1000.0 : 0;
-
-    printf("{\"threads\":%d,\"seconds\":%.3f,\"connections\":%zu,\"errors\":%llu,"
-           "\"cps\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,",
-           o.threads, elapsed, total, (unsigned long long)errors, (double)total / elapsed, p50,
-           p99);
-    size_t secs = (size_t)elapsed + 1;
-    if (secs > MAX_SECONDS + 2)
-        secs = MAX_SECONDS + 2;
-    printf("\"ok_per_s\":[");
-    for (size_t i = 0; i < secs; i++)
-        printf("%s%llu", i ? "," : "", (unsigned long long)atomic_load(&ok_per_s[i]));
-    printf("],\"err_per_s\":[");
-    for (size_t i = 0; i < secs; i++)
-        printf("%s%llu", i ? "," : "", (unsigned long long)atomic_load(&err_per_s[i]));
-    printf("],\"first_error\":");
-    json_string(first_error);
-    printf("}\n");
-    free(all);
-    free(args);
-    free(tids);
-    return 0;
+    struct churn_client client = {
+        .name = "bench_churn_proto",
+        .thread_start = thread_start,
+        .thread_end = thread_end,
+        .cycle = cycle,
+        .ctx = &o,
+    };
+    return churn_run(&o.c, &client);
 }
