@@ -1864,17 +1864,26 @@ def single_group_panel(ax, title, summary, order, key, ylabel, fmt_label="{:,.0f
     ax.grid(axis="y", alpha=0.3)
 
 
-def chart_qps(plt, results):
+def three_panels(plt, results, tls_width):
+    """The sysbench groups, the workers paths and the TLS paths side by side (those measured):
+    (groups, workers summary, tls summary, figure, axes) or None when none was."""
     groups = sysbench_groups(results)
     wk = results.get("workers", {}).get("summary") or {}
     tl = results.get("tls", {}).get("summary") or {}
     panels = [p for p in (groups, wk, tl) if p]
     if not panels:
         return None
-    ratios = [max(2, len(groups))] * bool(groups) + [1.4] * bool(wk) + [1.4] * bool(tl)
+    ratios = [max(2, len(groups))] * bool(groups) + [1.4] * bool(wk) + [tls_width] * bool(tl)
     fig, axes = plt.subplots(1, len(panels), figsize=(2 + 1.8 * sum(ratios), 5),
                              gridspec_kw={"width_ratios": ratios}, squeeze=False)
-    axes = list(axes[0])
+    return groups, wk, tl, fig, list(axes[0])
+
+
+def chart_qps(plt, results):
+    layout = three_panels(plt, results, 1.4)
+    if not layout:
+        return None
+    groups, wk, tl, fig, axes = layout
     if groups:
         ax = axes.pop(0)
         vals = {(g, v): m.get(v, {}).get("qps") for g, m in groups for v in TARGETS}
@@ -1909,16 +1918,10 @@ def chart_latency(plt, results):
 
 
 def chart_cpu(plt, results):
-    groups = sysbench_groups(results)
-    wk = results.get("workers", {}).get("summary") or {}
-    tl = results.get("tls", {}).get("summary") or {}
-    panels = [p for p in (groups, wk, tl) if p]
-    if not panels:
+    layout = three_panels(plt, results, 1.8)
+    if not layout:
         return None
-    ratios = [max(2, len(groups))] * bool(groups) + [1.4] * bool(wk) + [1.8] * bool(tl)
-    fig, axes = plt.subplots(1, len(panels), figsize=(2 + 1.8 * sum(ratios), 5),
-                             gridspec_kw={"width_ratios": ratios}, squeeze=False)
-    axes = list(axes[0])
+    groups, wk, tl, fig, axes = layout
     if groups:
         ax = axes.pop(0)
         vals = {(g, v): m.get(v, {}).get("proxy_us_per_q") for g, m in groups for v in ("haproxy", "credproxy")}
