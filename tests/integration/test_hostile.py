@@ -656,16 +656,24 @@ class NeverFinish(HostileCase):
         peak2 = self.one_round(p)
         time.sleep(0.5)
         after2 = rss_kib(p.proc.pid)
+        peak3 = self.one_round(p)
+        time.sleep(0.5)
+        after3 = rss_kib(p.proc.pid)
         msg = ("RSS before %.1f MiB; round 1 peak %.1f, after %.1f; round 2 peak %.1f, after "
-               "%.1f MiB" % (before / 1024, peak1 / 1024, after1 / 1024, peak2 / 1024,
-                             after2 / 1024))
-        print("\n  2 x %d unfinished logins: %s" % (self.N, msg))
+               "%.1f; round 3 peak %.1f, after %.1f MiB"
+               % (before / 1024, peak1 / 1024, after1 / 1024, peak2 / 1024, after2 / 1024,
+                  peak3 / 1024, after3 / 1024))
+        print("\n  3 x %d unfinished logins: %s" % (self.N, msg))
         # What thousands of idle logins cost stays within the README's 16 KiB per idle client.
         self.assertLess(peak1 - before, self.N * 16, "more than 16 KiB per pending login: " + msg)
         # Whether RSS falls right after the sessions close depends on the allocator (under ASan
         # anything from 10% to 60% of the growth was returned on main, run to run), so the check
-        # is that the memory is kept for reuse: a second round of 5,000 adds (almost) nothing.
-        self.assertLess(after2 - after1, 4096, "RSS grew round after round: " + msg)
+        # is that the memory is kept for reuse: a later round of 5,000 adds (almost) nothing.
+        # glibc's heap grows by steps now and then even when nothing leaks (seen: +6 MiB in round
+        # 2, then nothing in round 3, with one worker), so one of rounds 2 and 3 must add almost
+        # nothing; a leak of even 1 KiB per login adds 5 MiB to both.
+        self.assertLess(min(after2 - after1, after3 - after2), 4096,
+                        "RSS grew round after round: " + msg)
         self.assert_live(p)
 
 
