@@ -43,6 +43,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/sha.h>
 
 #include "churn_run.h"
@@ -253,6 +254,9 @@ static void native_scramble(const char *pw, const uint8_t salt[SCRAMBLE_LEN],
     SHA1(cat, sizeof(cat), h3);
     for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
         out[i] = h1[i] ^ h3[i];
+    OPENSSL_cleanse(h1, sizeof(h1)); /* h1 and h2 stand for the password */
+    OPENSSL_cleanse(h2, sizeof(h2));
+    OPENSSL_cleanse(cat, sizeof(cat));
 }
 
 /* caching_sha2_password: SHA256(pw) XOR SHA256(SHA256(SHA256(pw)) + nonce). */
@@ -268,6 +272,9 @@ static void sha2_scramble(const char *pw, const uint8_t nonce[SCRAMBLE_LEN],
     SHA256(cat, sizeof(cat), h3);
     for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
         out[i] = h1[i] ^ h3[i];
+    OPENSSL_cleanse(h1, sizeof(h1));
+    OPENSSL_cleanse(h2, sizeof(h2));
+    OPENSSL_cleanse(cat, sizeof(cat));
 }
 
 /* Parses a HandshakeV10 greeting: the 20-byte salt and the server's capabilities. */
