@@ -70,7 +70,7 @@ class Faults(AwsTestCase):
             t0 = time.monotonic()
             self.assert_serving(p)
             self.assertEqual(harness.scalar(conn, "SELECT 7"), 7)
-            self.assertLess(time.monotonic() - t0, 0.9)
+            self.assertLess(time.monotonic() - t0, 3.0)  # the hang lasts 6 s: not waited for
         self.assertTrue(p.wait_log("no answer from", 15), p.log())
         self.assertTrue(p.wait_log(KEEPING, 15), p.log())
         self.sm.release_hang()

@@ -200,8 +200,9 @@ class Drain(ProxyTestCase):
         self.assertIsNone(proxy.proc.poll(), "the drain did not wait for the open transaction")
         t0 = time.monotonic()
         proxy.proc.send_signal(second)
-        proxy.proc.wait(5)
-        self.assertLess(time.monotonic() - t0, 2.0, "the second signal did not stop it at once")
+        proxy.proc.wait(10)
+        # shutdown_timeout is 30 s: 5 s leaves room for a loaded machine and still tells
+        self.assertLess(time.monotonic() - t0, 5.0, "the second signal did not stop it at once")
         self.assertEqual(proxy.proc.returncode, 0)
         self.assertIn("stopping at once", proxy.log())
         self.assertFalse(os.path.exists(proxy.socket))
@@ -220,8 +221,8 @@ class Drain(ProxyTestCase):
             cur.execute("BEGIN")
         t0 = time.monotonic()
         proxy.proc.send_signal(signal.SIGINT)
-        proxy.proc.wait(5)
-        self.assertLess(time.monotonic() - t0, 2.0)
+        proxy.proc.wait(10)
+        self.assertLess(time.monotonic() - t0, 5.0)  # shutdown_timeout is 30 s
         self.assertEqual(proxy.proc.returncode, 0)
         self.assertNotIn("draining", proxy.log())
 

@@ -195,10 +195,10 @@ class ReadOnlyWindow(FailoverCase):
                 t0 = time.monotonic()
                 self.assertMysqlError(ER_OPTION_PREVENTS_STATEMENT, cur.execute,
                                       "INSERT INTO %s (writer, n) VALUES (1, 1)" % self.table)
-                self.assertLess(time.monotonic() - t0, 1.0)
+                self.assertLess(time.monotonic() - t0, 5.0)  # connect_timeout is 20 s
             t0 = time.monotonic()
             c2 = proxy_conn(p)  # a new login is not held back
-            self.assertLess(time.monotonic() - t0, 1.0)
+            self.assertLess(time.monotonic() - t0, 5.0)
             c2.close()
         finally:
             self.set_read_only(False)
