@@ -26,7 +26,7 @@
 /*
  * Per-route settings a reload applies. Workers read them through route->cfg afresh for each
  * new client, login or pool operation. Every other per-route setting (listeners, the secret's
- * source, client_auth, frontend TLS...) needs a restart: a reload keeps its running value and
+ * source, client_auth, client_tls...) needs a restart: a reload keeps its running value and
  * says so. A setting added to the table later is restart-only until it is listed here.
  */
 static const char *const live_route_keys[] = {
@@ -36,6 +36,8 @@ static const char *const live_route_keys[] = {
     "upstream_tls",
     "upstream_role",
     "upstream_ca",
+    "tls_cert",
+    "tls_key",
     "peer_uids",
     "peer_gids",
     "users_file",
@@ -71,9 +73,10 @@ static const char *const live_global_keys[] = {"log_level", "shutdown_timeout"};
 struct retired {
     struct retired *next;
     uint64_t gen;
-    struct config *cfg;         /* the configuration before, or NULL */
-    struct local_users **users; /* by route; NULL entries for none */
-    SSL_CTX **tls;              /* by route */
+    struct config *cfg;            /* the configuration before, or NULL */
+    struct local_users **users;    /* by route; NULL entries for none */
+    SSL_CTX **tls;                 /* by route */
+    struct frontend_tls *frontend; /* by route; empty entries for none */
     size_t n;
 };
 
@@ -110,12 +113,16 @@ static void retired_free(struct retired *r)
         free(r->cfg);
     }
     for (size_t i = 0; i < r->n; i++) {
-        if (r->users[i])
+        if (r->users && r->users[i])
             local_users_free(r->users[i]);
-        SSL_CTX_free(r->tls[i]);
+        if (r->tls)
+            SSL_CTX_free(r->tls[i]);
+        if (r->frontend)
+            frontend_tls_release(&r->frontend[i]);
     }
     free(r->users);
     free(r->tls);
+    free(r->frontend);
     free(r);
 }
 
@@ -365,12 +372,13 @@ static struct route_config *find_route(struct config *cfg, const char *name)
 
 /* What a reload will do to one running route, prepared before anything is changed. */
 struct route_plan {
-    struct route_config *next; /* its settings in the new configuration; NULL: removed */
-    struct local_users *users; /* re-read users (password mode) */
-    SSL_CTX *tls;              /* a new upstream TLS context, or NULL to keep the old */
-    bool new_tls;              /* tls replaces the running one (which may become NULL) */
-    bool upstream_changed;     /* pooled connections are recycled */
-    bool period_changed;       /* the secret source's period is set again */
+    struct route_config *next;    /* its settings in the new configuration; NULL: removed */
+    struct local_users *users;    /* re-read users (password mode) */
+    SSL_CTX *tls;                 /* a new upstream TLS context, or NULL to keep the old */
+    bool new_tls;                 /* tls replaces the running one (which may become NULL) */
+    struct frontend_tls frontend; /* the certificate clients get, when it is another one */
+    bool upstream_changed;        /* pooled connections are recycled */
+    bool period_changed;          /* the secret source's period is set again */
 };
 
 static void plan_free(struct route_plan *plans, size_t n)
@@ -379,6 +387,7 @@ static void plan_free(struct route_plan *plans, size_t n)
         if (plans[i].users)
             local_users_free(plans[i].users);
         SSL_CTX_free(plans[i].tls);
+        frontend_tls_release(&plans[i].frontend);
     }
     free(plans);
 }
@@ -418,6 +427,8 @@ static bool plan_route(struct route *r, struct route_config *next, struct route_
                 log_error("reload: route %s: cannot keep %s", cur->name, key);
             continue;
         }
+        if (strcmp(key, "tls_cert") == 0 || strcmp(key, "tls_key") == 0)
+            continue; /* named below if the certificate clients get changes */
         char prefix[160];
         snprintf(prefix, sizeof(prefix), "%s.", cur->name);
         add_key(applied, applied_len, prefix, key);
@@ -435,6 +446,16 @@ static bool plan_route(struct route *r, struct route_config *next, struct route_
             return false;
         }
     }
+    /*
+     * The certificate and key are read again on every reload, like a CA bundle: the usual
+     * reason for a SIGHUP after a renewal is new files at the same paths. (client_tls, which
+     * decides whether there is a context at all, is restart-only: next has the running one.)
+     */
+    if (!route_frontend_tls_make(next, &plan->frontend, err, errlen))
+        return false;
+    if (plan->frontend.fingerprint[0] &&
+        strcmp(plan->frontend.fingerprint, r->frontend_fingerprint) == 0)
+        frontend_tls_release(&plan->frontend); /* the same certificate: nothing to change */
     bool tls_changed = cur->upstream_tls != next->upstream_tls ||
                        !((cur->upstream_ca == NULL && next->upstream_ca == NULL) ||
                          (cur->upstream_ca && next->upstream_ca &&
@@ -471,8 +492,9 @@ void reload_run(void)
         old->n = target.routes->n;
         old->users = calloc(old->n ? old->n : 1, sizeof(*old->users));
         old->tls = calloc(old->n ? old->n : 1, sizeof(*old->tls));
+        old->frontend = calloc(old->n ? old->n : 1, sizeof(*old->frontend));
     }
-    if (!next || !plans || !old || !old->users || !old->tls) {
+    if (!next || !plans || !old || !old->users || !old->tls || !old->frontend) {
         log_error("reload: out of memory; the running configuration stays");
         free(next);
         free(plans);
@@ -587,6 +609,24 @@ void reload_run(void)
             old->tls[i] = r->upstream_tls;
             r->upstream_tls = p->tls;
             p->tls = NULL;
+        }
+        if (p->frontend.ctx) {
+            route_frontend_tls_swap(r, &p->frontend);
+            old->frontend[i] = p->frontend; /* the replaced one, freed at the safe point */
+            memset(&p->frontend, 0, sizeof(p->frontend));
+            if (r->frontend_ephemeral)
+                log_info("route %s: no tls_cert any more: new TLS clients get the ephemeral "
+                         "certificate, SHA-256 fingerprint %s (was %s); connected ones keep "
+                         "theirs",
+                         r->cfg->name, r->frontend_fingerprint, old->frontend[i].fingerprint);
+            else
+                log_info("route %s: TLS certificate %s, SHA-256 fingerprint %s (was %s): new TLS "
+                         "clients get it; connected ones keep theirs",
+                         r->cfg->name, r->cfg->tls_cert, r->frontend_fingerprint,
+                         old->frontend[i].fingerprint);
+            char prefix[160];
+            snprintf(prefix, sizeof(prefix), "%s.", r->cfg->name);
+            add_key(applied, sizeof(applied), prefix, "tls_cert");
         }
         if (p->upstream_changed) {
             route_upstream_changed(r); /* after cfg and upstream_tls: see pool.c's start_login */

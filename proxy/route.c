@@ -113,7 +113,7 @@ static SSL_CTX *ephemeral_ctx_get(char *err, size_t errlen)
         char fp[TLS_FINGERPRINT_LEN];
         if (ephemeral_ctx && tls_ctx_fingerprint(ephemeral_ctx, fp))
             log_info("TLS: no tls_cert configured: clients are offered an ephemeral self-signed "
-                     "certificate made in memory at start-up (EC P-256, CN=credproxy, %.1f ms), "
+                     "certificate made in memory (EC P-256, CN=credproxy, %.1f ms), "
                      "SHA-256 fingerprint %s; it changes at every start: give clients that "
                      "verify the server's certificate a tls_cert and tls_key",
                      (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
@@ -141,24 +141,56 @@ static void ephemeral_ctx_put(SSL_CTX *ctx)
     pthread_mutex_unlock(&ephemeral_lock);
 }
 
+bool route_frontend_tls_make(const struct route_config *cfg, struct frontend_tls *out, char *err,
+                             size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    if (cfg->client_tls == CLIENT_TLS_OFF)
+        return true;
+    char why[512];
+    if (cfg->tls_cert) {
+        out->ctx = tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, why, sizeof(why));
+    } else {
+        out->ctx = ephemeral_ctx_get(why, sizeof(why));
+        out->ephemeral = out->ctx != NULL;
+    }
+    if (!out->ctx) {
+        snprintf(err, errlen, "route %s: %s", cfg->name, why);
+        return false;
+    }
+    if (!tls_ctx_fingerprint(out->ctx, out->fingerprint))
+        out->fingerprint[0] = '\0';
+    return true;
+}
+
+void frontend_tls_release(struct frontend_tls *ft)
+{
+    if (ft->ephemeral)
+        ephemeral_ctx_put(ft->ctx);
+    else
+        SSL_CTX_free(ft->ctx);
+    memset(ft, 0, sizeof(*ft));
+}
+
+void route_frontend_tls_swap(struct route *r, struct frontend_tls *ft)
+{
+    struct frontend_tls was = {.ctx = r->frontend_tls, .ephemeral = r->frontend_ephemeral};
+    memcpy(was.fingerprint, r->frontend_fingerprint, sizeof(was.fingerprint));
+    r->frontend_tls = ft->ctx; /* an atomic store: workers read it for each new TLS client */
+    r->frontend_ephemeral = ft->ephemeral;
+    memcpy(r->frontend_fingerprint, ft->fingerprint, sizeof(r->frontend_fingerprint));
+    *ft = was;
+}
+
 /* The route's frontend TLS context: its tls_cert, the shared ephemeral one, or none. */
 static bool frontend_tls_init(struct route *r, const struct route_config *cfg, char *err,
                               size_t errlen)
 {
-    char why[512];
-    if (cfg->client_tls == CLIENT_TLS_OFF)
-        return true;
-    if (cfg->tls_cert) {
-        r->frontend_tls = tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, why, sizeof(why));
-    } else {
-        r->frontend_tls = ephemeral_ctx_get(why, sizeof(why));
-        r->frontend_ephemeral = r->frontend_tls != NULL;
-    }
-    if (!r->frontend_tls) {
-        snprintf(err, errlen, "route %s: %s", cfg->name, why);
+    struct frontend_tls ft;
+    if (!route_frontend_tls_make(cfg, &ft, err, errlen))
         return false;
-    }
-    if (tls_ctx_fingerprint(r->frontend_tls, r->frontend_fingerprint) && cfg->tls_cert)
+    route_frontend_tls_swap(r, &ft); /* r had none: ft is empty now */
+    if (r->frontend_fingerprint[0] && cfg->tls_cert)
         log_info("route %s: TLS certificate %s, SHA-256 fingerprint %s", cfg->name, cfg->tls_cert,
                  r->frontend_fingerprint);
     return true;
@@ -218,10 +250,9 @@ void route_destroy(struct route *r)
         secret_store_free(r->store);
     if (r->users)
         local_users_free(r->users);
-    if (r->frontend_ephemeral)
-        ephemeral_ctx_put(r->frontend_tls);
-    else
-        SSL_CTX_free(r->frontend_tls);
+    struct frontend_tls ft = {0};
+    route_frontend_tls_swap(r, &ft);
+    frontend_tls_release(&ft);
     SSL_CTX_free(r->upstream_tls);
     creds_unref(r->preferred);
     free(r->track_view);

@@ -28,8 +28,8 @@ struct server_profile {
 };
 
 /*
- * cfg, users and upstream_tls are replaced by a reload (SIGHUP, proxy/reload.c) while workers
- * read them: they are atomic pointers, read afresh in each callback and never kept across
+ * cfg, users, frontend_tls and upstream_tls are replaced by a reload (SIGHUP, proxy/reload.c) while
+ * workers read them: they are atomic pointers, read afresh in each callback and never kept across
  * one, and what they pointed to is freed only once every worker has passed a safe point.
  */
 struct route {
@@ -38,8 +38,9 @@ struct route {
     struct secret_store *store;
     struct secret_source *source;
     struct local_users *_Atomic users; /* password mode only */
-    SSL_CTX *frontend_tls;   /* tls_cert's, the shared ephemeral one, or NULL (client_tls off) */
-    bool frontend_ephemeral; /* frontend_tls serves the process's ephemeral certificate */
+    /* tls_cert's, the shared ephemeral one, or NULL (client_tls off); a reload may replace it */
+    SSL_CTX *_Atomic frontend_tls;
+    bool frontend_ephemeral;       /* frontend_tls serves the process's ephemeral certificate */
     SSL_CTX *_Atomic upstream_tls; /* NULL when upstream_tls is disabled */
     pthread_mutex_t lock;          /* guards profile and preferred */
     /* SHA-256 fingerprint of frontend_tls's certificate ("AB:CD:..."), or "" */
@@ -85,6 +86,27 @@ void route_profile(struct route *r, struct server_profile *out);
  * it is the ephemeral one made at start-up. For the log and a status page.
  */
 const char *route_tls_fingerprint(const struct route *r, bool *ephemeral);
+
+/* A frontend TLS context and what describes it, made for a route's configuration. */
+struct frontend_tls {
+    SSL_CTX *ctx;   /* NULL: client_tls off */
+    bool ephemeral; /* the process's shared ephemeral certificate (a reference to it) */
+    char fingerprint[TLS_FINGERPRINT_LEN]; /* of its certificate, or "" */
+};
+
+/*
+ * Makes the context cfg asks for: tls_cert and tls_key read now, else a reference to the
+ * ephemeral certificate, or none when client_tls is off. False with a message in err.
+ */
+bool route_frontend_tls_make(const struct route_config *cfg, struct frontend_tls *out, char *err,
+                             size_t errlen) __attribute__((warn_unused_result));
+/*
+ * Main thread: r serves ft from now on (new TLS clients get it; a connected client's TLS
+ * holds its own reference to the context it started with); *ft gets the replaced one, to be
+ * released once every worker has passed a safe point.
+ */
+void route_frontend_tls_swap(struct route *r, struct frontend_tls *ft);
+void frontend_tls_release(struct frontend_tls *ft);
 
 /* True while the start-up login that learns the server's profile is in flight. */
 bool route_probing(const struct route *r);

@@ -9,9 +9,11 @@ while 20 reloads change pool and log settings, and counts every error they see.
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -23,6 +25,7 @@ import pymysql
 import harness
 from harness import ROOT, Proxy, ProxyTestCase, connect, free_port, main, scalar
 from test_auth_modes import native_hash
+from test_ephemeral_tls import NO_VERIFY, colon_sha256, tls_peer
 
 
 class ConfProxy(Proxy):
@@ -310,6 +313,86 @@ class Changes(ReloadCase):
         self.assertEqual(scalar(connect(p.port), "SELECT 3"), 3)
         self.assertEqual(scalar(conn, "SELECT 4"), 4)
         self.assertRaises(pymysql.err.OperationalError, connect, other, connect_timeout=2)
+
+
+class FrontendCertificate(ReloadCase):
+    """A renewed certificate at the same paths is served after a SIGHUP; connected TLS clients
+    keep working; a broken pair changes nothing; no tls_cert falls back to the ephemeral one."""
+
+    def install(self, cert, key):
+        for src, dst in ((cert, self.cert), (key, self.key)):
+            tmp = dst.with_name(dst.name + ".tmp")
+            shutil.copyfile(src, tmp)
+            os.chmod(tmp, 0o600)
+            os.rename(tmp, dst)  # as a renewal tool does: the new file at once, never half
+
+    def served(self, p):
+        conn = connect(p.port, ssl=NO_VERIFY)
+        try:
+            self.assertEqual(scalar(conn, "SELECT 1"), 1)
+            return tls_peer(conn)
+        finally:
+            conn.close()
+
+    def test_renewed_certificate_is_served_after_sighup(self):
+        tls = self.fixture.tls
+        pem = {n: ssl.PEM_cert_to_DER_cert((tls / ("%s-cert.pem" % n)).read_text())
+               for n in ("proxy", "server")}
+        self.cert = Path(self.workdir) / "frontend-cert.pem"
+        self.key = Path(self.workdir) / "frontend-key.pem"
+        self.install(tls / "proxy-cert.pem", tls / "proxy-key.pem")
+        settings = {"tls_cert": str(self.cert), "tls_key": str(self.key), "workers": 2}
+        p = self.start_conf_proxy(settings).start()
+        self.assertEqual(self.served(p), pem["proxy"])
+        held = connect(p.port, ssl=NO_VERIFY)  # a TLS client across every reload below
+        self.assertEqual(tls_peer(held), pem["proxy"])
+
+        # Renewal: new files, same paths, same configuration.
+        self.install(tls / "server-cert.pem", tls / "server-key.pem")
+        text = p.reload()
+        self.assertIn("TLS certificate %s, SHA-256 fingerprint %s (was %s)"
+                      % (self.cert, colon_sha256(pem["server"]), colon_sha256(pem["proxy"])), text)
+        self.assertIn("default.tls_cert", text.split("applied:")[-1])
+        for _ in range(4):  # both workers
+            self.assertEqual(self.served(p), pem["server"])
+        self.assertEqual(scalar(held, "SELECT 2"), 2)
+
+        # Nothing new on disk: nothing changes.
+        text = p.reload()
+        self.assertIn("no setting that applies live changed", text)
+        self.assertEqual(self.served(p), pem["server"])
+
+        # A key that does not match the certificate (a renewal caught half-way): refused.
+        self.install(tls / "proxy-cert.pem", tls / "server-key.pem")
+        text = p.reload(expect_ok=False)
+        self.assertIn("%s: private key does not match the certificate" % self.key, text)
+        self.assertEqual(self.served(p), pem["server"])
+        self.assertEqual(scalar(held, "SELECT 3"), 3)
+
+        # Back to a good pair at new paths (the keys themselves changed).
+        self.install(tls / "proxy-cert.pem", tls / "proxy-key.pem")
+        moved = {"tls_cert": str(self.cert.with_name("moved-cert.pem")),
+                 "tls_key": str(self.key.with_name("moved-key.pem"))}
+        shutil.copyfile(self.cert, moved["tls_cert"])
+        shutil.copyfile(self.key, moved["tls_key"])
+        os.chmod(moved["tls_key"], 0o600)
+        p.write_conf(dict(settings, **moved))
+        text = p.reload()
+        self.assertIn("TLS certificate %s, SHA-256 fingerprint %s (was %s)"
+                      % (moved["tls_cert"], colon_sha256(pem["proxy"]),
+                         colon_sha256(pem["server"])), text)
+        self.assertEqual(self.served(p), pem["proxy"])
+
+        # No tls_cert any more: the ephemeral certificate, made now.
+        p.write_conf({"workers": 2})
+        text = p.reload()
+        found = re.search(r"no tls_cert any more: new TLS clients get the ephemeral certificate, "
+                          r"SHA-256 fingerprint ([0-9A-F:]{95}) \(was (\S+)\)", text)
+        self.assertTrue(found, text)
+        self.assertEqual(found.group(2), colon_sha256(pem["proxy"]))
+        self.assertEqual(colon_sha256(self.served(p)), found.group(1))
+        self.assertEqual(scalar(held, "SELECT 4"), 4)
+        held.close()
 
 
 def status_routes(admin_port):
