@@ -506,18 +506,19 @@ static int serve_healthz(struct admin *a, struct evbuffer *b, const char **type)
 static void probe_done(void *arg, struct bufferevent *bev, const struct upstream_info *info,
                        const struct upstream_error *err)
 {
-    (void)info;
     struct probe *p = arg;
     p->login = NULL;
+    struct route *r = p->route < p->a->v.n_routes ? p->a->v.routes[p->route] : NULL;
+    if (r && info)
+        route_learn(r, info); /* a route whose start-up login failed greets as the server now */
     if (err) {
         snprintf(p->last_error, sizeof(p->last_error), "%.255s", err->message);
         return;
     }
     bufferevent_free(bev);
     p->last_error[0] = 0;
-    if (p->route < p->a->v.n_routes)
-        __atomic_store_n(&p->a->v.routes[p->route]->last_login_mono_ms, mono_ms(),
-                         __ATOMIC_RELAXED);
+    if (r)
+        route_login_worked(r);
 }
 
 /* Starts one upstream login for a route with nothing open and no recent login (rate-limited). */

@@ -38,8 +38,6 @@ struct daemon {
     struct route_table routes; /* reloads add and remove routes (reload.h) */
     struct worker *workers;
     int n_workers;
-    struct upstream_login **probes; /* start-up logins still in flight, by route (n_probes) */
-    size_t n_probes;
     struct admin *admin; /* the HTTP admin endpoint (admin_listen), or NULL */
 };
 
@@ -84,54 +82,6 @@ static int default_workers(void)
     if (n <= 0)
         n = (int)sysconf(_SC_NPROCESSORS_ONLN);
     return n / 2 > 1 ? n / 2 : 1;
-}
-
-static struct daemon *the_daemon; /* for probe_done, which only gets the route */
-
-static int64_t ts_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void probe_done(void *arg, struct bufferevent *bev, const struct upstream_info *info,
-                       const struct upstream_error *err)
-{
-    struct route *r = arg;
-    the_daemon->probes[r->index] = NULL;
-    if (info)
-        route_learn(r, info); /* before clients waiting for the profile are let in */
-    route_set_probing(r, false);
-    if (!err)
-        __atomic_store_n(&r->last_login_mono_ms, (int64_t)(ts_ms()), __ATOMIC_RELAXED);
-    if (err) {
-        log_warn("route %s: upstream not reachable at start-up (%s); greeting clients as '%s' "
-                 "until it is",
-                 r->cfg->name, err->message, r->cfg->server_version);
-        return;
-    }
-    bufferevent_free(bev);
-}
-
-/*
- * One login at start-up teaches the route the server's version and
- * capabilities, so the first clients already see the real server. It runs
- * on the main loop and never delays listening.
- */
-static void probe_upstream(struct daemon *d, struct route *r)
-{
-    struct creds *c = secret_store_get(r->store);
-    struct upstream_params p;
-    if (!c || !route_login_params(r, c, NULL, &p)) {
-        creds_unref(c);
-        return;
-    }
-    p.client_caps = UPSTREAM_RELAYABLE_CAPS;
-    p.charset = 45; /* utf8mb4_general_ci */
-    d->probes[r->index] = upstream_login_start(d->base, d->dns, &p, probe_done, r);
-    route_set_probing(r, d->probes[r->index] != NULL);
-    creds_unref(c);
 }
 
 static int open_listeners(struct daemon *d)
@@ -213,11 +163,8 @@ static int start(struct daemon *d)
     if (d->n_workers < 1)
         d->n_workers = 1;
     d->workers = calloc((size_t)d->n_workers, sizeof(*d->workers));
-    d->n_probes = d->routes.n;
-    d->probes = calloc(d->n_probes ? d->n_probes : 1, sizeof(*d->probes));
-    the_daemon = d;
     if (!d->base || !d->dns || !d->routes.all || !d->routes.active ||
-        d->routes.n != d->cfg.n_routes || !d->workers || !d->probes) {
+        d->routes.n != d->cfg.n_routes || !d->workers) {
         log_error("out of memory at start-up");
         return -1;
     }
@@ -244,7 +191,7 @@ static int start(struct daemon *d)
         return -1;
     /* Before workers accept anyone, so the first clients wait for the real profile. */
     for (size_t i = 0; i < d->routes.n; i++)
-        probe_upstream(d, d->routes.all[i]);
+        route_probe_start(d->routes.all[i], d->base, d->dns);
     for (int k = 0; k < d->n_workers; k++) {
         if (worker_start(&d->workers[k]) != 0) {
             log_error("cannot start worker thread %d", k);
@@ -275,10 +222,8 @@ static void stop(struct daemon *d)
         worker_destroy(&d->workers[k]);
     free(d->workers);
     drain_free(); /* after the workers are joined: they report to its events until then */
-    for (size_t i = 0; d->probes && i < d->n_probes; i++)
-        if (d->probes[i])
-            upstream_login_cancel(d->probes[i]);
-    free(d->probes);
+    for (size_t i = 0; d->routes.all && i < d->routes.n; i++)
+        route_probe_cancel(d->routes.all[i]);
     for (int i = 0; d->base && i < 8; i++)
         event_base_loop(d->base, EVLOOP_NONBLOCK); /* deferred frees of what was just freed */
     for (size_t i = 0; d->routes.all && i < d->routes.n; i++) {

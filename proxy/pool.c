@@ -1123,7 +1123,7 @@ static void login_done(void *arg, struct bufferevent *bev, const struct upstream
     /* Published versions have a generation; AWSPENDING (tried during a rotation) has none. */
     stats_inc(p->stats,
               req->attempt.creds->generation ? ST_CANDIDATE_CURRENT : ST_CANDIDATE_PENDING);
-    __atomic_store_n(&r->last_login_mono_ms, (int64_t)(now_ms()), __ATOMIC_RELAXED);
+    route_login_worked(r);
     struct pool_conn *c = calloc(1, sizeof(*c));
     if (!c) {
         bufferevent_free(bev);

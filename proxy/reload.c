@@ -644,6 +644,8 @@ void reload_run(void)
     for (size_t i = 0; i < n_added; i++) {
         struct route *r = added[i].r;
         target.routes->all[target.routes->n++] = r; /* r->index is this slot */
+        /* Before its listeners reach the workers: its first clients wait for the real server. */
+        route_probe_start(r, target.base, target.dns);
         for (size_t j = 0; j < added[i].fds.n; j++) {
             int k = added[i].fds.worker[j];
             if (worker_post_listen(&target.workers[k], added[i].fds.fd[j], r) < 0)

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <event2/bufferevent.h>
+
 #include "auth/proto.h"
 #include "auth/session_track.h"
 #include "auth/tls.h"
@@ -378,9 +380,56 @@ bool route_probing(const struct route *r)
     return __atomic_load_n(&r->probing, __ATOMIC_ACQUIRE) != 0;
 }
 
-void route_set_probing(struct route *r, bool probing)
+static void set_probing(struct route *r, bool probing)
 {
     __atomic_store_n(&r->probing, probing ? 1 : 0, __ATOMIC_RELEASE);
+}
+
+void route_login_worked(struct route *r)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    __atomic_store_n(&r->last_login_mono_ms, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
+                     __ATOMIC_RELAXED);
+}
+
+static void probe_done(void *arg, struct bufferevent *bev, const struct upstream_info *info,
+                       const struct upstream_error *err)
+{
+    struct route *r = arg;
+    r->probe = NULL;
+    if (info)
+        route_learn(r, info); /* before the clients waiting for the profile are let in */
+    set_probing(r, false);
+    if (err) {
+        log_warn("route %s: upstream not reachable (%s); greeting clients as '%s' "
+                 "until it is",
+                 r->cfg->name, err->message, r->cfg->server_version);
+        return;
+    }
+    route_login_worked(r);
+    bufferevent_free(bev);
+}
+
+void route_probe_start(struct route *r, struct event_base *base, struct evdns_base *dns)
+{
+    struct creds *c = secret_store_get(r->store);
+    struct upstream_params p;
+    if (!r->probe && c && route_login_params(r, c, NULL, &p)) {
+        p.client_caps = UPSTREAM_RELAYABLE_CAPS;
+        p.charset = 45; /* utf8mb4_general_ci */
+        r->probe = upstream_login_start(base, dns, &p, probe_done, r);
+        set_probing(r, r->probe != NULL);
+    }
+    creds_unref(c);
+}
+
+void route_probe_cancel(struct route *r)
+{
+    if (r->probe)
+        upstream_login_cancel(r->probe);
+    r->probe = NULL;
+    set_probing(r, false);
 }
 
 bool route_login_params(const struct route *r, const struct creds *c, const char *db,

@@ -14,6 +14,8 @@
 #include "secrets/secret_store.h"
 
 struct event_base;
+struct evdns_base;
+struct upstream_login;
 struct secret_source;
 struct local_users;
 struct upstream_info;
@@ -48,6 +50,7 @@ struct route {
     struct server_profile profile;
     struct creds *preferred;       /* a non-current version that logged in (rotation window) */
     int probing;                   /* atomic: the start-up login that learns the profile runs */
+    struct upstream_login *probe;  /* main thread: that login, while in flight */
     uint64_t preferred_over;       /* the AWSCURRENT generation it stands in for */
     int upstream_open;             /* atomic: upstream connections of every worker, <= pool_size */
     int starved;                   /* atomic: a worker waits for a slot another worker holds idle */
@@ -108,10 +111,19 @@ bool route_frontend_tls_make(const struct route_config *cfg, struct frontend_tls
 void route_frontend_tls_swap(struct route *r, struct frontend_tls *ft);
 void frontend_tls_release(struct frontend_tls *ft);
 
-/* True while the start-up login that learns the server's profile is in flight. */
+/*
+ * Main thread, before any worker accepts on r (at start-up, or when a reload adds r): one
+ * login teaches r the server's version and capabilities, so that its first clients already
+ * see the real server; their greeting waits for it (login_greet_when_ready), a bounded time.
+ */
+void route_probe_start(struct route *r, struct event_base *base, struct evdns_base *dns);
+/* Main thread: cancels that login if it is still in flight (before r is destroyed). */
+void route_probe_cancel(struct route *r);
+/* True while that login is in flight. */
 bool route_probing(const struct route *r);
-void route_set_probing(struct route *r, bool probing);
 void route_learn(struct route *r, const struct upstream_info *info);
+/* An upstream login of r worked (any thread): what readiness looks at. */
+void route_login_worked(struct route *r);
 
 /*
  * Counts a new client of r in, across workers; false (and nothing counted)

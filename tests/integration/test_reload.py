@@ -444,9 +444,13 @@ class Routes(ReloadCase):
         self.assertIn("route extra: listening on 127.0.0.1:%d" % port, text)
         self.assertIn("+route extra", text.split("applied:")[-1])
         self.assertNotIn("restart credproxy", text)
-        # Its TCP listener and its unix socket relay queries, on every worker's socket.
+        # Its TCP listener and its unix socket relay queries, on every worker's socket. Its
+        # very first client is greeted as the server, not as the configured default: the
+        # route learns the server with a login of its own before its listeners open.
+        server = scalar(stable, "SELECT VERSION()")
         for _ in range(6):
             c = connect(port)
+            self.assertEqual(c.get_server_info().split("-", 1)[-1], server)
             self.assertEqual(scalar(c, "SELECT 40 + 2"), 42)
             c.close()
         c = connect(socket_path=extra["socket"])
