@@ -53,7 +53,7 @@ static bool word_is(const char *w, size_t wl, const char *kw)
 /* Functions whose effect outlives the statement and no reply reports. */
 static const char *const lock_functions[] = {"GET_LOCK", "IS_USED_LOCK", "RELEASE_ALL_LOCKS", NULL};
 
-const char *query_pin_reason(const char *p, size_t n)
+const char *query_pin_reason(const char *p, size_t n, bool *reads_connection_id)
 {
     size_t i = 0;
     bool statement_start = true;
@@ -118,6 +118,8 @@ const char *query_pin_reason(const char *p, size_t n)
             return "the session uses temporary tables";
         if (word_is(w, wl, "SQL_CALC_FOUND_ROWS") || (call && word_is(w, wl, "FOUND_ROWS")))
             return "the session uses FOUND_ROWS()";
+        if (call && word_is(w, wl, "CONNECTION_ID"))
+            *reads_connection_id = true;
         if ((word_is(w, wl, "TABLES") || word_is(w, wl, "TABLE")) &&
             word_is(prev, strlen(prev), "LOCK"))
             return "the session locked tables (LOCK TABLES)";

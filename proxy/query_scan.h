@@ -16,8 +16,11 @@ struct evbuffer;
  * HANDLER, XA, CALL (a procedure may do any of these), temporary tables,
  * SQL-level PREPARE/EXECUTE, SQL_CALC_FOUND_ROWS/FOUND_ROWS(). When unsure
  * it names a reason: a pinned session only loses multiplexing.
+ * *reads_connection_id is set (never cleared) when the text calls CONNECTION_ID():
+ * the server gives a session one id for its life, so multiplexing must keep the
+ * session on its connection, although a lost connection can still be replaced.
  */
-const char *query_pin_reason(const char *p, size_t n);
+const char *query_pin_reason(const char *p, size_t n, bool *reads_connection_id);
 
 /* True when the text names a session_track_* variable (outside quotes is not checked). */
 bool query_names_session_tracking(const char *p, size_t n);

@@ -71,7 +71,7 @@ static void idle_release_cb(evutil_socket_t fd, short what, void *arg)
                  evbuffer_get_length(bufferevent_get_input(s->client)) == 0 &&
                  evbuffer_get_length(bufferevent_get_input(s->server)) == 0;
     bool replayable = !(s->rt.status & PROTO_STATUS_IN_TRANS) && !s->cursor_open && !s->hold_conn &&
-                      !s->st.unrestorable && pool_conn_tracked(s->conn);
+                      !s->keeps_thread && !s->st.unrestorable && pool_conn_tracked(s->conn);
     if (!quiet || !replayable)
         return;
     s->released = 1;

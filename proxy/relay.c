@@ -124,9 +124,12 @@ static int own_tracking_intercept(struct session *s, const uint8_t *text, size_t
 /* Pins the session when the statement text leaves state credproxy cannot carry over. */
 static void scan_text(struct session *s, const uint8_t *text, size_t len)
 {
-    const char *why = query_pin_reason((const char *)text, len);
+    bool reads_id = false;
+    const char *why = query_pin_reason((const char *)text, len, &reads_id);
     if (why && !s->st.unrestorable)
         s->st.unrestorable = why;
+    if (reads_id)
+        s->keeps_thread = 1;
 }
 
 /*

@@ -111,6 +111,7 @@ struct session {
     unsigned released : 1;     /* DETACHED by choice (multiplexing), not by a lost connection */
     unsigned big_ok_wait : 1;  /* waiting for a whole OK packet larger than the read watermark */
     unsigned hold_conn : 1;    /* the last reply has warnings or affected rows: do not release */
+    unsigned keeps_thread : 1; /* it read CONNECTION_ID(): never released (multiplexing) */
     unsigned own_tracking : 1; /* the client set or read session_track_*: shown unfiltered */
     unsigned swallow : 2;      /* replies to credproxy's own commands still due in the stream */
     unsigned client_waits : 1; /* the client's next command waits for replies to come */

@@ -41,9 +41,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (upper[i] >= 'a' && upper[i] <= 'z')
             upper[i] = (char)(upper[i] - 'a' + 'A');
 
-    const char *why = query_pin_reason(text, size);
-    const char *why_upper = query_pin_reason(upper, size);
+    bool reads_id = false, reads_id_upper = false;
+    const char *why = query_pin_reason(text, size, &reads_id);
+    const char *why_upper = query_pin_reason(upper, size, &reads_id_upper);
     FUZZ_CHECK((why == NULL) == (why_upper == NULL));
+    FUZZ_CHECK(reads_id == reads_id_upper);
     if (why)
         fuzz_touch(why, strlen(why));
     FUZZ_CHECK(query_names_session_tracking(text, size) ==

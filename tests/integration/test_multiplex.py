@@ -6,6 +6,7 @@ connection the pool lends, with its schema and session variables replayed. Sessi
 state that cannot be replayed (a transaction, user variables) keep their connection.
 """
 
+import itertools
 import threading
 import time
 
@@ -14,6 +15,8 @@ from test_pool import PoolTestCase
 
 
 class Multiplexing(PoolTestCase):
+    marks = itertools.count()
+
     def proxy(self, pool_size):
         return self.proxy_with("--pool-size", str(pool_size), "--pool-release-idle-after", "50ms")
 
@@ -47,6 +50,12 @@ class Multiplexing(PoolTestCase):
         for c in clients[::8]:
             self.assertEqual(scalar(c, "SELECT 1"), 1)
 
+    def on_thread(self, c):
+        """The server thread c's statement runs on, read without CONNECTION_ID() (which pins)."""
+        mark = "on-thread-%d" % next(self.marks)
+        return scalar(c, "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE '%%%s%%'"
+                      % mark)  # the statement finds itself, by the mark in its own text
+
     def test_pinned_sessions_keep_their_connection(self):
         proxy = self.proxy(4)
         in_trans = self.client(proxy)
@@ -56,14 +65,35 @@ class Multiplexing(PoolTestCase):
         user_var = self.client(proxy)
         with user_var.cursor() as cur:
             cur.execute("SET @kept = 'yes'")
-        first = {c: scalar(c, "SELECT CONNECTION_ID()") for c in (in_trans, user_var)}
+        first = {c: self.on_thread(c) for c in (in_trans, user_var)}
         time.sleep(0.4)  # far past the release delay
         for c, cid in first.items():
-            self.assertEqual(scalar(c, "SELECT CONNECTION_ID()"), cid)
+            self.assertEqual(self.on_thread(c), cid)
         self.assertEqual(scalar(user_var, "SELECT @kept"), "yes")
         self.assertEqual(scalar(in_trans, "SELECT v FROM %s WHERE id = 1" % self.table), 11)
         with in_trans.cursor() as cur:
             cur.execute("ROLLBACK")
+
+    def test_connection_id_stays_the_sessions_own(self):
+        """CONNECTION_ID() pins: the server gives a session one id for its whole life."""
+        proxy = self.proxy(2)
+        a = self.client(proxy)
+        cid = scalar(a, "SELECT CONNECTION_ID()")
+        time.sleep(0.3)  # past the release delay: an unpinned session would be released now
+        busy = self.client(proxy)
+        with busy.cursor() as cur:  # holds whichever connection the pool lends next
+            cur.execute("BEGIN")
+            cur.execute("SELECT 1")
+        time.sleep(0.3)
+        self.assertEqual(scalar(a, "SELECT CONNECTION_ID()"), cid)
+        self.assertEqual(self.on_thread(a), cid)
+        self.assertNotEqual(self.on_thread(busy), cid)
+        with busy.cursor() as cur:
+            cur.execute("ROLLBACK")
+        # Kept, not unmovable: a lost connection is still replaced without an error.
+        self.fixture.root_sql("KILL %d" % cid)
+        time.sleep(0.3)
+        self.assertNotEqual(scalar(a, "SELECT CONNECTION_ID()"), cid)
 
     def test_concurrent_clients_over_one_connection(self):
         proxy = self.proxy(1)

@@ -163,7 +163,8 @@ static void test_statements(void)
 /* 1 when query_pin_reason pins the statement, 0 when not. */
 static int pins(const char *q)
 {
-    return query_pin_reason(q, strlen(q)) != NULL;
+    bool reads_id = false;
+    return query_pin_reason(q, strlen(q), &reads_id) != NULL;
 }
 
 static void test_query_pin_reason(void)
@@ -214,6 +215,28 @@ static void test_query_pin_reason(void)
             fprintf(stderr, "query_pin_reason(\"%s\") pins=%d, want %d\n", cases[i].q, got,
                     cases[i].want);
         CHECK(got == cases[i].want);
+    }
+    /* CONNECTION_ID() keeps the connection but is not a reason the session cannot move. */
+    static const struct {
+        const char *q;
+        bool reads_id;
+        bool pins;
+    } ids[] = {
+        {"SELECT CONNECTION_ID()", true, false},
+        {"select connection_id ()", true, false},
+        {"SELECT CONNECTION_ID(), @v", true, true}, /* the scan goes on past it */
+        {"SELECT my_connection_id FROM t", false, false},
+        {"SELECT 'CONNECTION_ID()'", false, false},
+        {"/* CONNECTION_ID() */ SELECT 1", false, false},
+        {"SELECT connection_id", false, false},
+    };
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        bool reads_id = false;
+        bool pins = query_pin_reason(ids[i].q, strlen(ids[i].q), &reads_id) != NULL;
+        if (reads_id != ids[i].reads_id || pins != ids[i].pins)
+            fprintf(stderr, "query_pin_reason(\"%s\") reads_id=%d pins=%d\n", ids[i].q, reads_id,
+                    pins);
+        CHECK(reads_id == ids[i].reads_id && pins == ids[i].pins);
     }
 }
 
