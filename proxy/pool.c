@@ -31,6 +31,7 @@
 #include "proxy/login_policy.h"
 #include "proxy/route.h"
 #include "proxy/sock_reader.h"
+#include "proxy/stream_send.h"
 #include "proxy/stats.h"
 #include "proxy/worker.h"
 #include "secrets/secret_source.h"
@@ -383,16 +384,7 @@ static void conn_run(struct pool_conn *c, const uint8_t *pkts, size_t len, unsig
     }
     stream_read_high(c->rd, c->bev, 0);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-    /*
-     * On a plain socket with nothing queued, written at once: queued, it would
-     * wait a loop turn for a write event (two epoll_ctl calls per reset).
-     */
-    size_t sent = 0;
-    if (c->rd && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
-        ssize_t w = send(bufferevent_getfd(c->bev), pkts, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        sent = w > 0 ? (size_t)w : 0;
-    }
-    if (sent < len && bufferevent_write(c->bev, pkts + sent, len - sent) < 0)
+    if (!stream_send_bytes_now(c->bev, pkts, len))
         c->lost = true; /* reported when the write fails for good, through the event */
     conn_read_write(c);
     if (c->timer)

@@ -21,6 +21,7 @@
 #include "proxy/route.h"
 #include "proxy/session_int.h"
 #include "proxy/sock_reader.h"
+#include "proxy/stream_send.h"
 
 /* Login done: OK to the client, then relay (or wait detached for the first command). */
 void relay_enter(struct session *s, uint64_t caps, uint16_t status)
@@ -309,7 +310,7 @@ static void flush_to_server(struct session *s)
     if (evbuffer_get_length(scratch) == 0)
         return;
     if (s->server)
-        session_send_now(s->server, scratch);
+        stream_send_now(s->server, scratch);
     else
         evbuffer_drain(scratch, evbuffer_get_length(scratch));
 }
@@ -743,7 +744,7 @@ static void server_read(void *arg)
                 break;
             if (r > 0) {
                 if (evbuffer_get_length(out))
-                    session_send_now(s->client, out);
+                    stream_send_now(s->client, out);
                 retry_on_writer(s);
                 return;
             }
@@ -784,7 +785,7 @@ static void server_read(void *arg)
         pool_conn_read_high(s->conn, RELAY_HIGH_WATER);
     }
     if (evbuffer_get_length(out))
-        session_send_now(s->client, out);
+        stream_send_now(s->client, out);
     throttle_server(s);
     if (s->ro_move && response_idle(&s->rt) && !s->to_client_left &&
         !(s->rt.status & PROTO_STATUS_IN_TRANS) && evbuffer_get_length(in) == 0) {

@@ -7,7 +7,6 @@
 #include "proxy/session.h"
 
 #include <arpa/inet.h>
-#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
@@ -33,6 +32,7 @@
 #include "proxy/route.h"
 #include "proxy/session_int.h"
 #include "proxy/sock_reader.h"
+#include "proxy/stream_send.h"
 
 static const char *const state_names[SESSION_N_STATES] = {
     [SESSION_GREET_WAIT] = "greet-wait",
@@ -104,54 +104,6 @@ void session_arm_timer(struct session *s, int ms, void (*cb)(evutil_socket_t, sh
 }
 
 /*
- * The same for a TLS connection upstream (a socket TLS bufferevent): each
- * chunk is encrypted and written at once. A chunk OpenSSL could not write
- * whole stays in data, which moves to the bufferevent's output chunk by
- * chunk, so libevent's retry hands SSL_write the very buffer and length it
- * had (what OpenSSL requires after SSL_ERROR_WANT_WRITE); an error is found
- * again, and reported, by that retry.
- */
-static void ssl_write_now(SSL *ssl, struct evbuffer *data)
-{
-    while (evbuffer_get_length(data) > 0) {
-        struct evbuffer_iovec v;
-        if (evbuffer_peek(data, -1, NULL, &v, 1) < 1)
-            return;
-        int n = v.iov_len > INT_MAX ? INT_MAX : (int)v.iov_len;
-        ERR_clear_error();
-        int r = SSL_write(ssl, v.iov_base, n);
-        if (r <= 0) {
-            ERR_clear_error();
-            return;
-        }
-        evbuffer_drain(data, (size_t)r);
-    }
-}
-
-/*
- * Sends data (drained) to dst. On a plain socket with nothing queued it is
- * written at once: bufferevents otherwise wait for the next loop turn and
- * register and unregister write interest around every write, two epoll_ctl
- * calls that cost more than the relay itself. Whatever the socket does not
- * take is queued on the bufferevent, which then handles it as usual.
- */
-void session_send_now(struct bufferevent *dst, struct evbuffer *data)
-{
-    struct evbuffer *out = bufferevent_get_output(dst);
-    if (evbuffer_get_length(out) == 0 && !bufferevent_get_underlying(dst)) {
-        SSL *ssl = bufferevent_openssl_get_ssl(dst);
-        if (ssl)
-            ssl_write_now(ssl, data);
-        else
-            while (evbuffer_get_length(data) > 0 &&
-                   evbuffer_write(data, bufferevent_getfd(dst)) > 0)
-                ;
-    }
-    if (evbuffer_get_length(data) > 0)
-        evbuffer_add_buffer(out, data);
-}
-
-/*
  * The OK credproxy sends for a login or a COM_CHANGE_USER: as the server
  * does, a client with CLIENT_SESSION_TRACK sees SERVER_SESSION_STATE_CHANGED
  * (with an empty list: credproxy does not invent the server's records), one
@@ -181,7 +133,7 @@ void session_send(struct session *s, const struct wire_writer *w)
         return;
     struct evbuffer *scratch = s->worker->scratch;
     evbuffer_add(scratch, w->buf, w->len);
-    session_send_now(s->client, scratch);
+    stream_send_now(s->client, scratch);
 }
 
 /* --- the one cleanup decision ---------------------------------------------------------------- */
@@ -829,7 +781,7 @@ static void describe_peer(struct session *s, int fd, const struct sockaddr *addr
 /*
  * A bufferevent enabled for writing with nothing to write registers write
  * interest, wakes once and unregisters it: two epoll_ctl calls for nothing.
- * Greetings and OKs go out with one send (session_send_now), so a client's
+ * Greetings and OKs go out with one send (stream_send_now), so a client's
  * socket starts with reading only, and this callback on its output enables
  * writing the first time bytes are queued there, by whichever code queues them
  * (the bufferevent's own write callback then writes and resumes them as

@@ -160,7 +160,6 @@ void session_take_conn(struct session *s, struct pool_conn *conn);
 void session_send(struct session *s, const struct wire_writer *w);
 int session_take_login_packet(struct session *s, uint8_t **out, uint32_t *out_len, const char *why);
 void session_write_login_ok(const struct session *s, struct wire_writer *w, uint16_t status);
-void session_send_now(struct bufferevent *dst, struct evbuffer *data);
 void session_handle_change_user(struct session *s, const uint8_t *p, size_t len);
 void session_handle_reset_connection(struct session *s);
 
