@@ -1,6 +1,7 @@
 /* AWS regions, partitions and service endpoints, with the SDKs' overrides. */
 #include "secrets/aws_endpoint.h"
 
+#include <ctype.h>
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +65,30 @@ bool aws_arn_region(const char *arn, char *out, size_t outlen)
     memcpy(out, p, len);
     out[len] = '\0';
     return aws_region_valid(out);
+}
+
+bool aws_rds_host_region(const char *host, char *out, size_t outlen)
+{
+    static const char *const suffixes[] = {".rds.amazonaws.com", ".rds.amazonaws.com.cn"};
+    size_t n = host ? strlen(host) : 0;
+    if (n && host[n - 1] == '.')
+        n--;
+    for (size_t k = 0; k < sizeof(suffixes) / sizeof(suffixes[0]); k++) {
+        size_t sl = strlen(suffixes[k]);
+        if (n <= sl || strncasecmp(host + n - sl, suffixes[k], sl) != 0)
+            continue;
+        const char *end = host + n - sl, *start = end;
+        while (start > host && start[-1] != '.')
+            start--;
+        size_t len = (size_t)(end - start);
+        if (start == host || len == 0 || len >= outlen)
+            return false; /* the region label, after at least one label of the name */
+        for (size_t i = 0; i < len; i++)
+            out[i] = (char)tolower((unsigned char)start[i]);
+        out[len] = '\0';
+        return aws_region_valid(out);
+    }
+    return false;
 }
 
 bool aws_endpoint_check(const char *url, char *err, size_t errlen)

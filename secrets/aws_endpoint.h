@@ -15,6 +15,13 @@ const char *aws_region_dns_suffix(const char *region);
 bool aws_arn_region(const char *arn, char *out, size_t outlen);
 
 /*
+ * The region of an RDS endpoint name ("NAME.ID.REGION.rds.amazonaws.com", or ".com.cn"; any
+ * case, a final dot allowed): the database's region, the one its IAM tokens are signed for.
+ * False for any other host name.
+ */
+bool aws_rds_host_region(const char *host, char *out, size_t outlen);
+
+/*
  * The endpoint URL of a service, malloc'd: explicit when given, else
  * AWS_ENDPOINT_URL_<env_id> (e.g. SECRETS_MANAGER, STS), else AWS_ENDPOINT_URL,
  * else https://<prefix>.<region>.<partition suffix>, with "-fips" after the

@@ -63,23 +63,6 @@ bool aws_run_until(struct event_base *base, const bool *done)
     return true;
 }
 
-/* The region label of an RDS endpoint name: NAME.ID.REGION.rds.amazonaws.com[.cn]. */
-static bool host_region(const char *host, char *out, size_t outlen)
-{
-    const char *rds = host ? strstr(host, ".rds.amazonaws.com") : NULL;
-    if (!rds)
-        return false;
-    const char *start = rds;
-    while (start > host && start[-1] != '.')
-        start--;
-    size_t n = (size_t)(rds - start);
-    if (n == 0 || n >= outlen)
-        return false;
-    memcpy(out, start, n);
-    out[n] = '\0';
-    return aws_region_valid(out);
-}
-
 struct region_wait {
     bool done;
     char *region;
@@ -116,7 +99,7 @@ bool aws_ctx_resolve_region(struct aws_ctx *ctx, const struct aws_region_hint *h
         r = found;
         from = "the secret's ARN";
     }
-    if (!r && host_region(hint->rds_host, found, sizeof(found))) {
+    if (!r && aws_rds_host_region(hint->rds_host, found, sizeof(found))) {
         r = found;
         from = "the database host name";
     }

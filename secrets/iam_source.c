@@ -111,8 +111,15 @@ static void make_token(struct iam_source *s, const struct aws_credentials *c)
         return;
     }
     time_t now = time(NULL);
+    /*
+     * RDS accepts a token signed for the database's own region only: an RDS endpoint name says
+     * which (its host may change with the secret), whatever region the secret was read from.
+     */
+    char host_region[64];
+    const char *region =
+        aws_rds_host_region(host, host_region, sizeof(host_region)) ? host_region : s->ctx.region;
     struct rds_token_signer signer = {c->access_key_id, c->secret_access_key, c->session_token,
-                                      s->ctx.region};
+                                      region};
     char *token = rds_token_make(&signer, host, port, user, now);
     char version[64];
     struct tm tm;
@@ -129,7 +136,7 @@ static void make_token(struct iam_source *s, const struct aws_credentials *c)
     t->iam = true;
     log_debug("route %s: new IAM auth token for '%s' at %s:%d (region %s, AWS credentials from "
               "%s)",
-              s->route, user, host, port, s->ctx.region, aws_creds_cache_source(s->cc));
+              s->route, user, host, port, region, aws_creds_cache_source(s->cc));
     if (s->fail_key[0])
         log_info("route %s: IAM auth tokens are made again", s->route);
     s->fail_key[0] = '\0';
@@ -306,6 +313,9 @@ struct secret_source *iam_source_open(struct event_base *base, const struct iam_
                                    .purpose = " for IAM tokens"};
     bool ok = aws_ctx_resolve_region(&s->ctx, &hint, why, sizeof(why)) &&
               (p = aws_provider_chain(&s->ctx, why, sizeof(why)));
+    char host_region[64] = "";
+    if (ok && !aws_rds_host_region(host, host_region, sizeof(host_region)))
+        snprintf(host_region, sizeof(host_region), "%s", s->ctx.region);
     creds_unref(c);
     if (!ok) {
         snprintf(err, errlen, "IAM authentication: %s", why);
@@ -320,8 +330,9 @@ struct secret_source *iam_source_open(struct event_base *base, const struct iam_
         iam_source_free(s);
         return NULL;
     }
-    log_info("route %s: IAM database authentication, region %s, AWS credentials from %s", s->route,
-             s->ctx.region, p->name);
+    log_info("route %s: IAM database authentication, tokens signed for region %s, AWS credentials "
+             "from %s",
+             s->route, host_region, p->name);
     s->starting = true;
     start_token(s);
     bool ran = aws_run_until(base, &s->start_end);

@@ -227,7 +227,8 @@ class Iam(AwsTestCase):
         finally:
             conn.close()
         self.assertEqual(self.verdict_lines()[:1], ["ok %s %s" % (USER, KEY1["AccessKeyId"])])
-        self.assertIn("IAM database authentication, region %s, AWS credentials from" % REGION,
+        self.assertIn("IAM database authentication, tokens signed for region %s, AWS credentials "
+                      "from" % REGION,
                       p.log())
 
     def test_good_token_without_secret(self):

@@ -46,6 +46,25 @@ static void test_partitions(void)
     CHECK_STR(r, "cn-north-1");
     CHECK(!aws_arn_region("prod/app/db", r, sizeof(r)));
     CHECK(!aws_arn_region("arn:aws:iam::123456789012:role/x", r, sizeof(r)));
+
+    /* RDS endpoint names: the label before the suffix, only at the end of the name. */
+    CHECK(aws_rds_host_region("mydb.cluster-abc123.eu-west-1.rds.amazonaws.com", r, sizeof(r)));
+    CHECK_STR(r, "eu-west-1");
+    CHECK(aws_rds_host_region("db.abc.us-gov-west-1.RDS.AmazonAWS.com.", r, sizeof(r)));
+    CHECK_STR(r, "us-gov-west-1");
+    CHECK(aws_rds_host_region("db.abc.cn-north-1.rds.amazonaws.com.cn", r, sizeof(r)));
+    CHECK_STR(r, "cn-north-1");
+    CHECK(aws_rds_host_region("p.proxy-abc.ap-south-2.rds.amazonaws.com", r, sizeof(r)));
+    CHECK_STR(r, "ap-south-2");
+    CHECK(!aws_rds_host_region("db.us-east-1.rds.amazonaws.com.evil.example", r, sizeof(r)));
+    CHECK(!aws_rds_host_region("us-east-1.rds.amazonaws.com", r, sizeof(r)));
+    CHECK(!aws_rds_host_region(".rds.amazonaws.com", r, sizeof(r)));
+    CHECK(!aws_rds_host_region("db.abc.Bad_Region.rds.amazonaws.com", r, sizeof(r)));
+    CHECK(!aws_rds_host_region("127.0.0.1", r, sizeof(r)));
+    CHECK(!aws_rds_host_region("", r, sizeof(r)));
+    CHECK(!aws_rds_host_region(NULL, r, sizeof(r)));
+    char tiny[4];
+    CHECK(!aws_rds_host_region("db.abc.eu-west-1.rds.amazonaws.com", tiny, sizeof(tiny)));
 }
 
 static void check_endpoint(const char *explicit_url, const char *region, const char *want)
