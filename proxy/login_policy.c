@@ -8,7 +8,6 @@
 #include "conf/log.h"
 #include "proxy/route.h"
 #include "proxy/upstream.h"
-#include "secrets/secret_source.h"
 
 void login_attempt_clear(struct login_attempt *a)
 {
@@ -64,7 +63,7 @@ bool login_policy_next(struct route *r, struct login_attempt *a)
     if (!c) {
         /* Nothing new to try yet: look again (IAM: the refusal already asked for a token). */
         if (r->cfg->upstream_auth != UPSTREAM_AUTH_IAM)
-            secret_source_refresh_now(r->source);
+            route_refresh_secret(r);
         return false;
     }
     creds_unref(a->creds);
@@ -77,7 +76,7 @@ void login_policy_refused(struct route *r, struct login_attempt *a)
     a->refusals++;
     if (r->cfg->upstream_auth == UPSTREAM_AUTH_IAM) {
         a->refused_current = a->creds->generation;
-        secret_source_refresh_now(r->source); /* a new token, from fresh AWS credentials */
+        route_refresh_secret(r); /* a new token, from fresh AWS credentials */
         log_info("route %s: login as '%s' with an IAM auth token refused%s", r->cfg->name,
                  a->creds->username,
                  a->refusals == 1 ? "; making a new token with refreshed AWS credentials" : "");
@@ -90,7 +89,7 @@ void login_policy_refused(struct route *r, struct login_attempt *a)
         creds_unref(a->refused_pending);
         a->refused_pending = creds_ref(a->creds);
     }
-    secret_source_refresh_now(r->source); /* perhaps the secret was rotated */
+    route_refresh_secret(r); /* perhaps the secret was rotated */
     log_info("route %s: login as '%s' (version %s) refused; trying the secret's other versions",
              r->cfg->name, a->creds->username, a->creds->version ? a->creds->version : "?");
 }

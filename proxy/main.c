@@ -224,6 +224,7 @@ static void stop(struct daemon *d)
     drain_free(); /* after the workers are joined: they report to its events until then */
     for (size_t i = 0; d->routes.all && i < d->routes.n; i++)
         route_probe_cancel(d->routes.all[i]);
+    reload_stop_sources();
     for (int i = 0; d->base && i < 8; i++)
         event_base_loop(d->base, EVLOOP_NONBLOCK); /* deferred frees of what was just freed */
     for (size_t i = 0; d->routes.all && i < d->routes.n; i++) {

@@ -78,12 +78,15 @@ struct retired {
     SSL_CTX **tls;                 /* by route */
     struct frontend_tls *frontend; /* by route; empty entries for none */
     size_t n;
+    struct secret_source *source; /* a removed route's, retired (route_retire_source), or NULL */
+    struct route *source_route;   /* its route */
 };
 
 static struct reload_target target;
 static uint64_t generation;
 static struct retired *retired_head;
-static bool reap_scheduled; /* a reap_cb is due (event_base_once: the base frees it) */
+static bool reap_scheduled;  /* a reap_cb is due (event_base_once: the base frees it) */
+static bool watch_scheduled; /* a watch_removed_cb is due (likewise) */
 
 static bool in_list(const char *key, const char *const *list, size_t n)
 {
@@ -123,6 +126,7 @@ static void retired_free(struct retired *r)
     free(r->users);
     free(r->tls);
     free(r->frontend);
+    secret_source_free(r->source);
     free(r);
 }
 
@@ -166,6 +170,8 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
         struct retired *r = *pp;
         if (r->gen <= synced && !(r->cfg && still_used(r->cfg))) {
             *pp = r->next;
+            if (r->source_route)
+                route_source_freed(r->source_route); /* the route stays until the exit */
             retired_free(r);
             continue;
         }
@@ -175,6 +181,56 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (waiting)
         schedule_reap();
+}
+
+static void watch_removed_cb(evutil_socket_t fd, short what, void *arg);
+
+/* watch_removed_cb in a second, unless one is due already. */
+static void watch_removed(void)
+{
+    struct timeval tv = {1, 0};
+    if (!watch_scheduled)
+        watch_scheduled =
+            event_base_once(target.base, -1, EV_TIMEOUT, watch_removed_cb, NULL, &tv) == 0;
+}
+
+/*
+ * A removed route reads its secret while its clients stay (they may need a rotated password);
+ * once the last one has left and its last pooled connection has closed, it stops: no more
+ * Secrets Manager calls, and no errors logged for a secret deleted with the route.
+ */
+static void watch_removed_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    watch_scheduled = false;
+    if (daemon_phase() == DAEMON_STOPPING)
+        return;
+    bool waiting = false;
+    for (size_t i = 0; i < target.routes->n; i++) {
+        struct route *r = target.routes->all[i];
+        if (!__atomic_load_n(&r->removed, __ATOMIC_ACQUIRE) || r->source_retired || !r->source)
+            continue;
+        struct retired *old = NULL;
+        if (__atomic_load_n(&r->n_clients, __ATOMIC_ACQUIRE) > 0 ||
+            __atomic_load_n(&r->upstream_open, __ATOMIC_ACQUIRE) > 0 ||
+            !(old = calloc(1, sizeof(*old)))) {
+            waiting = true;
+            continue;
+        }
+        old->source = route_retire_source(r);
+        old->source_route = r;
+        old->gen = ++generation;
+        for (int k = 0; k < target.n_workers; k++)
+            worker_post_sync(&target.workers[k], old->gen);
+        old->next = retired_head;
+        retired_head = old;
+        schedule_reap();
+        log_info("route %s: its last client left: its secret is no longer read", r->cfg->name);
+    }
+    if (waiting)
+        watch_removed();
 }
 
 static bool fds_add(struct route_fds *out, int fd, int worker)
@@ -350,6 +406,18 @@ static void update_active(void)
 void reload_init(const struct reload_target *t)
 {
     target = *t;
+}
+
+void reload_stop_sources(void)
+{
+    for (struct retired *r = retired_head; r; r = r->next) {
+        if (!r->source_route)
+            continue;
+        secret_source_free(r->source);
+        r->source = NULL;
+        route_source_freed(r->source_route);
+        r->source_route = NULL;
+    }
 }
 
 void reload_shutdown(void)
@@ -594,6 +662,7 @@ void reload_run(void)
             log_info("route %s removed: its listeners close; its %d open clients keep working "
                      "until they disconnect",
                      r->cfg->name, __atomic_load_n(&r->n_clients, __ATOMIC_RELAXED));
+            watch_removed();
             add_key(applied, sizeof(applied), "-route ", r->cfg->name);
         }
         if (!p->next)

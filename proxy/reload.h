@@ -71,6 +71,12 @@ void reload_init(const struct reload_target *t);
 void reload_run(void);
 
 /*
+ * After the workers stopped, before the routes are destroyed and while the main loop's base
+ * exists: frees the secret sources of removed routes that stopped reading their secret.
+ */
+void reload_stop_sources(void);
+
+/*
  * After the workers stopped and the routes were destroyed: frees the configurations, users
  * and TLS contexts earlier reloads replaced (the running configuration stays the caller's).
  */

@@ -247,7 +247,8 @@ bool route_init(struct route *r, const struct route_config *cfg, struct event_ba
 
 void route_destroy(struct route *r)
 {
-    secret_source_free(r->source);
+    if (!r->source_retired) /* else whoever retired it frees it */
+        secret_source_free(r->source);
     if (r->store)
         secret_store_free(r->store);
     if (r->users)
@@ -383,6 +384,23 @@ bool route_probing(const struct route *r)
 static void set_probing(struct route *r, bool probing)
 {
     __atomic_store_n(&r->probing, probing ? 1 : 0, __ATOMIC_RELEASE);
+}
+
+void route_refresh_secret(struct route *r)
+{
+    if (!__atomic_load_n(&r->source_retired, __ATOMIC_ACQUIRE))
+        secret_source_refresh_now(r->source);
+}
+
+struct secret_source *route_retire_source(struct route *r)
+{
+    __atomic_store_n(&r->source_retired, 1, __ATOMIC_RELEASE);
+    return r->source;
+}
+
+void route_source_freed(struct route *r)
+{
+    r->source = NULL; /* no worker reads it once it has seen source_retired */
 }
 
 void route_login_worked(struct route *r)

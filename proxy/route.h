@@ -63,7 +63,8 @@ struct route {
     int64_t last_login_mono_ms;    /* atomic: monotonic ms of the last upstream login that worked */
     uint64_t upstream_gen;         /* atomic: bumped when a reload changes where or how logins go */
     int n_listeners;               /* atomic: listening sockets of every worker (admin endpoint) */
-    int removed; /* atomic: a reload took it out of the configuration; kept until the exit */
+    int removed;        /* atomic: a reload took it out of the configuration; kept until the exit */
+    int source_retired; /* atomic: removed, its clients gone: source is no longer read */
 };
 
 /*
@@ -121,6 +122,17 @@ void route_probe_start(struct route *r, struct event_base *base, struct evdns_ba
 void route_probe_cancel(struct route *r);
 /* True while that login is in flight. */
 bool route_probing(const struct route *r);
+
+/* Any thread: reads r's secret again as soon as possible (a login was refused, say). */
+void route_refresh_secret(struct route *r);
+/*
+ * Main thread, for a removed route that no client uses any more: r stops reading its secret.
+ * Returns the source, now the caller's, to free once every worker has passed a safe point
+ * (a worker may be calling route_refresh_secret with it until then); then the caller calls
+ * route_source_freed(r) unless the route is gone.
+ */
+struct secret_source *route_retire_source(struct route *r);
+void route_source_freed(struct route *r);
 void route_learn(struct route *r, const struct upstream_info *info);
 /* An upstream login of r worked (any thread): what readiness looks at. */
 void route_login_worked(struct route *r);

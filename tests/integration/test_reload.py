@@ -505,6 +505,16 @@ class Routes(ReloadCase):
         self.assertEqual(scalar(connect(p.port), "SELECT 6"), 6)
         before.close()
         before_unix.close()
+        # Its last client gone, it stops reading its secret: a secret deleted or broken with
+        # the route is not read again, and nothing is logged about it.
+        self.wait_for("the removed route's secret to stop", lambda: "route extra: its last client "
+                      "left: its secret is no longer read" in p.log(), timeout=10)
+        offset = len(p.log_path.read_bytes())
+        good = Path(extra["secret_file"]).read_text()
+        harness.write_json_atomic(Path(extra["secret_file"]), {"username": 5})
+        time.sleep(2.5)  # the file was polled every second
+        self.assertNotIn("extra-secret.json", p.log_since(offset))
+        Path(extra["secret_file"]).write_text(good)
         # Added back under the same name, on the same port and path: served again.
         p.write_conf(settings, dict(routes, extra=extra))
         self.assertIn("route extra added", p.reload())
