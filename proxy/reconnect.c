@@ -111,6 +111,15 @@ void reconnect_server_lost(struct session *s)
         session_close_after_flush(s, "upstream connection lost during a command");
         return;
     }
+    if (session_own_wait_timeout_passed(s)) {
+        /* The server ended it as the client asked: the client's connection ends too (2013). */
+        log_info("C-%llu %s: upstream connection closed after the session's own wait_timeout; "
+                 "closing the session, as the server did",
+                 (unsigned long long)s->id, s->peer);
+        session_drop_dead_conn(s, "the session's own wait_timeout passed");
+        session_close(s, "idle past its own wait_timeout");
+        return;
+    }
     bool tracked = pool_conn_tracked(s->conn);
     if (s->rt.status & PROTO_STATUS_IN_TRANS)
         s->st.unrestorable = "a transaction was open";

@@ -438,6 +438,18 @@ static int kill_intercept(struct session *s, struct evbuffer *in, size_t avail, 
 void relay_client_to_server(struct session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->client);
+    if (s->state == SESSION_DETACHED && evbuffer_get_length(in) &&
+        session_own_wait_timeout_passed(s)) {
+        /*
+         * Released (multiplexing) or lost, the session had no connection to time
+         * out: the server would have closed this one, so it ends here (2013).
+         */
+        log_info("C-%llu %s: idle past the session's own wait_timeout; closing it, as the "
+                 "server would have",
+                 (unsigned long long)s->id, s->peer);
+        session_close(s, "idle past its own wait_timeout");
+        return;
+    }
     s->last_active_ms = session_now_ms(s);
     while (s->state == SESSION_RELAY || s->state == SESSION_DETACHED) {
         size_t avail = evbuffer_get_length(in);

@@ -659,6 +659,22 @@ uint64_t session_now_ms(const struct session *s)
 }
 
 /*
+ * The server counts wait_timeout from the end of its reply, credproxy from when
+ * that reply went through it, a moment later; an upstream connection that
+ * closes this close to the limit is the server's timeout.
+ */
+#define WAIT_TIMEOUT_SLACK_MS 250u
+
+bool session_own_wait_timeout_passed(const struct session *s)
+{
+    uint64_t limit = session_state_wait_timeout_ms(&s->st);
+    uint64_t now = session_now_ms(s);
+    if (!limit || now < s->last_active_ms)
+        return false;
+    return now - s->last_active_ms + WAIT_TIMEOUT_SLACK_MS >= limit;
+}
+
+/*
  * client_idle_timeout: closes sessions that sent no command for that long
  * with no reply pending (as the server's wait_timeout would). Runs once a
  * second from the worker's loop.

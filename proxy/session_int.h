@@ -166,6 +166,13 @@ void session_handle_reset_connection(struct session *s);
 /* The loop's cached clock in milliseconds: cheap enough for the hot path. */
 uint64_t session_now_ms(const struct session *s);
 
+/*
+ * True when the client set its session's wait_timeout and has sent nothing for
+ * that long: the server would have closed its connection by now, so the
+ * session must end rather than move to a new connection.
+ */
+bool session_own_wait_timeout_passed(const struct session *s);
+
 /* login.c */
 void login_greet_when_ready(struct session *s);
 void login_read(struct session *s);

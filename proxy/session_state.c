@@ -1,6 +1,7 @@
 /* Bookkeeping for transparent reconnects: variables, schema, prepared statements. */
 #include "proxy/session_state.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -357,6 +358,23 @@ uint32_t session_state_server_id(const struct session_state *st, uint32_t client
         if (s->client_id == client_id)
             return s->server_id;
     return client_id;
+}
+
+uint64_t session_state_wait_timeout_ms(const struct session_state *st)
+{
+    for (const struct sysvar *v = st->vars; v; v = v->next) {
+        if (strcmp(v->name, "wait_timeout") != 0)
+            continue;
+        if (!v->value || v->value[0] < '0' || v->value[0] > '9')
+            return 0;
+        char *end;
+        errno = 0;
+        unsigned long long secs = strtoull(v->value, &end, 10);
+        if (errno || end == v->value || *end || secs > UINT64_MAX / 1000u)
+            return 0;
+        return (uint64_t)secs * 1000u;
+    }
+    return 0;
 }
 
 /* A plain decimal number: written bare, since numeric variables refuse a quoted value. */

@@ -92,6 +92,12 @@ uint32_t session_state_prepare_done(struct session_state *st, bool ok, uint32_t 
 /* The client closed a statement (COM_STMT_CLOSE). */
 void session_state_stmt_closed(struct session_state *st, uint32_t client_id);
 
+/*
+ * The session's wait_timeout in milliseconds when the client set it (SET
+ * wait_timeout, as the server reported it), else 0.
+ */
+uint64_t session_state_wait_timeout_ms(const struct session_state *st);
+
 /* The server's id for a client's statement id (itself when not remapped or unknown). */
 uint32_t session_state_server_id(const struct session_state *st, uint32_t client_id);
 
