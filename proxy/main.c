@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -288,10 +289,18 @@ int main(int argc, char **argv)
     if (!d.cfg.allow_core_dumps && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
         log_warn("cannot turn off core dumps (PR_SET_DUMPABLE): %s", strerror(errno));
     signal(SIGPIPE, SIG_IGN);
-    /* Until the loop handles them (other_signal_cb), these are ignored, never fatal. */
-    signal(SIGHUP, SIG_IGN);
-    signal(SIGUSR1, SIG_IGN);
-    signal(SIGUSR2, SIG_IGN);
+    /*
+     * Until the loop handles them (other_signal_cb) these wait, blocked: never fatal, and not
+     * lost either (a SIGHUP sent while the secret is read at start-up reloads once credproxy
+     * is ready). Every thread started meanwhile inherits the mask, so only this one ever
+     * takes them; a credential_process child gets an empty mask (secrets/aws_process.c).
+     */
+    sigset_t later;
+    sigemptyset(&later);
+    sigaddset(&later, SIGHUP);
+    sigaddset(&later, SIGUSR1);
+    sigaddset(&later, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &later, NULL);
     /* From here a stalled reader of stderr delays no worker: lines go through the log thread. */
     if (!log_start())
         log_warn("cannot start the log thread; logging synchronously");
@@ -324,6 +333,7 @@ int main(int argc, char **argv)
         log_info("credproxy %s ready", CREDPROXY_VERSION);
         /* start() read every route's secret (a failed first read is fatal) and listens. */
         daemon_set_phase(DAEMON_READY, "listening, secrets loaded");
+        pthread_sigmask(SIG_UNBLOCK, &later, NULL); /* one that waited runs in the loop */
         event_base_loop(d.base, EVLOOP_NO_EXIT_ON_EMPTY);
         event_free(sigterm);
         event_free(sigint);

@@ -5,6 +5,7 @@ keep flowing while a request hangs.
 """
 
 import json
+import signal
 import sys
 import threading
 import time
@@ -33,6 +34,24 @@ class Faults(AwsTestCase):
     def assert_recovers(self, p):
         self.sm.faults.clear()
         self.assertTrue(p.wait_log("Secrets Manager read works again", 15), p.log())
+        self.assert_serving(p)
+
+    def test_sighup_while_starting_is_applied_once_ready(self):
+        """A SIGHUP that arrives while credproxy reads its secret at start-up is neither fatal
+        nor lost: the reload runs once credproxy is ready (systemd's ExecReload may be that
+        quick; before, it was ignored)."""
+        self.sm.fault("hang", 1, op="DescribeSecret")  # the start-up read waits
+        p = self.aws_proxy("--aws-timeout", "10s", wait=False)
+        self.wait_for(lambda: self.sm.calls("DescribeSecret"), 10, "the start-up read")
+        time.sleep(0.2)
+        p.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        self.assertIsNone(p.proc.poll(), "a SIGHUP during start-up ended credproxy")
+        self.assertNotIn("received SIGHUP", p.log())
+        self.sm.release_hang()
+        p.wait_ready()
+        self.assertTrue(p.wait_log("configuration reloaded", 10), p.log())
+        self.assertIn("received SIGHUP: reloading", p.log())
         self.assert_serving(p)
 
     def test_throttling(self):
