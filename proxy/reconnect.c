@@ -3,9 +3,12 @@
  * the client is idle or when multiplexing takes it back, and borrowing a new
  * one at the next command with the session's state replayed on it.
  */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -80,6 +83,32 @@ static void idle_release_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
+ * True when the server reset its connection (RST) rather than closed it (FIN):
+ * the socket is then in CLOSE, not CLOSE_WAIT. MariaDB resets a session it
+ * ends at its wait_timeout (SO_LINGER 0); KILL and shutdown close it.
+ */
+static bool server_reset_conn(struct session *s)
+{
+    evutil_socket_t fd = bufferevent_getfd(s->server);
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 || len < 1)
+        return false; /* not TCP (a unix socket): no reset to pass on */
+    return ti.tcpi_state == TCP_CLOSE;
+}
+
+/* The client's connection will end as the server's did: with a reset (SO_LINGER 0). */
+static void reset_client_on_close(struct session *s)
+{
+    evutil_socket_t fd = bufferevent_getfd(s->client);
+    struct linger l = {.l_onoff = 1, .l_linger = 0};
+    if (fd >= 0 && !s->is_unix && setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l)) != 0)
+        log_debug("C-%llu %s: SO_LINGER: %s", (unsigned long long)s->id, s->peer,
+                  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+/*
  * The upstream connection ended. If the client was idle, it is told nothing
  * yet: its next command runs on a new connection with its state restored.
  * Otherwise a reply was cut short and the client loses its connection too.
@@ -112,10 +141,16 @@ void reconnect_server_lost(struct session *s)
         return;
     }
     if (session_own_wait_timeout_passed(s)) {
-        /* The server ended it as the client asked: the client's connection ends too (2013). */
-        log_info("C-%llu %s: upstream connection closed after the session's own wait_timeout; "
+        /*
+         * The server ended it as the client asked: the client's connection ends too,
+         * and the same way (a reset from MariaDB: ECONNRESET, 2006 for most clients).
+         */
+        bool reset = server_reset_conn(s);
+        log_info("C-%llu %s: upstream connection %s after the session's own wait_timeout; "
                  "closing the session, as the server did",
-                 (unsigned long long)s->id, s->peer);
+                 (unsigned long long)s->id, s->peer, reset ? "reset" : "closed");
+        if (reset)
+            reset_client_on_close(s);
         session_drop_dead_conn(s, "the session's own wait_timeout passed");
         session_close(s, "idle past its own wait_timeout");
         return;
