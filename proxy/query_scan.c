@@ -53,6 +53,24 @@ static bool word_is(const char *w, size_t wl, const char *kw)
 /* Functions whose effect outlives the statement and no reply reports. */
 static const char *const lock_functions[] = {"GET_LOCK", "IS_USED_LOCK", "RELEASE_ALL_LOCKS", NULL};
 
+/*
+ * The transaction characteristics variables: `SET @@name = v`, with no scope,
+ * sets them for the next transaction only, as `SET TRANSACTION` does; nothing
+ * reports that (it is no session variable), so it cannot be replayed.
+ */
+static bool next_transaction_var(const char *w, size_t wl)
+{
+    return word_is(w, wl, "tx_isolation") || word_is(w, wl, "tx_read_only") ||
+           word_is(w, wl, "transaction_isolation") || word_is(w, wl, "transaction_read_only");
+}
+
+/* True when p[i] (after blanks) is an assignment: '=' or ':='. */
+static bool assigned(const char *p, size_t n, size_t i)
+{
+    i += skip_blank(p + i, n - i);
+    return i < n && (p[i] == '=' || (p[i] == ':' && i + 1 < n && p[i + 1] == '='));
+}
+
 const char *query_pin_reason(const char *p, size_t n, bool *reads_connection_id)
 {
     size_t i = 0;
@@ -81,8 +99,11 @@ const char *query_pin_reason(const char *p, size_t n, bool *reads_connection_id)
         if (c == '@') {
             if (i + 1 < n && p[i + 1] == '@') {
                 i += 2; /* a system variable: the server reports its changes */
+                size_t name = i;
                 while (i < n && (is_word_char(p[i]) || p[i] == '.'))
                     i++;
+                if (next_transaction_var(p + name, i - name) && assigned(p, n, i))
+                    return "the session set the next transaction's characteristics";
                 continue;
             }
             return "the session uses user variables";
@@ -120,6 +141,8 @@ const char *query_pin_reason(const char *p, size_t n, bool *reads_connection_id)
             return "the session uses FOUND_ROWS()";
         if (call && word_is(w, wl, "CONNECTION_ID"))
             *reads_connection_id = true;
+        if (word_is(w, wl, "TRANSACTION") && word_is(prev, strlen(prev), "SET"))
+            return "the session set the next transaction's characteristics";
         if ((word_is(w, wl, "TABLES") || word_is(w, wl, "TABLE")) &&
             word_is(prev, strlen(prev), "LOCK"))
             return "the session locked tables (LOCK TABLES)";

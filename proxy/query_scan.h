@@ -14,7 +14,9 @@ struct evbuffer;
  * Case-insensitive, outside quotes and comments: user variables, GET_LOCK
  * and the other user-lock functions, LAST_INSERT_ID(expr), LOCK TABLES,
  * HANDLER, XA, CALL (a procedure may do any of these), temporary tables,
- * SQL-level PREPARE/EXECUTE, SQL_CALC_FOUND_ROWS/FOUND_ROWS(). When unsure
+ * SQL-level PREPARE/EXECUTE, SQL_CALC_FOUND_ROWS/FOUND_ROWS(), SET TRANSACTION
+ * and SET @@tx_isolation-style assignments with no scope (the next
+ * transaction's characteristics). When unsure
  * it names a reason: a pinned session only loses multiplexing.
  * *reads_connection_id is set (never cleared) when the text calls CONNECTION_ID():
  * the server gives a session one id for its life, so multiplexing must keep the

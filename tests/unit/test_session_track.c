@@ -207,6 +207,19 @@ static void test_query_pin_reason(void)
         {"SET time_zone='+00:00'", 0},
         {"SELECT my_get_lock_count FROM t", 0},
         {"BEGIN", 0},
+        /* Next-transaction characteristics: no reply reports them (Go's BeginTx sends these). */
+        {"SET TRANSACTION ISOLATION LEVEL READ COMMITTED", 1},
+        {"set transaction read only", 1},
+        {"SET /* c */ TRANSACTION READ WRITE", 1},
+        {"SELECT 1; SET TRANSACTION READ ONLY", 1},
+        {"SET @@tx_isolation = 'SERIALIZABLE'", 1},
+        {"SET @@transaction_read_only:=1", 1},
+        {"SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE", 0}, /* session-wide: tracked */
+        {"SET GLOBAL TRANSACTION READ ONLY", 0},
+        {"SET @@session.tx_isolation = 'SERIALIZABLE'", 0},
+        {"SET tx_read_only = 1", 0}, /* no @@: the session's */
+        {"SELECT @@tx_isolation", 0},
+        {"START TRANSACTION", 0},
         {"", 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
