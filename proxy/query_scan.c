@@ -71,7 +71,7 @@ static bool assigned(const char *p, size_t n, size_t i)
     return i < n && (p[i] == '=' || (p[i] == ':' && i + 1 < n && p[i + 1] == '='));
 }
 
-const char *query_pin_reason(const char *p, size_t n, bool *reads_connection_id)
+const char *query_pin_reason(const char *p, size_t n, struct query_marks *marks)
 {
     size_t i = 0;
     bool statement_start = true;
@@ -103,7 +103,7 @@ const char *query_pin_reason(const char *p, size_t n, bool *reads_connection_id)
                 while (i < n && (is_word_char(p[i]) || p[i] == '.'))
                     i++;
                 if (next_transaction_var(p + name, i - name) && assigned(p, n, i))
-                    return "the session set the next transaction's characteristics";
+                    marks->sets_next_transaction = true;
                 continue;
             }
             return "the session uses user variables";
@@ -140,9 +140,9 @@ const char *query_pin_reason(const char *p, size_t n, bool *reads_connection_id)
         if (word_is(w, wl, "SQL_CALC_FOUND_ROWS") || (call && word_is(w, wl, "FOUND_ROWS")))
             return "the session uses FOUND_ROWS()";
         if (call && word_is(w, wl, "CONNECTION_ID"))
-            *reads_connection_id = true;
+            marks->reads_connection_id = true;
         if (word_is(w, wl, "TRANSACTION") && word_is(prev, strlen(prev), "SET"))
-            return "the session set the next transaction's characteristics";
+            marks->sets_next_transaction = true;
         if ((word_is(w, wl, "TABLES") || word_is(w, wl, "TABLE")) &&
             word_is(prev, strlen(prev), "LOCK"))
             return "the session locked tables (LOCK TABLES)";

@@ -14,15 +14,25 @@ struct evbuffer;
  * Case-insensitive, outside quotes and comments: user variables, GET_LOCK
  * and the other user-lock functions, LAST_INSERT_ID(expr), LOCK TABLES,
  * HANDLER, XA, CALL (a procedure may do any of these), temporary tables,
- * SQL-level PREPARE/EXECUTE, SQL_CALC_FOUND_ROWS/FOUND_ROWS(), SET TRANSACTION
- * and SET @@tx_isolation-style assignments with no scope (the next
- * transaction's characteristics). When unsure
- * it names a reason: a pinned session only loses multiplexing.
- * *reads_connection_id is set (never cleared) when the text calls CONNECTION_ID():
- * the server gives a session one id for its life, so multiplexing must keep the
- * session on its connection, although a lost connection can still be replaced.
+ * SQL-level PREPARE/EXECUTE, SQL_CALC_FOUND_ROWS/FOUND_ROWS(). When unsure
+ * it names a reason: a pinned session only loses multiplexing. The scan goes
+ * on past what only marks sets (it never clears them).
  */
-const char *query_pin_reason(const char *p, size_t n, bool *reads_connection_id);
+struct query_marks {
+    /*
+     * It calls CONNECTION_ID(): the server gives a session one id for its life, so
+     * multiplexing keeps the session on its connection, which can still be replaced
+     * when lost.
+     */
+    bool reads_connection_id;
+    /*
+     * SET TRANSACTION, or SET @@tx_isolation-style assignments with no scope: the
+     * next transaction's characteristics, which no reply reports; the session keeps
+     * its connection, and cannot move, until that transaction is over.
+     */
+    bool sets_next_transaction;
+};
+const char *query_pin_reason(const char *p, size_t n, struct query_marks *marks);
 
 /* True when the text names a session_track_* variable (outside quotes is not checked). */
 bool query_names_session_tracking(const char *p, size_t n);

@@ -74,7 +74,8 @@ static void idle_release_cb(evutil_socket_t fd, short what, void *arg)
                  evbuffer_get_length(bufferevent_get_input(s->client)) == 0 &&
                  evbuffer_get_length(bufferevent_get_input(s->server)) == 0;
     bool replayable = !(s->rt.status & PROTO_STATUS_IN_TRANS) && !s->cursor_open && !s->hold_conn &&
-                      !s->keeps_thread && !s->st.unrestorable && pool_conn_tracked(s->conn);
+                      !s->keeps_thread && !s->next_tx && !s->st.unrestorable &&
+                      pool_conn_tracked(s->conn);
     if (!quiet || !replayable)
         return;
     s->released = 1;
@@ -158,6 +159,8 @@ void reconnect_server_lost(struct session *s)
     bool tracked = pool_conn_tracked(s->conn);
     if (s->rt.status & PROTO_STATUS_IN_TRANS)
         s->st.unrestorable = "a transaction was open";
+    else if (s->next_tx && !s->st.unrestorable)
+        s->st.unrestorable = "the next transaction's characteristics were set (SET TRANSACTION)";
     else if (s->cursor_open)
         s->st.unrestorable = "a server-side cursor was open";
     else if (!tracked)

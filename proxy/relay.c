@@ -125,12 +125,16 @@ static int own_tracking_intercept(struct session *s, const uint8_t *text, size_t
 /* Pins the session when the statement text leaves state credproxy cannot carry over. */
 static void scan_text(struct session *s, const uint8_t *text, size_t len)
 {
-    bool reads_id = false;
-    const char *why = query_pin_reason((const char *)text, len, &reads_id);
+    struct query_marks marks = {0};
+    const char *why = query_pin_reason((const char *)text, len, &marks);
     if (why && !s->st.unrestorable)
         s->st.unrestorable = why;
-    if (reads_id)
+    if (marks.reads_connection_id)
         s->keeps_thread = 1;
+    if (marks.sets_next_transaction) {
+        s->next_tx = 1;
+        s->next_tx_open = 0;
+    }
 }
 
 /*
@@ -156,7 +160,7 @@ static void keep_for_retry(struct session *s, struct evbuffer *in, uint8_t cmd, 
     uint16_t st = s->rt.status;
     if (cmd != PROTO_COM_QUERY || len > RETRY_STMT_MAX || !response_idle(&s->rt) ||
         s->to_client_left || s->swallow || s->untrackable || s->cursor_open || s->st.unrestorable ||
-        !(st & PROTO_STATUS_AUTOCOMMIT) || (st & PROTO_STATUS_IN_TRANS))
+        s->next_tx || !(st & PROTO_STATUS_AUTOCOMMIT) || (st & PROTO_STATUS_IN_TRANS))
         return;
     size_t n = 4 + (size_t)len;
     if (n > s->retry_cap) {
@@ -230,7 +234,8 @@ static void retry_on_writer(struct session *s)
 static void move_off_read_only(struct session *s)
 {
     s->ro_move = 0;
-    if (s->st.unrestorable || s->cursor_open || s->untrackable || !pool_conn_tracked(s->conn)) {
+    if (s->st.unrestorable || s->cursor_open || s->untrackable || s->next_tx ||
+        !pool_conn_tracked(s->conn)) {
         session_close(s, "its server refused a statement as read-only (upstream_role=writer) and "
                          "the session cannot be moved");
         return;
@@ -687,6 +692,15 @@ static void reply_done(struct session *s)
         s->cursor_open = 1;
     if (s->rt.cmd == PROTO_COM_STMT_FETCH && (s->rt.status & PROTO_STATUS_LAST_ROW_SENT))
         s->cursor_open = 0;
+    /*
+     * SET TRANSACTION applies to the next transaction: held until one has been seen open
+     * and closed. An autocommit statement also uses it up, but no flag says so: the hold
+     * then lasts until a later transaction ends (longer than needed, never too short).
+     */
+    if (s->next_tx && (s->rt.status & PROTO_STATUS_IN_TRANS))
+        s->next_tx_open = 1;
+    else if (s->next_tx && s->next_tx_open)
+        s->next_tx = s->next_tx_open = 0;
 }
 
 /*

@@ -510,6 +510,7 @@ static void reset_session(struct session *s, const char *db, size_t db_len, uint
 {
     session_state_reset(&s->st);
     s->cursor_open = 0;
+    s->next_tx = s->next_tx_open = 0;
     s->dirty = 0;
     s->own_tracking = 0; /* the reset puts credproxy's tracking back */
     if (db_len)

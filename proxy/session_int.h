@@ -112,6 +112,8 @@ struct session {
     unsigned big_ok_wait : 1;  /* waiting for a whole OK packet larger than the read watermark */
     unsigned hold_conn : 1;    /* the last reply has warnings or affected rows: do not release */
     unsigned keeps_thread : 1; /* it read CONNECTION_ID(): never released (multiplexing) */
+    unsigned next_tx : 1;      /* SET TRANSACTION is pending: kept, cannot move (query_marks) */
+    unsigned next_tx_open : 1; /* ...and the transaction it applies to has been seen open */
     unsigned own_tracking : 1; /* the client set or read session_track_*: shown unfiltered */
     unsigned swallow : 2;      /* replies to credproxy's own commands still due in the stream */
     unsigned client_waits : 1; /* the client's next command waits for replies to come */

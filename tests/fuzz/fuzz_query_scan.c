@@ -41,11 +41,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (upper[i] >= 'a' && upper[i] <= 'z')
             upper[i] = (char)(upper[i] - 'a' + 'A');
 
-    bool reads_id = false, reads_id_upper = false;
-    const char *why = query_pin_reason(text, size, &reads_id);
-    const char *why_upper = query_pin_reason(upper, size, &reads_id_upper);
+    struct query_marks m = {0}, mu = {0};
+    const char *why = query_pin_reason(text, size, &m);
+    const char *why_upper = query_pin_reason(upper, size, &mu);
     FUZZ_CHECK((why == NULL) == (why_upper == NULL));
-    FUZZ_CHECK(reads_id == reads_id_upper);
+    FUZZ_CHECK(m.reads_connection_id == mu.reads_connection_id);
+    FUZZ_CHECK(m.sets_next_transaction == mu.sets_next_transaction);
     if (why)
         fuzz_touch(why, strlen(why));
     FUZZ_CHECK(query_names_session_tracking(text, size) ==

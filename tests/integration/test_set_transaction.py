@@ -7,7 +7,8 @@ isolation level or read-only sends "SET TRANSACTION ..." and then "START TRANSAC
 statements. With multiplexing the session was released between them, and START TRANSACTION ran
 on a pooled connection at the default level (a READ ONLY transaction took writes). No reply
 reports next-transaction characteristics, so credproxy cannot replay them: such a statement now
-pins the session, as user variables do. `SET @@tx_read_only = 1` (and the other
+holds the session on its connection until that transaction is over (seen open, then closed),
+and a connection lost meanwhile is not replaced behind the client's back. `SET @@tx_read_only = 1` (and the other
 transaction-characteristics variables, with no scope) is the same; SET SESSION TRANSACTION is
 session-wide, reported and replayed, and still released.
 """
@@ -51,6 +52,34 @@ class NextTransaction(ProxyTestCase):
     def test_multiplexed_session_keeps_next_transaction_characteristics(self):
         proxy = self.start_proxy("--workers", "1", "--pool-release-idle-after", "50ms")
         self.cases(connect(proxy.port, database="app"), "multiplexed")
+
+    def test_released_again_once_that_transaction_is_over(self):
+        proxy = self.start_proxy("--workers", "1", "--pool-release-idle-after", "50ms")
+        conn = connect(proxy.port, database="app")
+        scalar(conn, "SET TRANSACTION READ ONLY")
+        time.sleep(0.3)
+        released = proxy.log().count("connection released")
+        scalar(conn, "START TRANSACTION")
+        scalar(conn, "SELECT COUNT(*) FROM next_tx")
+        scalar(conn, "COMMIT")
+        self.assertEqual(proxy.log().count("connection released"), released, "released early")
+        time.sleep(0.3)  # the next transaction is over: nothing holds the connection now
+        self.assertGreater(proxy.log().count("connection released"), released, proxy.log())
+        scalar(conn, "INSERT INTO next_tx VALUES (2)")  # read-write again, on any connection
+
+    def test_lost_connection_is_not_hidden_while_pending(self):
+        """Lost with SET TRANSACTION pending, the session cannot move without its
+        characteristics: the client loses its connection, as directly."""
+        proxy = self.start_proxy("--workers", "1")
+        conn = connect(proxy.port, database="app")
+        cid = scalar(conn, "SELECT CONNECTION_ID()")
+        scalar(conn, "SET TRANSACTION READ ONLY")
+        self.fixture.root_sql("KILL %d" % cid)
+        time.sleep(0.3)
+        with self.assertRaises(pymysql.err.OperationalError) as cm:
+            scalar(conn, "INSERT INTO next_tx VALUES (3)")
+        self.assertIn(cm.exception.args[0], (2006, 2013))
+        self.assertIn("SET TRANSACTION", proxy.log())
 
     def test_session_scope_still_released(self):
         proxy = self.start_proxy("--workers", "1", "--pool-release-idle-after", "50ms")

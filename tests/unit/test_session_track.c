@@ -163,8 +163,8 @@ static void test_statements(void)
 /* 1 when query_pin_reason pins the statement, 0 when not. */
 static int pins(const char *q)
 {
-    bool reads_id = false;
-    return query_pin_reason(q, strlen(q), &reads_id) != NULL;
+    struct query_marks marks = {0};
+    return query_pin_reason(q, strlen(q), &marks) != NULL;
 }
 
 static void test_query_pin_reason(void)
@@ -207,19 +207,6 @@ static void test_query_pin_reason(void)
         {"SET time_zone='+00:00'", 0},
         {"SELECT my_get_lock_count FROM t", 0},
         {"BEGIN", 0},
-        /* Next-transaction characteristics: no reply reports them (Go's BeginTx sends these). */
-        {"SET TRANSACTION ISOLATION LEVEL READ COMMITTED", 1},
-        {"set transaction read only", 1},
-        {"SET /* c */ TRANSACTION READ WRITE", 1},
-        {"SELECT 1; SET TRANSACTION READ ONLY", 1},
-        {"SET @@tx_isolation = 'SERIALIZABLE'", 1},
-        {"SET @@transaction_read_only:=1", 1},
-        {"SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE", 0}, /* session-wide: tracked */
-        {"SET GLOBAL TRANSACTION READ ONLY", 0},
-        {"SET @@session.tx_isolation = 'SERIALIZABLE'", 0},
-        {"SET tx_read_only = 1", 0}, /* no @@: the session's */
-        {"SELECT @@tx_isolation", 0},
-        {"START TRANSACTION", 0},
         {"", 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -229,27 +216,46 @@ static void test_query_pin_reason(void)
                     cases[i].want);
         CHECK(got == cases[i].want);
     }
-    /* CONNECTION_ID() keeps the connection but is not a reason the session cannot move. */
+    /*
+     * Marks: CONNECTION_ID() keeps the connection but the session can still move when it is
+     * lost; SET TRANSACTION (next-transaction characteristics, which no reply reports; Go's
+     * BeginTx sends it) holds it until that transaction ends. Neither is a pin reason.
+     */
     static const struct {
         const char *q;
-        bool reads_id;
-        bool pins;
-    } ids[] = {
-        {"SELECT CONNECTION_ID()", true, false},
-        {"select connection_id ()", true, false},
-        {"SELECT CONNECTION_ID(), @v", true, true}, /* the scan goes on past it */
-        {"SELECT my_connection_id FROM t", false, false},
-        {"SELECT 'CONNECTION_ID()'", false, false},
-        {"/* CONNECTION_ID() */ SELECT 1", false, false},
-        {"SELECT connection_id", false, false},
+        bool reads_id, next_tx, pins;
+    } marked[] = {
+        {"SELECT CONNECTION_ID()", true, false, false},
+        {"select connection_id ()", true, false, false},
+        {"SELECT CONNECTION_ID(), @v", true, false, true}, /* the scan goes on past it */
+        {"SELECT my_connection_id FROM t", false, false, false},
+        {"SELECT 'CONNECTION_ID()'", false, false, false},
+        {"/* CONNECTION_ID() */ SELECT 1", false, false, false},
+        {"SELECT connection_id", false, false, false},
+        {"SET TRANSACTION ISOLATION LEVEL READ COMMITTED", false, true, false},
+        {"set transaction read only", false, true, false},
+        {"SET /* c */ TRANSACTION READ WRITE", false, true, false},
+        {"SELECT 1; SET TRANSACTION READ ONLY", false, true, false},
+        {"SET @@tx_isolation = 'SERIALIZABLE'", false, true, false},
+        {"SET @@transaction_read_only:=1", false, true, false},
+        {"SET TRANSACTION READ ONLY; SET @a = 1", false, true, true},
+        {"SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE", false, false, false},
+        {"SET GLOBAL TRANSACTION READ ONLY", false, false, false},
+        {"SET @@session.tx_isolation = 'SERIALIZABLE'", false, false, false},
+        {"SET tx_read_only = 1", false, false, false}, /* no @@: the session's */
+        {"SELECT @@tx_isolation", false, false, false},
+        {"START TRANSACTION", false, false, false},
+        {"SELECT 'SET TRANSACTION READ ONLY'", false, false, false},
     };
-    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
-        bool reads_id = false;
-        bool pins = query_pin_reason(ids[i].q, strlen(ids[i].q), &reads_id) != NULL;
-        if (reads_id != ids[i].reads_id || pins != ids[i].pins)
-            fprintf(stderr, "query_pin_reason(\"%s\") reads_id=%d pins=%d\n", ids[i].q, reads_id,
-                    pins);
-        CHECK(reads_id == ids[i].reads_id && pins == ids[i].pins);
+    for (size_t i = 0; i < sizeof(marked) / sizeof(marked[0]); i++) {
+        struct query_marks m = {0};
+        bool pinned = query_pin_reason(marked[i].q, strlen(marked[i].q), &m) != NULL;
+        bool ok = m.reads_connection_id == marked[i].reads_id &&
+                  m.sets_next_transaction == marked[i].next_tx && pinned == marked[i].pins;
+        if (!ok)
+            fprintf(stderr, "query_pin_reason(\"%s\") reads_id=%d next_tx=%d pins=%d\n",
+                    marked[i].q, m.reads_connection_id, m.sets_next_transaction, pinned);
+        CHECK(ok);
     }
 }
 
