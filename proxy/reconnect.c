@@ -3,6 +3,7 @@
  * the client is idle or when multiplexing takes it back, and borrowing a new
  * one at the next command with the session's state replayed on it.
  */
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -40,12 +41,42 @@ void reconnect_lazy_login(struct session *s)
     relay_enter(s, upstream_caps_for(s->caps, prof.caps), PROTO_STATUS_AUTOCOMMIT);
 }
 
+static void reset_client_on_close(struct session *s);
+
+/*
+ * A detached session that set its own wait_timeout: the server would close the
+ * client's connection once it has been idle that long, whether or not the
+ * client sends anything, so credproxy does too, as MariaDB does it: nothing
+ * sent, the connection reset.
+ */
+static void own_wait_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct session *s = arg;
+    if (s->state != SESSION_DETACHED || !session_own_wait_timeout_passed(s))
+        return;
+    log_info("C-%llu %s: idle past the session's own wait_timeout; closing it, as the server "
+             "would have",
+             (unsigned long long)s->id, s->peer);
+    reset_client_on_close(s); /* MariaDB resets a connection it ends at its wait_timeout */
+    session_close(s, "idle past its own wait_timeout");
+}
+
 /* The session is idle and gives its connection up (lost, or released); its next command reconnects.
  */
 void reconnect_detach(struct session *s, const char *why)
 {
     session_drop_conn(s, why);
     session_set_state(s, SESSION_DETACHED, why);
+    uint64_t limit = session_state_wait_timeout_ms(&s->st);
+    if (limit) {
+        /* The state change took the timer; no connection is left to time out, so it counts. */
+        uint64_t now = session_now_ms(s);
+        uint64_t idle = now > s->last_active_ms ? now - s->last_active_ms : 0;
+        uint64_t left = idle < limit ? limit - idle : 0;
+        session_arm_timer(s, left > INT_MAX ? INT_MAX : (int)left, own_wait_timeout_cb);
+    }
 }
 
 static void idle_release_cb(evutil_socket_t fd, short what, void *arg);

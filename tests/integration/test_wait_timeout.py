@@ -8,6 +8,11 @@ credproxy the server's end closed as asked, but credproxy took it for a lost con
 the session, so the query succeeded. With multiplexing the session had no upstream connection to
 time out at all.
 
+A client that waits without sending anything sees its connection end at the timeout, as the
+server would close it, multiplexed too: found by node mysql2's own suite
+(test/integration/test-server-close.test.mts waits for the close after SET wait_timeout=1;
+multiplexed it waited for ever, credproxy closing the session only at its next command).
+
 A session whose connection is lost for another reason (here root's KILL) while it is well within
 its wait_timeout still moves, as before.
 """
@@ -50,6 +55,39 @@ class OwnWaitTimeout(ProxyTestCase):
         scalar(conn, "SET SESSION wait_timeout = 1")
         time.sleep(2.2)  # released after 100 ms: no upstream connection times out
         self.assertConnectionGone(conn, "through credproxy, multiplexed")
+
+    def assertClosedWithoutACommand(self, conn, what):
+        """The client's socket ends (EOF, nothing sent) within a few seconds of going idle."""
+        sock = conn._sock
+        sock.settimeout(4.0)
+        start = time.monotonic()
+        try:
+            data = sock.recv(64)
+        except TimeoutError:
+            self.fail("%s: still open %.1f s after SET wait_timeout = 1"
+                      % (what, time.monotonic() - start))
+        except ConnectionResetError:
+            data = b""
+        self.assertEqual(data, b"", "%s: the server sends nothing (MariaDB just closes)" % what)
+        self.assertGreater(time.monotonic() - start, 0.5, "%s: closed too early" % what)
+
+    def test_direct_idle_client_sees_the_close(self):
+        conn = self.fixture.direct(self.fixture.secret())
+        scalar(conn, "SET SESSION wait_timeout = 1")
+        self.assertClosedWithoutACommand(conn, "directly")
+
+    def test_idle_client_sees_the_close(self):
+        proxy = self.start_proxy("--workers", "1")
+        conn = connect(proxy.port, database="app")
+        scalar(conn, "SET SESSION wait_timeout = 1")
+        self.assertClosedWithoutACommand(conn, "through credproxy")
+
+    def test_multiplexed_idle_client_sees_the_close(self):
+        proxy = self.start_proxy("--workers", "1", "--pool-release-idle-after", "100ms")
+        conn = connect(proxy.port, database="app")
+        scalar(conn, "SET SESSION wait_timeout = 1")
+        self.assertClosedWithoutACommand(conn, "through credproxy, multiplexed")
+        self.assertTrue(proxy.wait_log("own wait_timeout"), "no log line says why")
 
     def test_within_own_wait_timeout_still_moves(self):
         proxy = self.start_proxy("--workers", "1", "--pool-release-idle-after", "100ms")
