@@ -19,6 +19,7 @@
 #include "proxy/pool.h"
 #include "proxy/query_scan.h"
 #include "proxy/route.h"
+#include "proxy/session.h"
 #include "proxy/session_int.h"
 #include "proxy/sock_reader.h"
 #include "proxy/stream_send.h"
@@ -401,8 +402,18 @@ static int kill_intercept(struct session *s, struct evbuffer *in, size_t avail, 
     struct worker *owner = NULL;
     bool found = kind == KILL_THREAD && k.id <= UINT32_MAX &&
                  registry_kill((uint32_t)k.id, s->route, !k.query, &thread, &owner);
-    if (found && thread == 0 && !k.query && owner)
-        worker_post_kill(owner, (uint32_t)k.id); /* no upstream to kill: its worker closes it */
+    if (found && thread == 0 && !k.query && owner) {
+        /*
+         * No upstream to kill: its worker closes it. On this worker that happens
+         * now, so the killed client's connection ends before the KILL's OK goes
+         * out, as the server does it (a client told OK may rely on the other
+         * connection being gone). A session killing itself closes after its OK.
+         */
+        if (owner == s->worker && (uint32_t)k.id != s->kill.id)
+            session_kill(owner, (uint32_t)k.id);
+        else
+            worker_post_kill(owner, (uint32_t)k.id);
+    }
     if (!found || thread == 0) {
         /* Answered here: after the replies to what came before, in order. */
         if (!response_idle(&s->rt) || s->to_client_left) {

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -275,6 +276,10 @@ void session_kill(struct worker *w, uint32_t id)
     if (!t)
         return; /* gone already */
     struct session *s = (struct session *)((char *)t - offsetof(struct session, kill));
+    /* The FIN now: freeing the bufferevent closes the socket only later in the loop. */
+    evutil_socket_t fd = s->client ? bufferevent_getfd(s->client) : -1;
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR);
     session_close(s, "killed by KILL CONNECTION");
 }
 

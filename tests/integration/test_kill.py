@@ -1,6 +1,7 @@
 """KILL through credproxy: the id a client got in the greeting names that client's session, and
 nothing else a client names can interrupt another client."""
 
+import select
 import threading
 import time
 
@@ -107,6 +108,28 @@ class KillMultiplexed(ProxyTestCase):
             scalar(a, "SELECT 2")
         self.assertIn(cm.exception.args[0], (2006, 2013))
 
+    def test_released_session_is_gone_before_the_ok(self):
+        """As the server does it, the killed client's connection has ended (EOF waiting on
+        its socket) by the time the KILL's OK reaches the killer (MariaDB directly: never
+        late in 100 rounds). credproxy used to close a released session a loop turn after
+        sending the OK. Found running node mysql2's test-pool-disconnect multiplexed."""
+        proxy = self.start_proxy("--workers", "1", "--pool-release-idle-after", "100ms")
+        late = 0
+        for round in range(30):
+            a = connect(proxy.port)
+            self.assertEqual(scalar(a, "SELECT 1"), 1)
+            b = connect(proxy.port)
+            self.assertEqual(scalar(b, "SELECT 1"), 1)
+            time.sleep(0.3)  # both connections went back to the pool
+            scalar(b, "KILL %d" % a.thread_id())
+            readable, _, _ = select.select([a._sock], [], [], 0)
+            if not readable:
+                late += 1
+            a._sock.settimeout(2)
+            self.assertEqual(a._sock.recv(64), b"", "round %d: the killed client got data" % round)
+            a.close()
+            b.close()
+        self.assertEqual(late, 0, "%d of 30 killed clients still open when the OK came" % late)
 
 if __name__ == "__main__":
     main()
