@@ -48,6 +48,16 @@ def tls_peer(conn):
     return conn._sock.getpeercert(binary_form=True)
 
 
+def served_cert(port, **kw):
+    """The DER certificate a new TLS client of port gets (after a query works over it)."""
+    conn = connect(port, ssl=NO_VERIFY, **kw)
+    try:
+        assert scalar(conn, "SELECT 1") == 1
+        return tls_peer(conn)
+    finally:
+        conn.close()
+
+
 def greeting_caps(port):
     """The capability flags of credproxy's greeting (both 16-bit halves)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -67,12 +77,7 @@ class EphemeralCase(ProxyTestCase):
         return found[0]
 
     def peer_cert(self, port, **kw):
-        conn = connect(port, ssl=NO_VERIFY, **kw)
-        try:
-            self.assertEqual(scalar(conn, "SELECT 1"), 1)
-            return tls_peer(conn)
-        finally:
-            conn.close()
+        return served_cert(port, **kw)
 
 
 class EphemeralCertificate(EphemeralCase):

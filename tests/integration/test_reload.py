@@ -25,7 +25,7 @@ import pymysql
 import harness
 from harness import ROOT, Proxy, ProxyTestCase, connect, free_port, main, scalar
 from test_auth_modes import native_hash
-from test_ephemeral_tls import NO_VERIFY, colon_sha256, tls_peer
+from test_ephemeral_tls import NO_VERIFY, colon_sha256, served_cert, tls_peer
 
 
 class ConfProxy(Proxy):
@@ -327,12 +327,7 @@ class FrontendCertificate(ReloadCase):
             os.rename(tmp, dst)  # as a renewal tool does: the new file at once, never half
 
     def served(self, p):
-        conn = connect(p.port, ssl=NO_VERIFY)
-        try:
-            self.assertEqual(scalar(conn, "SELECT 1"), 1)
-            return tls_peer(conn)
-        finally:
-            conn.close()
+        return served_cert(p.port)
 
     def test_renewed_certificate_is_served_after_sighup(self):
         tls = self.fixture.tls
